@@ -1,0 +1,319 @@
+"""Queries on the platform's bookings: cancelling stale ones, finding due reminders, and what
+the messages about a booking need to know (its client, its performer, their preferences)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    Select,
+    and_,
+    func,
+    literal,
+    not_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from scheduler.db.tables import (
+    audit_logs,
+    booking_reminders,
+    bookings,
+    clients,
+    notification_preferences,
+    notifications,
+    performers,
+)
+from scheduler.notify.content import BookingFacts
+
+ACTIVE_STATUSES = ("confirmed", "in_progress")
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A client or performer as far as messages are concerned, preferences applied."""
+
+    user_id: UUID | None
+    first_name: str | None
+    phone: str | None
+    email: str | None
+    wants_email: bool = True
+    wants_whatsapp: bool = True
+    wants_payment_reminders: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BookingRecord:
+    """A booking with everything its messages need. A contact is None when its row is missing."""
+
+    id: UUID
+    event_date: datetime | None
+    facts: BookingFacts
+    client: Contact | None
+    performer: Contact | None
+
+
+# --- stale bookings ------------------------------------------------------------------------
+
+def _stale(cutoff: datetime) -> Any:
+    return and_(
+        bookings.c.status == "pending",
+        bookings.c.payment_status == "pending",
+        bookings.c.created_at < cutoff,
+    )
+
+
+async def cancel_stale_bookings(
+    conn: AsyncConnection, *, cutoff: datetime, now: datetime, limit: int
+) -> list[UUID]:
+    """Cancel up to `limit` stale bookings and return their ids.
+
+    The UPDATE repeats the staleness condition, so a booking whose deposit lands between the
+    choice and the update is not cancelled; rows another transaction holds are skipped and
+    left for the next run.
+    """
+    chosen = (
+        select(bookings.c.id)
+        .where(_stale(cutoff))
+        .order_by(bookings.c.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    statement = (
+        update(bookings)
+        .where(bookings.c.id.in_(chosen), _stale(cutoff))
+        .values(status="cancelled", updated_at=now)
+        .returning(bookings.c.id)
+    )
+    return list((await conn.scalars(statement)).all())
+
+
+async def find_stale_references(conn: AsyncConnection, *, cutoff: datetime) -> list[str]:
+    """The references of the bookings a run would cancel now (the dry run)."""
+    statement = select(bookings.c.id, bookings.c.booking_reference).where(_stale(cutoff)).order_by(bookings.c.created_at)
+    return [row.booking_reference or str(row.id) for row in await conn.execute(statement)]
+
+
+# --- what messages need ----------------------------------------------------------------------
+
+def _records_query(with_preferences: bool) -> Select[Any]:
+    client_prefs = notification_preferences.alias("client_prefs")
+    performer_prefs = notification_preferences.alias("performer_prefs")
+    columns: list[Any] = [
+        bookings.c.id,
+        bookings.c.booking_reference,
+        bookings.c.event_type,
+        bookings.c.event_date,
+        bookings.c.duration_hours,
+        bookings.c.venue_address,
+        bookings.c.total_amount,
+        bookings.c.deposit_amount,
+        (clients.c.id.is_not(None)).label("client_exists"),
+        clients.c.user_id.label("client_user_id"),
+        clients.c.first_name.label("client_first_name"),
+        clients.c.last_name.label("client_last_name"),
+        clients.c.email.label("client_email"),
+        clients.c.phone.label("client_phone"),
+        (performers.c.id.is_not(None)).label("performer_exists"),
+        performers.c.user_id.label("performer_user_id"),
+        performers.c.stage_name.label("performer_stage_name"),
+        performers.c.first_name.label("performer_first_name"),
+        performers.c.email.label("performer_email"),
+        performers.c.phone.label("performer_phone"),
+    ]
+    joined = bookings.outerjoin(clients, clients.c.id == bookings.c.client_id).outerjoin(
+        performers, performers.c.id == bookings.c.performer_id
+    )
+    if with_preferences:
+        for alias, prefix, user_id in (
+            (client_prefs, "client", clients.c.user_id),
+            (performer_prefs, "performer", performers.c.user_id),
+        ):
+            columns += [
+                func.coalesce(alias.c.email_notifications, true()).label(f"{prefix}_wants_email"),
+                func.coalesce(alias.c.sms_notifications, true()).label(f"{prefix}_wants_whatsapp"),
+                func.coalesce(alias.c.payment_reminders, true()).label(f"{prefix}_wants_payment"),
+            ]
+            joined = joined.outerjoin(alias, alias.c.user_id == user_id)
+    return select(*columns).select_from(joined)
+
+
+def _contact(row: Any, prefix: str, with_preferences: bool) -> Contact | None:
+    if not getattr(row, f"{prefix}_exists"):
+        return None
+    return Contact(
+        user_id=getattr(row, f"{prefix}_user_id"),
+        first_name=getattr(row, f"{prefix}_first_name"),
+        phone=getattr(row, f"{prefix}_phone"),
+        email=getattr(row, f"{prefix}_email"),
+        wants_email=bool(getattr(row, f"{prefix}_wants_email")) if with_preferences else True,
+        wants_whatsapp=bool(getattr(row, f"{prefix}_wants_whatsapp")) if with_preferences else True,
+        wants_payment_reminders=bool(getattr(row, f"{prefix}_wants_payment")) if with_preferences else True,
+    )
+
+
+def _record(row: Any, with_preferences: bool) -> BookingRecord:
+    facts = BookingFacts(
+        reference=row.booking_reference or str(row.id),
+        event_type=row.event_type,
+        event_date=row.event_date,
+        duration_hours=row.duration_hours,
+        venue=row.venue_address,
+        total_amount=row.total_amount,
+        deposit_amount=row.deposit_amount,
+        client_first_name=row.client_first_name,
+        client_last_name=row.client_last_name,
+        performer_stage_name=row.performer_stage_name,
+        performer_first_name=row.performer_first_name,
+    )
+    return BookingRecord(
+        id=row.id,
+        event_date=row.event_date,
+        facts=facts,
+        client=_contact(row, "client", with_preferences),
+        performer=_contact(row, "performer", with_preferences),
+    )
+
+
+async def load_booking_records(
+    conn: AsyncConnection, ids: Sequence[UUID], *, with_preferences: bool
+) -> list[BookingRecord]:
+    """The bookings with these ids, with their contacts, in one query."""
+    if not ids:
+        return []
+    statement = _records_query(with_preferences).where(bookings.c.id.in_(ids)).order_by(bookings.c.created_at)
+    return [_record(row, with_preferences) for row in await conn.execute(statement)]
+
+
+# --- reminders -------------------------------------------------------------------------------
+
+async def find_due_reminders(
+    conn: AsyncConnection,
+    *,
+    kind: str,
+    earliest_event: datetime,
+    latest_event: datetime,
+    balance_due_only: bool,
+    with_preferences: bool,
+    limit: int,
+    exclude: Iterable[UUID] = (),
+) -> list[BookingRecord]:
+    """Active bookings whose event falls in (earliest, latest] and that have no reminder of this
+    kind for their current event_date yet: due-based, so a missed hour is caught up."""
+    already = (
+        select(literal(1))
+        .where(
+            booking_reminders.c.booking_id == bookings.c.id,
+            booking_reminders.c.kind == kind,
+            booking_reminders.c.event_date == bookings.c.event_date,
+        )
+        .exists()
+    )
+    conditions: list[Any] = [
+        bookings.c.status.in_(ACTIVE_STATUSES),
+        bookings.c.event_date > earliest_event,
+        bookings.c.event_date <= latest_event,
+        not_(already),
+    ]
+    if balance_due_only:
+        conditions += [
+            bookings.c.payment_status == "deposit_paid",
+            (bookings.c.total_amount - func.coalesce(bookings.c.deposit_amount, 0)) > 0,
+        ]
+    excluded = list(exclude)
+    if excluded:
+        conditions.append(bookings.c.id.not_in(excluded))
+    statement = _records_query(with_preferences).where(*conditions).order_by(bookings.c.event_date, bookings.c.id).limit(limit)
+    return [_record(row, with_preferences) for row in await conn.execute(statement)]
+
+
+async def claim_reminders(
+    conn: AsyncConnection, *, kind: str, due: Sequence[tuple[UUID, datetime]], run_id: UUID, now: datetime
+) -> set[UUID]:
+    """Record (booking, kind, event_date) as reminded; return the bookings this transaction won.
+
+    The ledger's primary key is what makes a reminder happen once: a concurrent run that chose
+    the same booking waits here for this transaction, then wins nothing.
+    """
+    if not due:
+        return set()
+    statement = (
+        insert(booking_reminders)
+        .values(
+            [
+                {"booking_id": booking_id, "kind": kind, "event_date": event_date, "run_id": run_id, "recorded_at": now}
+                for booking_id, event_date in due
+            ]
+        )
+        .on_conflict_do_nothing()
+        .returning(booking_reminders.c.booking_id)
+    )
+    return set((await conn.scalars(statement)).all())
+
+
+# --- the platform's own records of what we did ----------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class InAppNotification:
+    user_id: UUID
+    booking_id: UUID
+    type: str
+    title: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    event_type: str
+    action: str
+    booking_id: UUID | None
+    details: dict[str, Any]
+
+
+async def insert_notifications(conn: AsyncConnection, rows: Sequence[InAppNotification], *, now: datetime) -> None:
+    """The platform's in-app notifications, in one statement."""
+    if not rows:
+        return
+    await conn.execute(
+        notifications.insert(),
+        [
+            {
+                "user_id": row.user_id,
+                "booking_id": row.booking_id,
+                "type": row.type,
+                "title": row.title,
+                "message": row.message,
+                "is_read": False,
+                "created_at": now,
+            }
+            for row in rows
+        ],
+    )
+
+
+async def insert_audit_entries(conn: AsyncConnection, rows: Sequence[AuditEntry], *, now: datetime) -> None:
+    """Rows of the platform's audit log, in one statement."""
+    if not rows:
+        return
+    await conn.execute(
+        audit_logs.insert(),
+        [
+            {
+                "event_type": row.event_type,
+                "action": row.action,
+                "booking_id": row.booking_id,
+                "details": row.details,
+                "timestamp": now,
+            }
+            for row in rows
+        ],
+    )
+

@@ -1,0 +1,83 @@
+"""The deletions of the cleanup jobs: one predicate per table, deleted in short batches.
+
+Each batch walks the table in physical order (a TID range scan from where the previous batch
+stopped), so a batch never rescans the dead rows earlier batches left behind, and nothing but
+two numbers comes back to Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+START_OF_TABLE: tuple[int, int] = (0, 0)  # a ctid: (block, line); the first row is (0, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """What one cleanup deletes: a table and the condition its rows must meet (as SQL)."""
+
+    table: str
+    condition: str
+
+
+READ_NOTIFICATIONS = Purge("notifications", "is_read AND created_at < :cutoff")
+EXPIRED_OTPS = Purge("otp_codes", "expires_at < :cutoff")
+OLD_AUDIT_LOGS = Purge(
+    "audit_logs",
+    '"timestamp" < :cutoff AND (event_type IS NULL OR NOT (event_type = ANY(CAST(:keep AS text[]))))',
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    deleted: int
+    scanned: int  # rows that matched when the batch was chosen
+    resume_after: tuple[int, int] | None  # the ctid to continue after, None when the table is done
+
+
+def _delete_batch_sql(purge: Purge) -> Any:
+    # The condition is checked twice: once to pick the batch, and again by the DELETE itself,
+    # so a row changed in between (marked unread, say) is left alone.
+    return text(
+        f"""
+        WITH batch AS MATERIALIZED (
+            SELECT ctid FROM {purge.table}
+            WHERE ctid > CAST(:after AS tid) AND {purge.condition}
+            LIMIT :batch_size
+        ), deleted AS (
+            DELETE FROM {purge.table}
+            WHERE ctid = ANY(ARRAY(SELECT ctid FROM batch)) AND {purge.condition}
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM deleted) AS deleted,
+               (SELECT count(*) FROM batch) AS scanned,
+               (SELECT max(ctid) FROM batch) AS last_ctid
+        """
+    )
+
+
+async def delete_batch(
+    conn: AsyncConnection, purge: Purge, params: dict[str, Any], *, after: tuple[int, int], batch_size: int
+) -> BatchOutcome:
+    """Delete up to `batch_size` matching rows found after `after`; the caller commits."""
+    row = (
+        await conn.execute(_delete_batch_sql(purge), {**params, "after": after, "batch_size": batch_size})
+    ).one()
+    done = row.scanned < batch_size
+    return BatchOutcome(deleted=row.deleted, scanned=row.scanned, resume_after=None if done else tuple(row.last_ctid))
+
+
+async def count_matching(conn: AsyncConnection, purge: Purge, params: dict[str, Any]) -> int:
+    """How many rows the purge would delete now (the dry run)."""
+    sql = text(f"SELECT count(*) FROM {purge.table} WHERE {purge.condition}")
+    return int(await conn.scalar(sql, params) or 0)
+
+
+def purge_params(cutoff: datetime, keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The bind parameters every purge condition uses."""
+    return {"cutoff": cutoff, "keep": list(keep)}

@@ -1,0 +1,175 @@
+"""The run history, which is also the claim: one row per scheduled fire, leased while running."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import and_, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from scheduler.db.tables import job_runs
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of trying to start a run: the run id, or why not."""
+
+    run_id: UUID | None
+    refused_because: str | None = None  # "claimed_elsewhere" or "already_running"
+    holder: str | None = None  # the replica that has it
+
+
+@dataclass(frozen=True, slots=True)
+class AbandonedRun:
+    id: UUID
+    job_name: str
+    slot: str | None
+    scheduled_for: datetime | None
+    trigger: str
+    replica_id: str
+
+
+async def claim_run(
+    conn: AsyncConnection,
+    *,
+    job: str,
+    slot: str | None,
+    scheduled_for: datetime | None,
+    trigger: str,
+    replica: str,
+    now: datetime,
+    lease: timedelta,
+) -> Claim:
+    """Insert the running row for this fire. Two unique indexes do the deciding: one run per
+    (job, slot) ever, and one running run per job at a time."""
+    run_id = uuid4()
+    statement = (
+        insert(job_runs)
+        .values(
+            id=run_id,
+            job_name=job,
+            slot=slot,
+            scheduled_for=scheduled_for,
+            trigger=trigger,
+            status="running",
+            replica_id=replica,
+            dry_run=False,
+            attempt=1,
+            started_at=now,
+            lease_expires_at=now + lease,
+        )
+        .on_conflict_do_nothing()
+        .returning(job_runs.c.id)
+    )
+    if (await conn.scalar(statement)) is not None:
+        return Claim(run_id)
+    if slot is not None:
+        holder = await conn.scalar(
+            select(job_runs.c.replica_id).where(job_runs.c.job_name == job, job_runs.c.slot == slot)
+        )
+        if holder is not None:
+            return Claim(None, "claimed_elsewhere", holder)
+    holder = await conn.scalar(
+        select(job_runs.c.replica_id).where(job_runs.c.job_name == job, job_runs.c.status == "running")
+    )
+    return Claim(None, "already_running", holder)
+
+
+async def renew_lease(conn: AsyncConnection, run_id: UUID, *, replica: str, now: datetime, lease: timedelta) -> bool:
+    """Extend a running run's lease; False when the run is no longer ours (taken over)."""
+    result = await conn.execute(
+        update(job_runs)
+        .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica, job_runs.c.status == "running")
+        .values(lease_expires_at=now + lease)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def finish_run(
+    conn: AsyncConnection,
+    run_id: UUID,
+    *,
+    replica: str,
+    status: str,
+    counts: dict[str, Any],
+    errors: Sequence[str],
+    now: datetime,
+) -> None:
+    await conn.execute(
+        update(job_runs)
+        .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica)
+        .values(status=status, finished_at=now, lease_expires_at=None, counts=counts, errors=list(errors))
+    )
+
+
+async def release_lease(conn: AsyncConnection, run_id: UUID, *, replica: str, now: datetime) -> None:
+    """Give up a run that is stopping unfinished: another replica (or our next start) resumes it."""
+    await conn.execute(
+        update(job_runs)
+        .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica, job_runs.c.status == "running")
+        .values(lease_expires_at=now)
+    )
+
+
+async def find_abandoned(conn: AsyncConnection, *, now: datetime) -> list[AbandonedRun]:
+    """Runs still marked running whose lease has expired: their replica died or gave them up."""
+    rows = await conn.execute(
+        select(
+            job_runs.c.id,
+            job_runs.c.job_name,
+            job_runs.c.slot,
+            job_runs.c.scheduled_for,
+            job_runs.c.trigger,
+            job_runs.c.replica_id,
+        ).where(job_runs.c.status == "running", job_runs.c.lease_expires_at < now)
+    )
+    return [AbandonedRun(**row._mapping) for row in rows]
+
+
+async def take_over(
+    conn: AsyncConnection, run_id: UUID, *, replica: str, now: datetime, lease: timedelta
+) -> bool:
+    """Take an abandoned run; only one replica can win it."""
+    result = await conn.execute(
+        update(job_runs)
+        .where(job_runs.c.id == run_id, job_runs.c.status == "running", job_runs.c.lease_expires_at < now)
+        .values(replica_id=replica, lease_expires_at=now + lease, attempt=job_runs.c.attempt + 1)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def last_successes(conn: AsyncConnection) -> dict[str, datetime]:
+    """Each job's last successful finish, from any replica (seeds the last-success gauge)."""
+    rows = await conn.execute(
+        select(job_runs.c.job_name, func.max(job_runs.c.finished_at))
+        .where(job_runs.c.status == "success")
+        .group_by(job_runs.c.job_name)
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def recorded_slots(conn: AsyncConnection, *, job: str, slots: Sequence[str]) -> set[str]:
+    """Which of these slots of a job already have a run (by any replica)."""
+    if not slots:
+        return set()
+    rows = await conn.scalars(
+        select(job_runs.c.slot).where(and_(job_runs.c.job_name == job, job_runs.c.slot.in_(list(slots))))
+    )
+    return {slot for slot in rows if slot is not None}
+
+
+async def ensure_installed(conn: AsyncConnection, *, now: datetime) -> datetime:
+    """When the daemon first ran against this database (recorded on the first start)."""
+    await conn.execute(
+        text(
+            "INSERT INTO flavor_scheduler.installation (id, installed_at) VALUES (1, :now) ON CONFLICT (id) DO NOTHING"
+        ),
+        {"now": now},
+    )
+    installed: datetime = await conn.scalar(text("SELECT installed_at FROM flavor_scheduler.installation WHERE id = 1"))
+    return installed

@@ -1,0 +1,1 @@
+"""The jobs: plain async functions of (context, now) that return a JobResult."""

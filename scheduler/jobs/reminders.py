@@ -1,0 +1,185 @@
+"""The hourly reminders: the event in the next 24 hours, and the balance due within 3 days.
+
+Due-based, not window-based: every booking whose event is inside the horizon and more than
+REMINDER_MIN_LEAD_MINUTES away, and that has no reminder of this kind for its current
+event_date, is reminded, however long the daemon was down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from scheduler.catalog import JobName
+from scheduler.db import bookings as bookings_db
+from scheduler.db import outbox as outbox_db
+from scheduler.db.bookings import AuditEntry, BookingRecord
+from scheduler.jobs.cleanup import count_settled
+from scheduler.jobs.context import JobContext
+from scheduler.jobs.result import JobResult
+from scheduler.metrics import IN_APP, ReminderKind
+from scheduler.notify.content import ContentError
+from scheduler.notify.message import MessageKind, Role
+from scheduler.notify.outbox import OwedMessages
+
+REMINDER_BATCH_SIZE = 500  # bookings per transaction: a constant number of statements each
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderRule:
+    job: JobName
+    kind: MessageKind
+    metric_kind: ReminderKind
+    roles: tuple[Role, ...]
+    balance_due_only: bool
+
+
+BOOKING_REMINDER = ReminderRule(
+    JobName.SEND_BOOKING_REMINDERS, MessageKind.BOOKING_REMINDER, ReminderKind.BOOKING, (Role.CLIENT, Role.PERFORMER), False
+)
+PAYMENT_REMINDER = ReminderRule(
+    JobName.SEND_PAYMENT_REMINDERS, MessageKind.PAYMENT_REMINDER, ReminderKind.PAYMENT, (Role.CLIENT,), True
+)
+
+
+async def send_booking_reminders(ctx: JobContext, now: datetime) -> JobResult:
+    """Remind client and performer of an event within BOOKING_REMINDER_HOURS, once per event_date."""
+    horizon = timedelta(hours=ctx.settings.booking_reminder_hours)
+    return await _remind(ctx, BOOKING_REMINDER, now, horizon)
+
+
+async def send_payment_reminders(ctx: JobContext, now: datetime) -> JobResult:
+    """Remind the client of a balance due for an event within PAYMENT_REMINDER_DAYS, once per event_date."""
+    horizon = timedelta(days=ctx.settings.payment_reminder_days)
+    return await _remind(ctx, PAYMENT_REMINDER, now, horizon)
+
+
+async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: timedelta) -> JobResult:
+    result = JobResult(rule.job, started_at=now, dry_run=ctx.dry_run)
+    earliest = now + timedelta(minutes=ctx.settings.reminder_min_lead_minutes)
+    latest = now + horizon
+    with_preferences = ctx.tables.has("notification_preferences")
+
+    if ctx.dry_run:
+        async with ctx.engine.connect() as conn:
+            due = await _find_all_due(conn, rule, earliest, latest, with_preferences)
+        result.count = len(due)
+        result.details["bookings"] = [record.facts.reference for record in due]
+        return result
+
+    owed_ids: list[UUID] = []
+    reminded_in_app: set[UUID] = set()
+    unwritable: set[UUID] = set()  # bookings whose message cannot be written: reported once, not retried
+    while not ctx.should_stop():
+        try:
+            async with ctx.engine.begin() as conn:
+                candidates = await bookings_db.find_due_reminders(
+                    conn,
+                    kind=rule.kind.value,
+                    earliest_event=earliest,
+                    latest_event=latest,
+                    balance_due_only=rule.balance_due_only,
+                    with_preferences=with_preferences,
+                    limit=REMINDER_BATCH_SIZE,
+                    exclude=unwritable,
+                )
+                if not candidates:
+                    break
+                owed, writable = _plan(ctx, rule, candidates, now, result, unwritable)
+                won = await bookings_db.claim_reminders(
+                    conn,
+                    kind=rule.kind.value,
+                    due=[(record.id, record.event_date) for record in writable if record.event_date],
+                    run_id=ctx.run_id,
+                    now=now,
+                )
+                owed = owed.only_bookings(won)
+                await bookings_db.insert_notifications(conn, owed.notices, now=now)
+                if ctx.tables.has("audit_logs"):
+                    await bookings_db.insert_audit_entries(conn, _audit_rows(rule, writable, won), now=now)
+                inserted = await outbox_db.record_owed(conn, owed.deliveries)
+        except SQLAlchemyError as exc:
+            result.errors.append(f"recording {rule.kind.value}s failed: {type(exc).__name__}: {_first_line(exc)}")
+            break
+        result.errors += owed.errors
+        reminded_in_app |= {notice.booking_id for notice in owed.notices}
+        ctx.metrics.reminders_sent.labels(kind=rule.metric_kind, channel=IN_APP).inc(len(owed.notices))
+        count_settled(ctx, owed.settled(inserted), rule.kind)
+        owed_ids += inserted
+        if len(candidates) < REMINDER_BATCH_SIZE:
+            break
+
+    report = await ctx.dispatcher.deliver(only_ids=owed_ids, should_stop=ctx.should_stop)
+    result.errors += report.errors
+    # A booking counts once this run delivered it at least one message, in-app included.
+    result.count = len(report.bookings_sent | reminded_in_app)
+    result.details["messagesSent"] = report.sent
+    return result
+
+
+async def _find_all_due(
+    conn: AsyncConnection, rule: ReminderRule, earliest: datetime, latest: datetime, with_preferences: bool
+) -> list[BookingRecord]:
+    """Every booking a run would remind now (the dry run), read in batches."""
+    found: list[BookingRecord] = []
+    while True:
+        batch = await bookings_db.find_due_reminders(
+            conn,
+            kind=rule.kind.value,
+            earliest_event=earliest,
+            latest_event=latest,
+            balance_due_only=rule.balance_due_only,
+            with_preferences=with_preferences,
+            limit=REMINDER_BATCH_SIZE,
+            exclude=[record.id for record in found],
+        )
+        found += batch
+        if len(batch) < REMINDER_BATCH_SIZE:
+            return found
+
+
+def _plan(
+    ctx: JobContext,
+    rule: ReminderRule,
+    candidates: list[BookingRecord],
+    now: datetime,
+    result: JobResult,
+    unwritable: set[UUID],
+) -> tuple[OwedMessages, list[BookingRecord]]:
+    """Plan every candidate's messages; a booking whose message cannot be written fails alone."""
+    owed = OwedMessages()
+    writable: list[BookingRecord] = []
+    for record in candidates:
+        try:
+            owed.extend(ctx.planner.plan(rule.kind, record, rule.roles, now=now, run_id=ctx.run_id))
+        except ContentError as exc:
+            unwritable.add(record.id)
+            result.errors.append(f"booking {record.facts.reference}: {rule.kind.value} not written: {exc}")
+            continue
+        writable.append(record)
+    return owed, writable
+
+
+def _audit_rows(rule: ReminderRule, records: list[BookingRecord], won: set[UUID]) -> list[AuditEntry]:
+    return [
+        AuditEntry(
+            event_type="booking",
+            action="reminder_sent",
+            booking_id=record.id,
+            details={
+                "booking_reference": record.facts.reference,
+                "kind": rule.kind.value,
+                "event_date": record.event_date.isoformat() if record.event_date else None,
+            },
+        )
+        for record in records
+        if record.id in won
+    ]
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""

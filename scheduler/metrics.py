@@ -1,0 +1,144 @@
+"""Every Prometheus metric of the daemon (CONTRACT §7), built on an injected registry."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from scheduler.catalog import JobName
+from scheduler.notify.message import Channel, MessageKind
+
+PREFIX = "flavor_scheduler"
+
+
+class RunOutcome(StrEnum):
+    SUCCESS = "success"
+    ERROR = "error"
+
+
+class SkipReason(StrEnum):
+    ALREADY_RUNNING = "already_running"
+    CLAIMED_ELSEWHERE = "claimed_elsewhere"
+    TABLE_MISSING = "table_missing"
+
+
+class MessageOutcome(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    RETRIED = "retried"
+    SKIPPED = "skipped"
+
+
+class ReminderKind(StrEnum):
+    BOOKING = "booking"
+    PAYMENT = "payment"
+
+
+IN_APP = "in_app"
+
+# Jobs range from milliseconds (an empty cleanup) to many minutes (a large backlog of messages).
+_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+_PROVIDER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+
+
+class Metrics:
+    """The metric objects, with every job's and channel's series created at zero."""
+
+    def __init__(self, registry: CollectorRegistry, version: str) -> None:
+        self.registry = registry
+        p = PREFIX
+        self.job_runs = Counter(
+            f"{p}_job_runs", "Job runs by outcome.", ["job_name", "outcome"], registry=registry
+        )
+        self.job_skipped = Counter(
+            f"{p}_job_skipped", "Job runs skipped, by reason.", ["job_name", "reason"], registry=registry
+        )
+        self.job_duration = Histogram(
+            f"{p}_job_duration_seconds",
+            "Wall-clock duration of job runs.",
+            ["job_name"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.job_running = Gauge(
+            f"{p}_job_running", "1 while a run of the job is in progress in this process.", ["job_name"],
+            registry=registry,
+        )
+        self.job_last_success = Gauge(
+            f"{p}_job_last_success_timestamp_seconds",
+            "Unix time of the job's last successful run (any replica, seeded from the run history).",
+            ["job_name"],
+            registry=registry,
+        )
+        self.job_next_run = Gauge(
+            f"{p}_job_next_run_timestamp_seconds",
+            "Unix time of the job's next scheduled run (0 when disabled).",
+            ["job_name"],
+            registry=registry,
+        )
+        self.job_errors = Counter(
+            f"{p}_job_errors", "Errors reported by job runs (one per failed item or batch).", ["job_name"],
+            registry=registry,
+        )
+        self.rows_deleted = Counter(
+            f"{p}_rows_deleted", "Rows deleted by the cleanup jobs.", ["job_name", "table"], registry=registry
+        )
+        self.bookings_cancelled = Counter(
+            f"{p}_bookings_cancelled", "Stale bookings cancelled.", registry=registry
+        )
+        self.reminders_sent = Counter(
+            f"{p}_reminders_sent", "Reminders delivered, by kind and channel.", ["kind", "channel"],
+            registry=registry,
+        )
+        self.messages = Counter(
+            f"{p}_messages", "Message delivery attempts by outcome.", ["channel", "kind", "outcome"],
+            registry=registry,
+        )
+        self.messages_pending = Gauge(
+            f"{p}_messages_pending", "Messages owed and not yet delivered.", ["channel"], registry=registry
+        )
+        self.message_status = Counter(
+            f"{p}_message_status", "Later message statuses reported by provider callbacks.", ["channel", "status"],
+            registry=registry,
+        )
+        self.provider_request_duration = Histogram(
+            f"{p}_provider_request_duration_seconds",
+            "Duration of calls to Twilio and Resend.",
+            ["provider", "outcome"],
+            buckets=_PROVIDER_BUCKETS,
+            registry=registry,
+        )
+        self.build_info = Gauge(f"{p}_build_info", "The running version.", ["version"], registry=registry)
+        self.build_info.labels(version=version).set(1)
+        self._seed()
+
+    def _seed(self) -> None:
+        for job in JobName:
+            for outcome in RunOutcome:
+                self.job_runs.labels(job_name=job, outcome=outcome)
+            for reason in SkipReason:
+                self.job_skipped.labels(job_name=job, reason=reason)
+            self.job_duration.labels(job_name=job)
+            self.job_running.labels(job_name=job).set(0)
+            self.job_last_success.labels(job_name=job)
+            self.job_next_run.labels(job_name=job)
+            self.job_errors.labels(job_name=job)
+        for job, table in (
+            (JobName.CLEANUP_OLD_NOTIFICATIONS, "notifications"),
+            (JobName.CLEANUP_EXPIRED_OTPS, "otp_codes"),
+            (JobName.CLEANUP_OLD_AUDIT_LOGS, "audit_logs"),
+        ):
+            self.rows_deleted.labels(job_name=job, table=table)
+        for reminder in ReminderKind:
+            for channel in (*Channel, IN_APP):
+                self.reminders_sent.labels(kind=reminder, channel=channel)
+        for channel in Channel:
+            self.messages_pending.labels(channel=channel).set(0)
+            for kind in MessageKind:
+                for message_outcome in MessageOutcome:
+                    self.messages.labels(channel=channel, kind=kind, outcome=message_outcome)
+
+    def observe_provider_request(self, provider: str, outcome: str, seconds: float) -> None:
+        """The transports' callback for each provider call."""
+        self.provider_request_duration.labels(provider=provider, outcome=outcome).observe(seconds)

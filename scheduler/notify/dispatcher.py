@@ -1,0 +1,282 @@
+"""Sending what the outbox owes: claim under a lease, send concurrently under each channel's
+ceiling, retry transient failures with backoff, and record every outcome as soon as it is known."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler.clock import Clock
+from scheduler.db import outbox as outbox_db
+from scheduler.db.outbox import ClaimedDelivery
+from scheduler.metrics import MessageOutcome, Metrics, ReminderKind
+from scheduler.notify.message import Channel, MessageKind, OutgoingMessage
+from scheduler.notify.ratelimit import RateLimiter
+from scheduler.notify.transport import PermanentSendError, TransientSendError, Transport
+from scheduler.redact import mask_email, mask_phone
+
+log = structlog.get_logger(__name__)
+
+DELIVERY_LEASE = timedelta(seconds=120)  # a dead sender's messages are retried after this
+CLAIM_SECONDS_OF_WORK = 30  # claim about this many seconds of sending at the ceiling, well inside the lease
+MAX_CLAIM = 1000
+MIN_CLAIM = 10
+MAX_IN_FLIGHT = 200  # per channel; bounds memory when a provider hangs
+IN_RUN_ATTEMPTS = 3  # tries of one message within a run before leaving it to a later run
+IN_RUN_MAX_DELAY_SECONDS = 20.0  # a longer wait is left to a later run rather than held here
+BACKOFF_BASE_SECONDS = 30.0
+BACKOFF_CAP_SECONDS = 3600.0
+# 30 s doubling to an hour, then hourly: about a day of trying before a message is given up.
+MAX_ATTEMPTS = 30
+AMBIGUITY_SLACK = timedelta(minutes=2)  # clock skew between us and the provider
+
+_REMINDER_KINDS = {
+    MessageKind.BOOKING_REMINDER.value: ReminderKind.BOOKING,
+    MessageKind.PAYMENT_REMINDER.value: ReminderKind.PAYMENT,
+}
+
+
+def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random) -> float:
+    """Delay before the next try: the provider's Retry-After when it gave one, else exponential with jitter."""
+    if retry_after is not None and retry_after >= 0:
+        return min(retry_after, BACKOFF_CAP_SECONDS)
+    base = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempt - 1))
+    return base * rng.uniform(0.5, 1.0)
+
+
+def in_run_delay(attempt_here: int, retry_after: float | None, rng: random.Random) -> float:
+    """A short wait between tries within one run (1 s, 2 s, ...), or the provider's Retry-After."""
+    if retry_after is not None and retry_after >= 0:
+        return retry_after
+    return float(2 ** (attempt_here - 1)) * rng.uniform(0.5, 1.0)
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    """What one call to `deliver` achieved."""
+
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    bookings_sent: set[UUID] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+
+
+def _masked(delivery: ClaimedDelivery) -> str:
+    if delivery.address is None:
+        return "(no address)"
+    return mask_phone(delivery.address) if delivery.channel == Channel.WHATSAPP else mask_email(delivery.address)
+
+
+class Dispatcher:
+    """Sends owed deliveries through the transports; one per process, shared by every job."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        transports: dict[Channel, Transport],
+        *,
+        limits: dict[Channel, float],
+        clock: Clock,
+        metrics: Metrics,
+        claimer: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._engine = engine
+        self._transports = transports
+        self._limits = limits
+        self._limiters = {channel: RateLimiter(rate, clock) for channel, rate in limits.items()}
+        self._clock = clock
+        self._metrics = metrics
+        self._claimer = claimer
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+
+    async def deliver(
+        self, *, only_ids: Sequence[UUID] | None = None, should_stop: Callable[[], bool] = lambda: False
+    ) -> DeliveryReport:
+        """Send the due deliveries (or just `only_ids`), every enabled channel at once."""
+        report = DeliveryReport()
+        if only_ids is not None and not only_ids:
+            return report
+        await asyncio.gather(
+            *(
+                self._deliver_channel(channel, report, only_ids, should_stop)
+                for channel in self._transports
+            )
+        )
+        await self.refresh_pending_gauge()
+        return report
+
+    async def refresh_pending_gauge(self) -> None:
+        async with self._engine.connect() as conn:
+            counts = await outbox_db.unfinished_by_channel(conn)
+        for channel in Channel:
+            self._metrics.messages_pending.labels(channel=channel).set(counts.get(channel.value, 0))
+
+    def _claim_size(self, channel: Channel) -> int:
+        return max(MIN_CLAIM, min(MAX_CLAIM, int(self._limits[channel] * CLAIM_SECONDS_OF_WORK)))
+
+    async def _deliver_channel(
+        self,
+        channel: Channel,
+        report: DeliveryReport,
+        only_ids: Sequence[UUID] | None,
+        should_stop: Callable[[], bool],
+    ) -> None:
+        in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        while not should_stop():
+            async with self._engine.begin() as conn:
+                batch = await outbox_db.claim_due(
+                    conn,
+                    channel=channel.value,
+                    now=self._clock.now(),
+                    lease=DELIVERY_LEASE,
+                    claimer=self._claimer,
+                    limit=self._claim_size(channel),
+                    only_ids=only_ids,
+                )
+            if not batch:
+                return
+
+            async def one(delivery: ClaimedDelivery) -> None:
+                async with in_flight:
+                    await self._send_one(channel, delivery, report, should_stop)
+
+            await asyncio.gather(*(one(delivery) for delivery in batch))
+
+    async def _send_one(
+        self,
+        channel: Channel,
+        delivery: ClaimedDelivery,
+        report: DeliveryReport,
+        should_stop: Callable[[], bool],
+    ) -> None:
+        transport = self._transports[channel]
+        ambiguous_since = delivery.ambiguous_since
+        message = OutgoingMessage(
+            delivery_id=delivery.id,
+            channel=channel,
+            kind=MessageKind(delivery.kind),
+            to=delivery.address or "",
+            booking_reference=delivery.booking_reference,
+            text=delivery.body_text,
+            subject=delivery.subject,
+            html=delivery.body_html,
+            content_sid=delivery.content_sid,
+            content_variables=delivery.content_variables,
+            ambiguous_since=ambiguous_since,
+        )
+        bound = log.bind(booking=delivery.booking_reference, channel=channel.value, delivery_id=str(delivery.id))
+        attempt_here = 0
+        while True:
+            if should_stop():
+                await self._release(delivery)
+                return
+            attempt_here += 1
+            started = self._clock.now()
+            try:
+                provider_id = None
+                if ambiguous_since is not None:
+                    provider_id = await transport.find_sent(message, ambiguous_since - AMBIGUITY_SLACK)
+                    if provider_id is not None:
+                        bound.info("message_found_already_sent", provider_id=provider_id)
+                if provider_id is None:
+                    await self._limiters[channel].acquire()
+                    provider_id = await transport.send(message)
+            except PermanentSendError as exc:
+                await self._record_failed(delivery, report, exc.reason, attempt_here)
+                bound.warning("message_failed", reason=exc.reason, code=exc.code)
+                return
+            except TransientSendError as exc:
+                if exc.ambiguous and ambiguous_since is None:
+                    ambiguous_since = started
+                    message = _with_ambiguity(message, started)
+                attempts = delivery.attempts + attempt_here - 1
+                self._metrics.messages.labels(channel=channel, kind=delivery.kind, outcome=MessageOutcome.RETRIED).inc()
+                if attempts >= MAX_ATTEMPTS:
+                    await self._record_failed(
+                        delivery, report, f"gave up after {attempts} attempts: {exc.reason}", attempt_here
+                    )
+                    return
+                delay = in_run_delay(attempt_here, exc.retry_after_seconds, self._rng)
+                if attempt_here < IN_RUN_ATTEMPTS and delay <= IN_RUN_MAX_DELAY_SECONDS and not should_stop():
+                    bound.info("message_retrying", reason=exc.reason, delay_seconds=round(delay, 2))
+                    await self._clock.sleep(delay)
+                    continue
+                later = backoff_seconds(attempts, exc.retry_after_seconds, self._rng)
+                await self._record_retry(delivery, report, exc.reason, later, ambiguous_since, attempt_here)
+                bound.info("message_deferred", reason=exc.reason, retry_in_seconds=round(later))
+                return
+            except Exception as exc:  # noqa: BLE001 - an unexpected failure must not lose the message
+                bound.exception("message_send_crashed")
+                later = backoff_seconds(delivery.attempts + attempt_here - 1, None, self._rng)
+                reason = f"unexpected error: {type(exc).__name__}"
+                await self._record_retry(delivery, report, reason, later, ambiguous_since or started, attempt_here)
+                return
+            await self._record_sent(delivery, report, provider_id, attempt_here)
+            return
+
+    async def _record_sent(self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str, tries: int) -> None:
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            await outbox_db.mark_sent(
+                conn, delivery.id, claimer=self._claimer, provider_id=provider_id, extra_attempts=tries - 1, now=now
+            )
+        report.sent += 1
+        report.bookings_sent.add(delivery.booking_id)
+        self._metrics.messages.labels(channel=delivery.channel, kind=delivery.kind, outcome=MessageOutcome.SENT).inc()
+        reminder = _REMINDER_KINDS.get(delivery.kind)
+        if reminder is not None:
+            self._metrics.reminders_sent.labels(kind=reminder, channel=delivery.channel).inc()
+
+    async def _record_failed(self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str, tries: int) -> None:
+        async with self._engine.begin() as conn:
+            await outbox_db.mark_failed(
+                conn, delivery.id, claimer=self._claimer, reason=reason, extra_attempts=tries - 1, now=self._clock.now()
+            )
+        report.failed += 1
+        report.errors.append(
+            f"booking {delivery.booking_reference}: {delivery.channel} to {delivery.recipient_role} "
+            f"{_masked(delivery)}: {reason}"
+        )
+        self._metrics.messages.labels(channel=delivery.channel, kind=delivery.kind, outcome=MessageOutcome.FAILED).inc()
+
+    async def _record_retry(
+        self,
+        delivery: ClaimedDelivery,
+        report: DeliveryReport,
+        reason: str,
+        delay: float,
+        ambiguous_since: datetime | None,
+        tries: int,
+    ) -> None:
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            await outbox_db.mark_retry(
+                conn,
+                delivery.id,
+                claimer=self._claimer,
+                reason=reason,
+                next_attempt_at=now + timedelta(seconds=delay),
+                ambiguous_since=ambiguous_since,
+                extra_attempts=tries - 1,
+                now=now,
+            )
+        report.deferred += 1
+
+    async def _release(self, delivery: ClaimedDelivery) -> None:
+        async with self._engine.begin() as conn:
+            await outbox_db.release_unsent(conn, [delivery.id], claimer=self._claimer, now=self._clock.now())
+
+
+def _with_ambiguity(message: OutgoingMessage, since: datetime) -> OutgoingMessage:
+    from dataclasses import replace
+
+    return replace(message, ambiguous_since=since)

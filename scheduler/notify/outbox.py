@@ -1,0 +1,168 @@
+"""What a booking is owed: the in-app notices and the WhatsApp and email deliveries to record.
+
+Planning is pure: it turns a booking and its contacts into rows. The job that owes the
+messages writes those rows in the same transaction as the change that owes them, and the
+dispatcher sends them after commit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from scheduler.db.bookings import BookingRecord, Contact, InAppNotification
+from scheduler.notify.content import Renderer
+from scheduler.notify.message import Channel, MessageKind, Role
+from scheduler.notify.phones import InvalidPhoneNumber, to_e164
+from scheduler.redact import mask_email, mask_phone
+
+_EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+@dataclass(slots=True)
+class OwedMessages:
+    """Rows to write for one or more bookings, and the problems found while planning them."""
+
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[InAppNotification] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def extend(self, other: OwedMessages) -> None:
+        self.deliveries += other.deliveries
+        self.notices += other.notices
+        self.errors += other.errors
+
+    def only_bookings(self, booking_ids: set[UUID]) -> OwedMessages:
+        """The part owed to these bookings (those this transaction claimed)."""
+        return OwedMessages(
+            deliveries=[row for row in self.deliveries if row["booking_id"] in booking_ids],
+            notices=[notice for notice in self.notices if notice.booking_id in booking_ids],
+            errors=self.errors,
+        )
+
+    def settled(self, inserted: Iterable[UUID]) -> list[tuple[Channel, str]]:
+        """(channel, outcome) of inserted deliveries that were finished on recording: skipped or failed."""
+        ids = set(inserted)
+        return [
+            (Channel(row["channel"]), row["status"])
+            for row in self.deliveries
+            if row["id"] in ids and row["status"] != "pending"
+        ]
+
+
+def dedupe_key(booking_id: UUID, kind: MessageKind, event_date: datetime | None, role: Role, channel: Channel) -> str:
+    """One message per (booking, kind, event_date, recipient, channel): a reschedule owes anew."""
+    when = event_date.isoformat() if event_date is not None else "-"
+    return f"{booking_id}:{kind}:{when}:{role}:{channel}"
+
+
+class MessagePlanner:
+    """Decides who gets what for a booking, honouring contacts, preferences and channels."""
+
+    def __init__(
+        self,
+        renderer: Renderer,
+        *,
+        enabled_channels: Iterable[Channel],
+        content_sids: dict[MessageKind, str | None],
+    ) -> None:
+        self._renderer = renderer
+        self._enabled = frozenset(enabled_channels)
+        self._content_sids = content_sids
+
+    def plan(
+        self, kind: MessageKind, record: BookingRecord, roles: Iterable[Role], *, now: datetime, run_id: UUID
+    ) -> OwedMessages:
+        """Everything `kind` owes the booking's `roles`. Raises ContentError when no message can be written."""
+        owed = OwedMessages()
+        reference = record.facts.reference
+        for role in roles:
+            contact = record.client if role is Role.CLIENT else record.performer
+            if contact is None:
+                owed.errors.append(f"booking {reference}: {role} record is missing; {role} not notified")
+                continue
+            if kind is MessageKind.PAYMENT_REMINDER and not contact.wants_payment_reminders:
+                continue
+            if contact.user_id is not None:
+                notice = self._renderer.render_in_app(kind, role, record.facts, now)
+                owed.notices.append(
+                    InAppNotification(
+                        user_id=contact.user_id,
+                        booking_id=record.id,
+                        type=kind.value,
+                        title=notice.title,
+                        message=notice.message,
+                    )
+                )
+            for channel in (Channel.WHATSAPP, Channel.EMAIL):
+                owed.extend(self._plan_channel(kind, record, role, contact, channel, now=now, run_id=run_id))
+        return owed
+
+    def _plan_channel(
+        self,
+        kind: MessageKind,
+        record: BookingRecord,
+        role: Role,
+        contact: Contact,
+        channel: Channel,
+        *,
+        now: datetime,
+        run_id: UUID,
+    ) -> OwedMessages:
+        owed = OwedMessages()
+        raw = contact.phone if channel is Channel.WHATSAPP else contact.email
+        wanted = contact.wants_whatsapp if channel is Channel.WHATSAPP else contact.wants_email
+        if raw is None or not raw.strip() or not wanted:
+            return owed  # no address, or opted out: nothing owed, and nothing wrong
+        reference = record.facts.reference
+        address: str | None
+        problem: str | None = None
+        if channel is Channel.WHATSAPP:
+            try:
+                address = to_e164(raw)
+            except InvalidPhoneNumber as exc:
+                address, problem = None, f"invalid phone number {mask_phone(raw)} ({exc})"
+        else:
+            address = raw.strip()
+            if not _EMAIL_SHAPE.fullmatch(address):
+                address, problem = None, f"invalid email address {mask_email(raw.strip())}"
+
+        rendered = self._renderer.render(kind, channel, role, record.facts, now)
+        content_sid = self._content_sids.get(kind) if channel is Channel.WHATSAPP else None
+        if problem is not None:
+            status = "failed"
+            owed.errors.append(f"booking {reference}: {channel} to {role}: {problem}")
+        elif channel not in self._enabled:
+            status, problem = "skipped", f"{channel} channel is off (no credentials)"
+        else:
+            status = "pending"
+        owed.deliveries.append(
+            {
+                "id": uuid4(),
+                "dedupe_key": dedupe_key(record.id, kind, record.event_date, role, channel),
+                "booking_id": record.id,
+                "booking_reference": reference,
+                "kind": kind.value,
+                "event_date": record.event_date,
+                "recipient_role": role.value,
+                "channel": channel.value,
+                "address": address,
+                "subject": rendered.subject,
+                "body_text": rendered.text,
+                "body_html": rendered.html,
+                "content_sid": content_sid,
+                "content_variables": rendered.content_variables if content_sid else None,
+                "status": status,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "last_error": problem,
+                "run_id": run_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        return owed

@@ -1,0 +1,281 @@
+"""Email through Resend's API: one idempotency key per delivery, so a retry never sends twice.
+
+The only module that imports the Resend SDK. The SDK keeps its key, base URL and HTTP client
+in module globals; each call sets them from this transport right before the SDK reads them
+(synchronously, before its first await), so two transports never see each other's key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from email.utils import parseaddr
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+import resend
+from resend.exceptions import ResendError
+from resend.http_client_async import AsyncHTTPClient
+
+from scheduler.clock import Clock, SystemClock
+from scheduler.notify.message import Channel, OutgoingMessage
+from scheduler.notify.ratelimit import parse_retry_after
+from scheduler.notify.transport import PermanentSendError, SendError, TransientSendError
+from scheduler.redact import redact_text
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+    from datetime import datetime
+
+    from scheduler.settings import Settings
+
+PROVIDER = "resend"
+# One API call. Resend answers in well under a second; 15 s rides out a slow network without
+# letting a hung connection hold a job (and shutdown) for the SDK's default of 30 s.
+REQUEST_TIMEOUT_SECONDS = 15.0
+_REASON_MAX_CHARS = 300
+
+OnRequest = Callable[[str, str, float], None]
+T = TypeVar("T")
+
+
+class _NetworkError(ResendError):
+    """A request that got no HTTP answer. A ResendError, so the SDK passes it through as is."""
+
+    def __init__(self, reason: str, *, request_sent: bool) -> None:
+        super().__init__(
+            code=500, error_type="network_error", message=reason, suggested_action="retry"
+        )
+        self.request_sent = request_sent
+
+
+class _PooledHttpxClient(AsyncHTTPClient):
+    """The SDK's async HTTP interface on one pooled httpx client (the SDK's opens one per call)."""
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self._timeout_seconds = timeout_seconds
+        self._client: httpx.AsyncClient | None = None
+
+    async def request(  # noqa: PLR0917 - the SDK's AsyncHTTPClient signature
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        json: dict[str, object] | list[object] | None = None,
+        files: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout_seconds)
+        try:
+            response = await self._client.request(
+                method, url, headers=headers, json=json, files=files, data=data
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
+            raise _NetworkError(
+                f"cannot connect to Resend ({type(exc).__name__})", request_sent=False
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise _NetworkError(
+                f"connection to Resend failed ({type(exc).__name__})", request_sent=True
+            ) from exc
+        return response.content, response.status_code, response.headers
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class ResendTransport:
+    """Sends email with Resend's async API, against RESEND_API_URL."""
+
+    channel = Channel.EMAIL
+    provider = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        email_from: str,
+        reply_to: str | None = None,
+        api_url: str = "https://api.resend.com",
+        on_request: OnRequest | None = None,
+        clock: Clock | None = None,
+        request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
+        self._api_key = api_key
+        self._from = email_from
+        self._reply_to = reply_to
+        self._api_url = api_url.rstrip("/")
+        self._on_request = on_request
+        self._clock: Clock = clock or SystemClock()
+        self._timeout = request_timeout_seconds
+        self._http = _PooledHttpxClient(request_timeout_seconds)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, on_request: OnRequest | None = None, clock: Clock | None = None
+    ) -> ResendTransport:
+        """The transport for a settings object whose email channel is enabled."""
+        if settings.resend_api_key is None:
+            raise ValueError("email is not configured (RESEND_API_KEY)")
+        return cls(
+            api_key=settings.resend_api_key.get_secret_value(),
+            email_from=settings.email_from,
+            reply_to=settings.email_reply_to,
+            api_url=settings.resend_api_url,
+            on_request=on_request,
+            clock=clock,
+        )
+
+    # The Transport protocol ------------------------------------------------
+
+    async def send(self, message: OutgoingMessage) -> str:
+        """Send the email under its delivery id as idempotency key: a replay returns the same id."""
+        if not message.subject:
+            raise PermanentSendError("an email needs a subject", code="no_subject")
+        params: resend.Emails.SendParams = {
+            "from": self._from,
+            "to": [message.to],
+            "subject": message.subject,
+            "text": message.text,
+            "tags": [{"name": "kind", "value": message.kind.value}],
+        }
+        if message.html:
+            params["html"] = message.html
+        if self._reply_to:
+            params["reply_to"] = self._reply_to
+        options: resend.Emails.SendOptions = {"idempotency_key": str(message.delivery_id)}
+        response = await self._call(
+            lambda: resend.Emails.send_async(params, options), message=message
+        )
+        return str(response["id"])
+
+    async def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
+        """Always None: resending under the same idempotency key cannot send twice."""
+        return None
+
+    async def check(self) -> str:
+        """List the domains: proves the key, and that EMAIL_FROM's domain is verified."""
+        try:
+            listing = await self._call(resend.Domains.list_async)
+        except PermanentSendError as exc:
+            if exc.code == "restricted_api_key":
+                return "API key accepted (sending access only, so domains were not listed)"
+            raise
+        domains = {str(item["name"]).lower(): str(item["status"]) for item in listing["data"]}
+        sender_domain = parseaddr(self._from)[1].rpartition("@")[2].lower()
+        status = domains.get(sender_domain)
+        if status is None and not listing.get("has_more", False):
+            raise PermanentSendError(
+                f"EMAIL_FROM's domain {sender_domain} is not a domain of this Resend account",
+                code="domain_missing",
+            )
+        if status is not None and status != "verified":
+            raise PermanentSendError(
+                f"EMAIL_FROM's domain {sender_domain} is {status} in Resend, not verified",
+                code="domain_not_verified",
+            )
+        return f"API key accepted; sending domain {sender_domain} {status or 'listed'}"
+
+    async def aclose(self) -> None:
+        """Close the pooled HTTP connections."""
+        await self._http.aclose()
+        if resend.default_async_http_client is self._http:
+            resend.default_async_http_client = resend._auto_async_http_client
+
+    # Internals ---------------------------------------------------------------
+
+    async def _call(
+        self, request: Callable[[], Awaitable[T]], *, message: OutgoingMessage | None = None
+    ) -> T:
+        """Run one SDK coroutine under the timeout, timing it and translating its failures."""
+        started = self._clock.monotonic()
+        try:
+            async with asyncio.timeout(self._timeout):
+                # Read by the SDK before its first await: safe with other transports around.
+                resend.api_key = self._api_key
+                resend.api_url = self._api_url
+                resend.default_async_http_client = self._http
+                result = await request()
+        except Exception as exc:
+            error = self._translate(exc, message)
+            self._observe(error, started)
+            raise error from exc
+        self._observe(None, started)
+        return result
+
+    def _observe(self, error: SendError | None, started: float) -> None:
+        if self._on_request is None:
+            return
+        if error is None:
+            outcome = "success"
+        elif isinstance(error, TransientSendError):
+            outcome = "transient_error"
+        else:
+            outcome = "permanent_error"
+        self._on_request(PROVIDER, outcome, self._clock.monotonic() - started)
+
+    def _translate(self, exc: Exception, message: OutgoingMessage | None) -> SendError:
+        if isinstance(exc, SendError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            # Safe to retry either way: the idempotency key makes a replay return the first id.
+            return TransientSendError(
+                f"no answer from Resend within {self._timeout:g} s", ambiguous=message is not None
+            )
+        if isinstance(exc, _NetworkError):
+            return TransientSendError(
+                f"{exc.message} at {self._api_url}",
+                code="network_error",
+                ambiguous=exc.request_sent and message is not None,
+            )
+        if not isinstance(exc, ResendError):
+            return TransientSendError(f"Resend call failed ({type(exc).__name__})")
+        return self._translate_api_error(exc)
+
+    def _translate_api_error(self, exc: ResendError) -> SendError:  # noqa: PLR0911 - a table
+        try:
+            status = int(exc.code)
+        except (TypeError, ValueError):
+            status = 500
+        kind = str(exc.error_type or "")
+        detail = redact_text(str(exc.message or ""), secrets=[self._api_key])[:_REASON_MAX_CHARS]
+        label = f"HTTP {status} {kind}".rstrip()
+        if kind == "HttpClientError":
+            # The SDK's own wrapping of a failure below HTTP (when its default client is used).
+            return TransientSendError("connection to Resend failed", code="network_error")
+        if status == 429 or status >= 500:
+            headers = {str(k).lower(): str(v) for k, v in (exc.headers or {}).items()}
+            retry_after = parse_retry_after(headers.get("retry-after"), self._clock.now())
+            what = "Resend is rate limiting" if status == 429 else "Resend is failing"
+            return TransientSendError(
+                f"{what} ({label})", code=kind or str(status), retry_after_seconds=retry_after
+            )
+        if status == 409 and kind == "concurrent_idempotent_requests":
+            # The first attempt is still in flight at Resend; asking again later is safe.
+            return TransientSendError(
+                f"an earlier attempt of this email is still in progress at Resend ({label})",
+                code=kind,
+                ambiguous=True,
+            )
+        if status == 409:
+            return PermanentSendError(
+                "Resend refused: this delivery's idempotency key was already used for a "
+                f"different email, so it was not sent again ({label})",
+                code=kind or "409",
+            )
+        if status in (401, 403) and kind in ("missing_api_key", "invalid_api_key"):
+            return PermanentSendError(f"Resend rejected the API key ({label})", code=kind)
+        if kind == "restricted_api_key":
+            return PermanentSendError(
+                f"the Resend API key has sending access only ({label})", code=kind
+            )
+        if status >= 400:
+            return PermanentSendError(
+                f"Resend refused the email ({label}): {detail}".rstrip(": "),
+                code=kind or str(status),
+            )
+        return TransientSendError(f"unexpected answer from Resend ({label})", code=kind or None)
+

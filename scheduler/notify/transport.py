@@ -1,0 +1,65 @@
+"""The Transport protocol: the only face of a provider the rest of the daemon sees.
+
+Failures come out as one of two exceptions, transient (try again later) or permanent (never
+retry); nothing provider-specific leaks upward.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from scheduler.notify.message import Channel, OutgoingMessage
+
+
+class SendError(Exception):
+    """A message that did not go out. `reason` is safe to show: no address, no secret."""
+
+    def __init__(self, reason: str, *, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class TransientSendError(SendError):
+    """Worth retrying: network failure, timeout, HTTP 429 or 5xx."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        code: str | None = None,
+        retry_after_seconds: float | None = None,
+        ambiguous: bool = False,
+    ) -> None:
+        super().__init__(reason, code=code)
+        self.retry_after_seconds = retry_after_seconds
+        # True when the request may have reached the provider (sent, then no answer).
+        self.ambiguous = ambiguous
+
+
+class PermanentSendError(SendError):
+    """Never retried: the provider refused this message for good (bad number, validation, opt-out)."""
+
+
+class Transport(Protocol):
+    """Sends messages on one channel."""
+
+    channel: Channel
+    provider: str  # metric label: "twilio", "resend", "console", ...
+
+    async def send(self, message: OutgoingMessage) -> str:
+        """Send the message and return the provider's id for it."""
+        ...
+
+    async def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
+        """The provider id of this message if an earlier, ambiguous attempt did go out."""
+        ...
+
+    async def check(self) -> str:
+        """A harmless authenticated call; returns what it saw, raises SendError on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,402 @@
+"""WhatsApp through Twilio's Messages API: bounded calls, honest retry advice, no double sends.
+
+The only module that imports the Twilio SDK. Every call is bounded by REQUEST_TIMEOUT_SECONDS
+and made exactly once (the SDK's own retries would re-POST a message after a 5xx); failures
+come out as TransientSendError or PermanentSendError with a reason safe to show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from scheduler.clock import Clock, SystemClock
+from scheduler.notify.message import Channel, OutgoingMessage
+from scheduler.notify.phones import InvalidPhoneNumber, to_e164
+from scheduler.notify.ratelimit import parse_retry_after
+from scheduler.notify.transport import PermanentSendError, SendError, TransientSendError
+from scheduler.redact import mask_phone, redact_text
+
+if TYPE_CHECKING:
+    from scheduler.settings import Settings
+
+PROVIDER = "twilio"
+# One API call. Twilio answers in well under a second; 15 s rides out a slow network without
+# letting a hung connection hold a job (and shutdown) for the SDK's default of five minutes.
+REQUEST_TIMEOUT_SECONDS = 15.0
+# Twilio stamps date_sent with its own clock; look this far before `since` for an earlier attempt.
+FIND_SENT_CLOCK_SKEW_SECONDS = 300.0
+# A recipient gets a handful of messages a day; more than this many since an attempt is absurd.
+FIND_SENT_MAX_RECORDS = 200
+_REASON_MAX_CHARS = 300
+
+# `(provider, outcome, seconds)` after each provider call, for provider_request_duration_seconds;
+# outcome is "success", "transient_error" or "permanent_error".
+OnRequest = Callable[[str, str, float], None]
+
+# Error codes whose meaning we can state plainly (https://www.twilio.com/docs/api/errors).
+_KNOWN_CODES: Mapping[int, str] = {
+    20003: "Twilio rejected the credentials",
+    21211: "Twilio says the recipient's number is not a valid phone number",
+    21408: "this Twilio account is not permitted to send to the recipient's region",
+    21610: "the recipient has opted out of messages from this sender",
+    21614: "Twilio says the recipient's number cannot receive this message",
+    63007: "TWILIO_WHATSAPP_NUMBER is not a WhatsApp sender on this Twilio account",
+}
+_OUTSIDE_SESSION_WINDOW = 63016
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """What the HTTP layer saw of one SDK call; the SDK's exceptions drop the headers."""
+
+    request_sent: bool = False
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+
+
+# Set around each SDK call. The holder is mutable, so aiohttp's writer task (which runs in a
+# copy of the caller's context) reports into the same object.
+_EXCHANGE: ContextVar[_Exchange | None] = ContextVar("twilio_exchange", default=None)
+
+
+@contextlib.contextmanager
+def _watch() -> Iterator[_Exchange]:
+    exchange = _Exchange()
+    token = _EXCHANGE.set(exchange)
+    try:
+        yield exchange
+    finally:
+        _EXCHANGE.reset(token)
+
+
+async def _on_headers_sent(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    exchange = _EXCHANGE.get()
+    if exchange is not None:
+        exchange.request_sent = True
+
+
+class _ObservingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # the SDK is untyped
+    """The SDK's aiohttp client, reporting each response's status and headers to `_EXCHANGE`."""
+
+    async def request(self, *args: Any, **kwargs: Any) -> Any:
+        auth = kwargs.pop("auth", None)
+        if auth is not None:
+            # The SDK would wrap it in aiohttp.BasicAuth, deprecated since aiohttp 3.14.
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": _basic(*auth)}
+        exchange = _EXCHANGE.get()
+        if exchange is not None:  # a listing makes one request per page: report the latest
+            exchange.request_sent, exchange.status = False, None
+        response = await super().request(*args, **kwargs)
+        if exchange is not None:
+            exchange.status = int(response.status_code)
+            exchange.headers = {str(k).lower(): str(v) for k, v in (response.headers or {}).items()}
+            exchange.body = str(response.text or "")
+        return response
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _mask_sid(sid: str) -> str:
+    return f"{sid[:4]}…{sid[-4:]}" if len(sid) > 10 else "***"
+
+
+class TwilioTransport:
+    """Sends WhatsApp messages with Twilio's async client, against TWILIO_API_BASE_URL."""
+
+    channel = Channel.WHATSAPP
+    provider = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        whatsapp_number: str,
+        api_base_url: str = "https://api.twilio.com",
+        status_callback_url: str | None = None,
+        on_request: OnRequest | None = None,
+        clock: Clock | None = None,
+        request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
+        try:
+            sender = to_e164(whatsapp_number)
+        except InvalidPhoneNumber as exc:
+            raise ValueError(f"TWILIO_WHATSAPP_NUMBER: {exc}") from None
+        self._account_sid = account_sid
+        self._auth_token = auth_token
+        self._from = f"whatsapp:{sender}"
+        self._base_url = api_base_url.rstrip("/")
+        self._status_callback_url = status_callback_url
+        self._on_request = on_request
+        self._clock: Clock = clock or SystemClock()
+        self._timeout = request_timeout_seconds
+        self._client: Client | None = None
+        self._http: _ObservingHttpClient | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, on_request: OnRequest | None = None, clock: Clock | None = None
+    ) -> TwilioTransport:
+        """The transport for a settings object whose WhatsApp channel is enabled."""
+        if not (
+            settings.twilio_account_sid
+            and settings.twilio_auth_token
+            and settings.twilio_whatsapp_number
+        ):
+            raise ValueError("WhatsApp is not configured (TWILIO_ACCOUNT_SID and the rest)")
+        return cls(
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token.get_secret_value(),
+            whatsapp_number=settings.twilio_whatsapp_number,
+            api_base_url=settings.twilio_api_base_url,
+            status_callback_url=settings.twilio_status_callback_url,
+            on_request=on_request,
+            clock=clock,
+        )
+
+    # The Transport protocol ------------------------------------------------
+
+    async def send(self, message: OutgoingMessage) -> str:
+        """Create the message at Twilio and return its SID (SM…)."""
+        to = f"whatsapp:{self._recipient(message)}"
+        kwargs: dict[str, Any] = {"to": to, "from_": self._from}
+        if message.content_sid:
+            kwargs["content_sid"] = message.content_sid
+            kwargs["content_variables"] = json.dumps(message.content_variables)
+        else:
+            kwargs["body"] = message.text
+        if self._status_callback_url:
+            kwargs["status_callback"] = self._status_callback_url
+        messages = self._twilio().api.v2010.account.messages
+        instance = await self._call(
+            lambda: messages.create_async(**kwargs), message=message, creates=True
+        )
+        return str(instance.sid)
+
+    async def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
+        """The SID of a message with this content sent to this recipient since `since`, if any."""
+        if since.tzinfo is None:
+            raise ValueError("find_sent needs a timezone-aware `since`")
+        to = f"whatsapp:{self._recipient(message)}"
+        # The SDK formats the datetime with strftime and a literal Z: it must be in UTC already.
+        after = since.astimezone(UTC) - timedelta(seconds=FIND_SENT_CLOCK_SKEW_SECONDS)
+        messages = self._twilio().api.v2010.account.messages
+        records = await self._call(
+            lambda: messages.list_async(
+                to=to, from_=self._from, date_sent_after=after, limit=FIND_SENT_MAX_RECORDS
+            ),
+            message=message,
+        )
+        for record in records:  # newest first
+            if _same_content(message, record.body):
+                return str(record.sid)
+        return None
+
+    async def check(self) -> str:
+        """Fetch the account: proves the credentials and the base URL; says the account's status."""
+        accounts = self._twilio().api.v2010.accounts
+        account = await self._call(lambda: accounts(self._account_sid).fetch_async())
+        status = str(account.status or "unknown")
+        masked = _mask_sid(self._account_sid)
+        if status != "active":
+            raise PermanentSendError(f"Twilio account {masked} is {status}", code=status)
+        return f"account {masked} {status}"
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (a no-op when nothing was ever sent)."""
+        if self._http is not None:
+            await self._http.close()
+        self._http = None
+        self._client = None
+
+    # Internals ---------------------------------------------------------------
+
+    def _twilio(self) -> Client:
+        # Built on first use, inside the running event loop: the SDK's client opens an aiohttp
+        # session in its constructor.
+        if self._client is None:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_on_headers_sent)
+            # No max_retries: the SDK's retry client re-POSTs on any 5xx, which can send twice.
+            self._http = _ObservingHttpClient(trace_configs=[trace])
+            client = Client(self._account_sid, self._auth_token, http_client=self._http)
+            # TWILIO_REGION / TWILIO_EDGE in the environment would make the SDK rewrite every
+            # host name (api.au1.twilio.com, ...); TWILIO_API_BASE_URL is the one way in.
+            client.region = None
+            client.edge = None
+            client.api.base_url = self._base_url
+            self._client = client
+        return self._client
+
+    def _recipient(self, message: OutgoingMessage) -> str:
+        try:
+            return to_e164(message.to)
+        except InvalidPhoneNumber as exc:
+            raise PermanentSendError(
+                f"{exc}: {mask_phone(message.to)}", code="invalid_phone_number"
+            ) from None
+
+    async def _call(
+        self,
+        request: Callable[[], Any],
+        *,
+        message: OutgoingMessage | None = None,
+        creates: bool = False,
+    ) -> Any:
+        """Run one SDK coroutine under the timeout, timing it and translating its failures."""
+        started = self._clock.monotonic()
+        with _watch() as exchange:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    result = await request()
+            except Exception as exc:
+                error = self._translate(exc, exchange, message=message, creates=creates)
+                self._observe(error, started)
+                raise error from exc
+        self._observe(None, started)
+        return result
+
+    def _observe(self, error: SendError | None, started: float) -> None:
+        if self._on_request is None:
+            return
+        if error is None:
+            outcome = "success"
+        elif isinstance(error, TransientSendError):
+            outcome = "transient_error"
+        else:
+            outcome = "permanent_error"
+        self._on_request(PROVIDER, outcome, self._clock.monotonic() - started)
+
+    def _translate(
+        self,
+        exc: Exception,
+        exchange: _Exchange,
+        *,
+        message: OutgoingMessage | None,
+        creates: bool,
+    ) -> SendError:
+        if isinstance(exc, SendError):
+            return exc
+        # Only a create can be ambiguous, and only once the request has left this process.
+        maybe_sent = creates and exchange.request_sent
+        if exchange.status is None:
+            # No answer at all: a timeout, a refused or dropped connection, a DNS failure.
+            if isinstance(exc, TimeoutError):
+                what = f"no answer from Twilio within {self._timeout:g} s"
+            elif isinstance(exc, aiohttp.ClientConnectorError):
+                why = exc.os_error.strerror or "refused"
+                what = f"cannot connect to Twilio at {self._base_url} ({why})"
+            elif isinstance(exc, aiohttp.ClientError | OSError):
+                what = f"connection to Twilio failed ({type(exc).__name__})"
+            else:
+                what = f"Twilio call failed ({type(exc).__name__})"
+            if maybe_sent:
+                what += "; the message may have been sent"
+            return TransientSendError(what, ambiguous=maybe_sent)
+        return self._translate_status(exchange, message=message, creates=creates)
+
+    def _translate_status(
+        self, exchange: _Exchange, *, message: OutgoingMessage | None, creates: bool
+    ) -> SendError:
+        status = exchange.status or 0
+        code, detail = _error_body(exchange.body)
+        code_text = str(code) if code is not None else str(status)
+        if status < 300:
+            # Twilio answered yes but the body was unreadable: the message probably exists.
+            return TransientSendError(
+                f"Twilio answered HTTP {status} with an unreadable body",
+                code=code_text,
+                ambiguous=creates,
+            )
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(exchange.headers.get("retry-after"), self._clock.now())
+            what = "Twilio is rate limiting" if status == 429 else "Twilio is failing"
+            return TransientSendError(
+                f"{what} (HTTP {status}{_error_suffix(code)})",
+                code=code_text,
+                retry_after_seconds=retry_after,
+            )
+        if status == 401:
+            return PermanentSendError("Twilio rejected the credentials (HTTP 401)", code=code_text)
+        if status < 400:
+            return TransientSendError(
+                f"unexpected answer from Twilio (HTTP {status})", code=code_text
+            )
+        return PermanentSendError(
+            self._refusal(status, code, detail, message), code=code_text
+        )
+
+    def _refusal(
+        self, status: int, code: int | None, detail: str, message: OutgoingMessage | None
+    ) -> str:
+        if code == _OUTSIDE_SESSION_WINDOW:
+            kind = message.kind.value.upper() if message is not None else "<KIND>"
+            return (
+                "the recipient is outside WhatsApp's 24-hour session window: an approved "
+                f"template is needed (set TWILIO_CONTENT_SID_{kind}) (Twilio error 63016)"
+            )
+        if code is not None and code in _KNOWN_CODES:
+            return f"{_KNOWN_CODES[code]} (HTTP {status}, Twilio error {code})"
+        text = f"Twilio refused the request (HTTP {status}{_error_suffix(code)})"
+        if detail:
+            safe = redact_text(detail, secrets=[self._auth_token])
+            text += f": {safe[:_REASON_MAX_CHARS]}"
+        return text
+
+
+def _error_body(body: str) -> tuple[int | None, str]:
+    """Twilio's error code and message from an error body, when it is Twilio's JSON."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None, ""
+    if not isinstance(payload, dict):
+        return None, ""
+    raw_code = payload.get("code")
+    code = raw_code if isinstance(raw_code, int) else None
+    detail = payload.get("message") or payload.get("detail") or payload.get("title") or ""
+    return code, str(detail)
+
+
+def _error_suffix(code: int | None) -> str:
+    return f", Twilio error {code}" if code is not None else ""
+
+
+def _same_content(message: OutgoingMessage, body: str | None) -> bool:
+    """Whether a listed message is this one: same text, or a template filled with these values."""
+    if body is None:
+        return False
+    if not message.content_sid:
+        return body.strip() == message.text.strip()
+    # Twilio lists a template message with its rendered text, which we never see; every
+    # variable's value appearing in it is the best evidence available.
+    values = [value for value in message.content_variables.values() if value]
+    return bool(values) and all(value in body for value in values)
+
+
+__all__ = [
+    "FIND_SENT_CLOCK_SKEW_SECONDS",
+    "REQUEST_TIMEOUT_SECONDS",
+    "OnRequest",
+    "TwilioTransport",
+]

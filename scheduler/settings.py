@@ -1,0 +1,260 @@
+"""Every setting of the daemon (environment variables and `.env`), typed and validated at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from scheduler import cron
+from scheduler.catalog import JOBS, JobName
+
+SECRET_NAMES = ("database_url", "twilio_auth_token", "resend_api_key", "cron_secret")
+_ASYNCPG_SCHEME = "postgresql+asyncpg"
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; the message names each offending variable."""
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+class Settings(BaseSettings):
+    """The daemon's configuration (CONTRACT §4). Built once, at start, by the CLI."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    database_url: SecretStr | None = None
+    database_url_file: Path | None = None
+    database_pool_size: PositiveInt = 5
+
+    timezone: str = "Australia/Perth"
+
+    schedule_cleanup_stale_bookings: str = JOBS[JobName.CLEANUP_STALE_BOOKINGS].default_schedule
+    schedule_cleanup_old_notifications: str = JOBS[JobName.CLEANUP_OLD_NOTIFICATIONS].default_schedule
+    schedule_cleanup_expired_otps: str = JOBS[JobName.CLEANUP_EXPIRED_OTPS].default_schedule
+    schedule_cleanup_old_audit_logs: str = JOBS[JobName.CLEANUP_OLD_AUDIT_LOGS].default_schedule
+    schedule_send_booking_reminders: str = JOBS[JobName.SEND_BOOKING_REMINDERS].default_schedule
+    schedule_send_payment_reminders: str = JOBS[JobName.SEND_PAYMENT_REMINDERS].default_schedule
+    schedule_deliver_pending_messages: str = JOBS[JobName.DELIVER_PENDING_MESSAGES].default_schedule
+
+    stale_booking_hours: PositiveInt = 24
+    notification_retention_days: PositiveInt = 30
+    audit_log_retention_days: PositiveInt = 90
+    audit_log_keep_event_types: Annotated[tuple[str, ...], NoDecode] = ("security", "fraud", "dispute")
+    booking_reminder_hours: PositiveInt = 24
+    payment_reminder_days: PositiveInt = 3
+    reminder_min_lead_minutes: NonNegativeInt = 60
+    delete_batch_size: Annotated[int, Field(gt=0, le=1_000_000)] = 5000
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_auth_token_file: Path | None = None
+    twilio_whatsapp_number: str | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
+    twilio_content_sid_booking_reminder: str | None = None
+    twilio_content_sid_payment_reminder: str | None = None
+    twilio_content_sid_booking_cancelled: str | None = None
+    twilio_status_callback_url: str | None = None
+
+    resend_api_key: SecretStr | None = None
+    resend_api_key_file: Path | None = None
+    email_from: str = "bookings@flavorentertainers.com.au"
+    email_reply_to: str | None = None
+    resend_api_url: str = "https://api.resend.com"
+
+    whatsapp_max_per_second: PositiveFloat = 10
+    email_max_per_second: PositiveFloat = 2
+
+    cron_secret: SecretStr | None = None
+    cron_secret_file: Path | None = None
+
+    http_host: str = "0.0.0.0"  # noqa: S104 - a daemon's metrics port is meant to be scraped
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 9464
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console"] | None = None  # None: console on a terminal, else json
+
+    shutdown_timeout_seconds: PositiveFloat = 30
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Australia/Perth)") from exc
+        return value
+
+    @field_validator(
+        "schedule_cleanup_stale_bookings",
+        "schedule_cleanup_old_notifications",
+        "schedule_cleanup_expired_otps",
+        "schedule_cleanup_old_audit_logs",
+        "schedule_send_booking_reminders",
+        "schedule_send_payment_reminders",
+        "schedule_deliver_pending_messages",
+    )
+    @classmethod
+    def _cron_or_off(cls, value: str) -> str:
+        try:
+            return cron.validate(value)
+        except cron.CronError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("audit_log_keep_event_types", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("twilio_api_base_url", "resend_api_url", "twilio_status_callback_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> Settings:
+        for name in SECRET_NAMES:
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            if getattr(self, name) is not None:
+                raise ValueError(f"{name.upper()} and {name.upper()}_FILE are both set; set one")
+            try:
+                text = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"{name.upper()}_FILE: cannot read {path}: {exc.strerror}") from None
+            if not text:
+                raise ValueError(f"{name.upper()}_FILE: {path} is empty")
+            setattr(self, name, SecretStr(text))
+        return self
+
+    @model_validator(mode="after")
+    def _database_url_scheme(self) -> Settings:
+        if self.database_url is not None:
+            scheme = self.database_url.get_secret_value().partition("://")[0]
+            if scheme not in ("postgresql", "postgres", _ASYNCPG_SCHEME):
+                raise ValueError("DATABASE_URL must start with postgresql:// or postgresql+asyncpg://")
+        return self
+
+    @model_validator(mode="after")
+    def _whatsapp_complete(self) -> Settings:
+        given = [self.twilio_account_sid, self.twilio_auth_token, self.twilio_whatsapp_number]
+        if any(given) and not all(given):
+            missing = [
+                name
+                for name, value in zip(
+                    ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WHATSAPP_NUMBER"), given, strict=True
+                )
+                if not value
+            ]
+            raise ValueError(f"WhatsApp is half configured: {', '.join(missing)} missing")
+        return self
+
+    # Derived values -------------------------------------------------------
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def schedule_for(self, job: JobName) -> str:
+        """The job's cron expression, or 'off'."""
+        value: str = getattr(self, f"schedule_{job.value}")
+        return value
+
+    def async_database_url(self) -> str | None:
+        """DATABASE_URL with the asyncpg driver named, whatever scheme the operator wrote."""
+        if self.database_url is None:
+            return None
+        url = self.database_url.get_secret_value()
+        _, _, rest = url.partition("://")
+        return f"{_ASYNCPG_SCHEME}://{rest}"
+
+    @property
+    def whatsapp_enabled(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_whatsapp_number)
+
+    @property
+    def email_enabled(self) -> bool:
+        return self.resend_api_key is not None
+
+    def content_sid(self, kind: str) -> str | None:
+        """The approved WhatsApp template for a message kind, when one is configured."""
+        value: str | None = getattr(self, f"twilio_content_sid_{kind}", None)
+        return value
+
+    def secret_values(self) -> list[str]:
+        """Every secret in force, for the log processor that strips them from output."""
+        values = [
+            secret.get_secret_value()
+            for secret in (self.twilio_auth_token, self.resend_api_key, self.cron_secret)
+            if secret is not None
+        ]
+        if self.database_url is not None:
+            from sqlalchemy.engine import make_url
+
+            try:
+                password = make_url(self.async_database_url() or "").password
+            except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse has no password to hide
+                password = None
+            if password:
+                values.append(str(password))
+        return [value for value in values if len(value) >= 4]
+
+
+def _variable_name(loc: tuple[int | str, ...]) -> str:
+    return str(loc[0]).upper() if loc else "settings"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings, raising SettingsError with one line per bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_input=False, include_url=False):
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["loc"]:
+                lines.append(f"{_variable_name(error['loc'])}: {message}")
+            else:
+                lines.append(message)
+        raise SettingsError("; ".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Test doubles that speak the providers' HTTP APIs, and their pytest fixtures."""
