@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    FetchedValue,
     Integer,
     MetaData,
     Numeric,
@@ -71,7 +72,7 @@ performers = Table(
 notifications = Table(
     "notifications",
     platform,
-    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=FetchedValue()),  # gen_random_uuid()
     Column("user_id", UUID(as_uuid=True)),
     Column("booking_id", UUID(as_uuid=True)),
     Column("type", Text),
@@ -84,14 +85,14 @@ notifications = Table(
 otp_codes = Table(
     "otp_codes",
     platform,
-    Column("id", Text, primary_key=True),  # its type is the platform's; we only compare, never read it
+    Column("id", Text, primary_key=True, server_default=FetchedValue()),  # its type is the platform's; never read
     Column("expires_at", DateTime(timezone=True)),
 )
 
 audit_logs = Table(
     "audit_logs",
     platform,
-    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=FetchedValue()),  # gen_random_uuid()
     Column("event_type", Text),
     Column("action", Text),
     Column("details", JSONB),

@@ -95,39 +95,22 @@ class ResendTransport:
 
     def __init__(
         self,
+        settings: Settings,
         *,
-        api_key: str,
-        email_from: str,
-        reply_to: str | None = None,
-        api_url: str = "https://api.resend.com",
         on_request: OnRequest | None = None,
         clock: Clock | None = None,
         request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
-        self._api_key = api_key
-        self._from = email_from
-        self._reply_to = reply_to
-        self._api_url = api_url.rstrip("/")
+        if settings.resend_api_key is None:
+            raise ValueError("email is not configured (RESEND_API_KEY)")
+        self._api_key = settings.resend_api_key.get_secret_value()
+        self._from = settings.email_from
+        self._reply_to = settings.email_reply_to
+        self._api_url = settings.resend_api_url.rstrip("/")
         self._on_request = on_request
         self._clock: Clock = clock or SystemClock()
         self._timeout = request_timeout_seconds
         self._http = _PooledHttpxClient(request_timeout_seconds)
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, on_request: OnRequest | None = None, clock: Clock | None = None
-    ) -> ResendTransport:
-        """The transport for a settings object whose email channel is enabled."""
-        if settings.resend_api_key is None:
-            raise ValueError("email is not configured (RESEND_API_KEY)")
-        return cls(
-            api_key=settings.resend_api_key.get_secret_value(),
-            email_from=settings.email_from,
-            reply_to=settings.email_reply_to,
-            api_url=settings.resend_api_url,
-            on_request=on_request,
-            clock=clock,
-        )
 
     # The Transport protocol ------------------------------------------------
 
@@ -202,7 +185,8 @@ class ResendTransport:
         except Exception as exc:
             error = self._translate(exc, message)
             self._observe(error, started)
-            raise error from exc
+            # Not chained: the SDK's exception text can hold the recipient's address.
+            raise error from None
         self._observe(None, started)
         return result
 

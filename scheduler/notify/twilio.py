@@ -128,51 +128,32 @@ class TwilioTransport:
 
     def __init__(
         self,
+        settings: Settings,
         *,
-        account_sid: str,
-        auth_token: str,
-        whatsapp_number: str,
-        api_base_url: str = "https://api.twilio.com",
-        status_callback_url: str | None = None,
         on_request: OnRequest | None = None,
         clock: Clock | None = None,
         request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
-        try:
-            sender = to_e164(whatsapp_number)
-        except InvalidPhoneNumber as exc:
-            raise ValueError(f"TWILIO_WHATSAPP_NUMBER: {exc}") from None
-        self._account_sid = account_sid
-        self._auth_token = auth_token
-        self._from = f"whatsapp:{sender}"
-        self._base_url = api_base_url.rstrip("/")
-        self._status_callback_url = status_callback_url
-        self._on_request = on_request
-        self._clock: Clock = clock or SystemClock()
-        self._timeout = request_timeout_seconds
-        self._client: Client | None = None
-        self._http: _ObservingHttpClient | None = None
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, on_request: OnRequest | None = None, clock: Clock | None = None
-    ) -> TwilioTransport:
-        """The transport for a settings object whose WhatsApp channel is enabled."""
         if not (
             settings.twilio_account_sid
             and settings.twilio_auth_token
             and settings.twilio_whatsapp_number
         ):
             raise ValueError("WhatsApp is not configured (TWILIO_ACCOUNT_SID and the rest)")
-        return cls(
-            account_sid=settings.twilio_account_sid,
-            auth_token=settings.twilio_auth_token.get_secret_value(),
-            whatsapp_number=settings.twilio_whatsapp_number,
-            api_base_url=settings.twilio_api_base_url,
-            status_callback_url=settings.twilio_status_callback_url,
-            on_request=on_request,
-            clock=clock,
-        )
+        try:
+            sender = to_e164(settings.twilio_whatsapp_number)
+        except InvalidPhoneNumber as exc:
+            raise ValueError(f"TWILIO_WHATSAPP_NUMBER: {exc}") from None
+        self._account_sid = settings.twilio_account_sid
+        self._auth_token = settings.twilio_auth_token.get_secret_value()
+        self._from = f"whatsapp:{sender}"
+        self._base_url = settings.twilio_api_base_url.rstrip("/")
+        self._status_callback_url = settings.twilio_status_callback_url
+        self._on_request = on_request
+        self._clock: Clock = clock or SystemClock()
+        self._timeout = request_timeout_seconds
+        self._client: Client | None = None
+        self._http: _ObservingHttpClient | None = None
 
     # The Transport protocol ------------------------------------------------
 
@@ -272,7 +253,8 @@ class TwilioTransport:
             except Exception as exc:
                 error = self._translate(exc, exchange, message=message, creates=creates)
                 self._observe(error, started)
-                raise error from exc
+                # Not chained: the SDK's exception text can hold the recipient's number.
+                raise error from None
         self._observe(None, started)
         return result
 

@@ -1,0 +1,100 @@
+"""Shared fixtures: a real PostgreSQL database per test, a frozen clock, settings and the app."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler.app import App, build
+from scheduler.clock import FrozenClock
+from scheduler.db.engine import create_engine
+from scheduler.notify.message import Channel
+from scheduler.notify.recording import RecordingTransport
+from scheduler.settings import Settings
+from tests.database import TestDatabases, server_url, to_libpq
+from tests.fakes.fixtures import *  # noqa: F403 - the stand-in provider fixtures
+
+# A Sunday evening in Perth (UTC+8, no daylight saving): 2026-11-29 18:00 local.
+NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+
+_SETTINGS_PREFIXES = (
+    "DATABASE_", "TIMEZONE", "SCHEDULE_", "STALE_", "NOTIFICATION_", "AUDIT_", "BOOKING_", "PAYMENT_",
+    "REMINDER_", "DELETE_", "TWILIO_", "RESEND_", "EMAIL_", "WHATSAPP_", "CRON_", "HTTP_", "LOG_", "SHUTDOWN_",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting leaks in from the machine running the tests."""
+    for name in list(os.environ):
+        if name.startswith(_SETTINGS_PREFIXES):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def test_databases() -> Iterator[TestDatabases]:
+    with server_url() as url:
+        databases = TestDatabases(url)
+        databases.create_template()
+        try:
+            yield databases
+        finally:
+            databases.drop_template()
+
+
+@pytest.fixture
+async def database_url(test_databases: TestDatabases) -> AsyncIterator[str]:
+    """A fresh database with the platform's tables and the daemon's schema (asyncpg URL)."""
+    url = await test_databases.create()
+    try:
+        yield url
+    finally:
+        await test_databases.drop(url)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test's database; at the end, no connection may still be checked out."""
+    engine = create_engine(database_url, pool_size=3)
+    try:
+        yield engine
+        assert engine.pool.checkedout() == 0, "a connection was left checked out"  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(NOW)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(_env_file=None, database_url=to_libpq(database_url), http_port=0)
+
+
+@pytest.fixture
+def whatsapp() -> RecordingTransport:
+    return RecordingTransport(Channel.WHATSAPP)
+
+
+@pytest.fixture
+def email() -> RecordingTransport:
+    return RecordingTransport(Channel.EMAIL)
+
+
+@pytest.fixture
+async def app(
+    settings: Settings, clock: FrozenClock, whatsapp: RecordingTransport, email: RecordingTransport
+) -> AsyncIterator[App]:
+    """The application on the test's database, with recording transports, database prepared."""
+    app = build(settings, clock=clock, transports={Channel.WHATSAPP: whatsapp, Channel.EMAIL: email})
+    await app.prepare_database()
+    try:
+        yield app
+    finally:
+        await app.aclose()
