@@ -11,6 +11,8 @@ from types import TracebackType
 
 from scheduler.clock import Clock
 
+_MIN_SLEEP_SECONDS = 1e-6
+
 
 class RateLimiter:
     """Never more than `max_per_second` grants in any one-second window, first come first served.
@@ -38,9 +40,10 @@ class RateLimiter:
         async with self._lock:
             now = self._clock.monotonic()
             if len(self._grants) == self._burst:
-                # Loop: a real timer may wake a hair early, and "never exceed" is the promise.
-                while (wait := self._grants[0] + self._window_seconds - now) > 0:
-                    await self._clock.sleep(wait)
+                # Loop: a timer may wake a hair early (or float rounding leave us an ulp short),
+                # and "never exceed" is the promise; the floor guarantees progress.
+                while (elapsed := now - self._grants[0]) < self._window_seconds:
+                    await self._clock.sleep(max(self._window_seconds - elapsed, _MIN_SLEEP_SECONDS))
                     now = self._clock.monotonic()
             self._grants.append(now)
 

@@ -21,7 +21,7 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.notify.message import Channel, OutgoingMessage
 from scheduler.notify.ratelimit import parse_retry_after
 from scheduler.notify.transport import PermanentSendError, SendError, TransientSendError
-from scheduler.redact import redact_text
+from scheduler.redact import mask_email, redact_text
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -217,15 +217,20 @@ class ResendTransport:
             )
         if not isinstance(exc, ResendError):
             return TransientSendError(f"Resend call failed ({type(exc).__name__})")
-        return self._translate_api_error(exc)
+        return self._translate_api_error(exc, message)
 
-    def _translate_api_error(self, exc: ResendError) -> SendError:  # noqa: PLR0911 - a table
+    def _translate_api_error(  # noqa: PLR0911 - one answer per kind of refusal
+        self, exc: ResendError, message: OutgoingMessage | None
+    ) -> SendError:
         try:
             status = int(exc.code)
         except (TypeError, ValueError):
             status = 500
         kind = str(exc.error_type or "")
-        detail = redact_text(str(exc.message or ""), secrets=[self._api_key])[:_REASON_MAX_CHARS]
+        detail = str(exc.message or "")
+        if message is not None:  # even an address too malformed for redact_text to spot
+            detail = detail.replace(message.to, mask_email(message.to))
+        detail = redact_text(detail, secrets=[self._api_key])[:_REASON_MAX_CHARS]
         label = f"HTTP {status} {kind}".rstrip()
         if kind == "HttpClientError":
             # The SDK's own wrapping of a failure below HTTP (when its default client is used).

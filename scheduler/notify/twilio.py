@@ -341,6 +341,8 @@ class TwilioTransport:
             return f"{_KNOWN_CODES[code]} (HTTP {status}, Twilio error {code})"
         text = f"Twilio refused the request (HTTP {status}{_error_suffix(code)})"
         if detail:
+            if message is not None:  # even a number too odd for redact_text to spot
+                detail = detail.replace(message.to, mask_phone(message.to))
             safe = redact_text(detail, secrets=[self._auth_token])
             text += f": {safe[:_REASON_MAX_CHARS]}"
         return text

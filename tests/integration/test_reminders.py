@@ -1,0 +1,281 @@
+"""The reminder jobs against a real PostgreSQL (recording transports): CONTRACT §2's reminder rules."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler.app import App
+from scheduler.catalog import JobName
+from scheduler.clock import FrozenClock
+from scheduler.jobs.context import JobContext
+from scheduler.jobs.reminders import send_booking_reminders
+from scheduler.jobs.result import JobResult
+from scheduler.notify.message import Channel
+from scheduler.notify.recording import RecordingTransport
+from scheduler.notify.transport import PermanentSendError
+from scheduler.runner import Trigger
+from tests.conftest import NOW
+from tests.factories import add_booking, add_client, fetch, scalar, set_preferences
+
+HOUR = timedelta(hours=1)
+
+
+async def run(app: App, job: JobName) -> JobResult:
+    return await app.runner.run(job, trigger=Trigger.MANUAL)
+
+
+def with_settings(app: App, **changes: Any) -> None:
+    app.runner.deps = dataclasses.replace(app.runner.deps, settings=app.settings.model_copy(update=changes))
+
+
+async def test_booking_reminder_to_client_and_performer_on_every_channel(
+    app: App, engine: AsyncEngine, whatsapp: RecordingTransport, email: RecordingTransport
+) -> None:
+    booking = await add_booking(engine, event_date=NOW + 23 * HOUR)
+
+    result = await run(app, JobName.SEND_BOOKING_REMINDERS)
+
+    assert result.success, result.errors
+    assert result.to_json()["remindersSent"] == 1
+    assert {m.to for m in whatsapp.sent} == {"+61412345" + booking["client"]["phone"][-3:], "+61423456" + booking["performer"]["phone"][-3:]}
+    assert {m.to for m in email.sent} == {booking["client"]["email"], booking["performer"]["email"]}
+    assert all(m.kind == "booking_reminder" for m in [*whatsapp.sent, *email.sent])
+    assert all(booking["booking_reference"] in m.text for m in [*whatsapp.sent, *email.sent])
+    assert all("Monday 30 November 2026, 5:00 pm" in m.text for m in email.sent)  # 09:00Z in Perth
+    notices = await fetch(engine, "SELECT user_id, type, booking_id FROM notifications")
+    assert {(n.user_id, n.type) for n in notices} == {
+        (booking["client"]["user_id"], "booking_reminder"),
+        (booking["performer"]["user_id"], "booking_reminder"),
+    }
+    audit = await fetch(engine, "SELECT action, booking_id FROM audit_logs")
+    assert [(a.action, a.booking_id) for a in audit] == [("reminder_sent", booking["id"])]
+
+
+async def test_horizon_and_lead_time_boundaries(app: App, engine: AsyncEngine, email: RecordingTransport) -> None:
+    inside = [
+        await add_booking(engine, event_date=NOW + 24 * HOUR),
+        await add_booking(engine, event_date=NOW + 24 * HOUR - timedelta(minutes=5)),
+        await add_booking(engine, event_date=NOW + timedelta(minutes=65)),
+    ]
+    outside = [
+        await add_booking(engine, event_date=NOW + 24 * HOUR + timedelta(minutes=5)),
+        await add_booking(engine, event_date=NOW + timedelta(minutes=60)),
+        await add_booking(engine, event_date=NOW + timedelta(minutes=55)),
+        await add_booking(engine, event_date=NOW - HOUR),
+        await add_booking(engine, event_date=None),
+    ]
+    result = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    reminded = {m.booking_reference for m in email.sent}
+    assert reminded == {b["booking_reference"] for b in inside}
+    assert not reminded & {b["booking_reference"] for b in outside}
+    assert result.count == 3
+
+
+async def test_only_active_bookings(app: App, engine: AsyncEngine, email: RecordingTransport) -> None:
+    statuses = ["confirmed", "in_progress", "pending", "cancelled", "completed"]
+    made = {status: await add_booking(engine, status=status, event_date=NOW + 5 * HOUR) for status in statuses}
+    await run(app, JobName.SEND_BOOKING_REMINDERS)
+    assert {m.booking_reference for m in email.sent} == {made["confirmed"]["booking_reference"], made["in_progress"]["booking_reference"]}
+
+
+async def test_a_second_run_sends_nothing(app: App, engine: AsyncEngine, whatsapp: RecordingTransport) -> None:
+    await add_booking(engine, event_date=NOW + 5 * HOUR)
+    first = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    second = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    assert (first.count, second.count) == (1, 0)
+    assert len(whatsapp.sent) == 2
+    assert await scalar(engine, "SELECT count(*) FROM notifications") == 2
+
+
+async def test_reschedule_owes_a_new_reminder(app: App, engine: AsyncEngine, email: RecordingTransport) -> None:
+    booking = await add_booking(engine, event_date=NOW + 5 * HOUR)
+    await run(app, JobName.SEND_BOOKING_REMINDERS)
+    async with engine.begin() as conn:
+        from sqlalchemy import text
+
+        await conn.execute(text("UPDATE bookings SET event_date = :d WHERE id = :id"), {"d": NOW + 8 * HOUR, "id": booking["id"]})
+    again = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    assert again.count == 1
+    assert len(email.sent) == 4
+
+
+async def test_due_based_after_downtime_and_late_confirmation(
+    app: App, clock: FrozenClock, engine: AsyncEngine, email: RecordingTransport
+) -> None:
+    """A booking that became due while nothing ran is still reminded, if the event is > 60 min away."""
+    missed = await add_booking(engine, event_date=NOW + 3 * HOUR)  # due for 21 hours already
+    late = await add_booking(engine, event_date=NOW + 2 * HOUR, created_at=NOW - HOUR)
+    result = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    assert result.count == 2
+    assert {m.booking_reference for m in email.sent} == {missed["booking_reference"], late["booking_reference"]}
+
+
+async def test_missing_phone_or_email_is_not_an_error(
+    app: App, engine: AsyncEngine, whatsapp: RecordingTransport, email: RecordingTransport
+) -> None:
+    client = await add_client(engine, phone=None, email="")
+    booking = await add_booking(engine, client=client, event_date=NOW + 5 * HOUR)
+    result = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    assert result.success, result.errors
+    assert [m.to for m in email.sent] == [booking["performer"]["email"]]
+    assert len(whatsapp.sent) == 1
+    assert result.count == 1
+
+
+async def test_invalid_phone_fails_that_message_only(
+    app: App, engine: AsyncEngine, whatsapp: RecordingTransport, email: RecordingTransport
+) -> None:
+    client = await add_client(engine, phone="12345")
+    booking = await add_booking(engine, client=client, event_date=NOW + 5 * HOUR)
+    result = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    assert not result.success
+    [error] = result.errors
+    assert booking["booking_reference"] in error
+    assert "whatsapp" in error
+    assert "12345" not in error
+    assert len(whatsapp.sent) == 1  # the performer's
+    assert len(email.sent) == 2
+    failed = await fetch(engine, "SELECT status, last_error FROM flavor_scheduler.deliveries WHERE status = 'failed'")
+    assert len(failed) == 1
+
+
+async def test_permanent_provider_failure_is_reported_not_retried(
+    app: App, engine: AsyncEngine, whatsapp: RecordingTransport
+) -> None:
+    booking = await add_booking(engine, event_date=NOW + 5 * HOUR)
+    client_phone = "+61412345" + booking["client"]["phone"][-3:]
+    whatsapp.fail_to(client_phone, PermanentSendError("Twilio refused the number (21211)", code="21211"))
+    result = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    assert any("21211" in error and booking["booking_reference"] in error for error in result.errors)
+    attempts_before = len(whatsapp.attempts)
+    deliver = await run(app, JobName.DELIVER_PENDING_MESSAGES)
+    assert deliver.count == 0
+    assert len(whatsapp.attempts) == attempts_before
+
+
+async def test_transient_failure_retried_in_run_then_delivered(
+    app: App, clock: FrozenClock, engine: AsyncEngine, email: RecordingTransport
+) -> None:
+    await add_booking(engine, event_date=NOW + 5 * HOUR)
+    email.fail_next(1)
+    result = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    assert result.success
+    assert len(email.sent) == 2
+    assert len(email.attempts) == 3
+    assert any(0 < pause <= 1.0 for pause in clock.slept)
+
+
+async def test_persistent_transient_failure_left_pending_for_a_later_run(
+    app: App, clock: FrozenClock, engine: AsyncEngine, email: RecordingTransport
+) -> None:
+    await add_booking(engine, event_date=NOW + 5 * HOUR)
+    email.fail_next(6)
+    first = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    assert first.success  # deferred, not lost, not an error
+    assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.deliveries WHERE status = 'pending'") == 2
+    nothing_due = await run(app, JobName.DELIVER_PENDING_MESSAGES)
+    assert nothing_due.count == 0
+    clock.advance(3600)
+    later = await run(app, JobName.DELIVER_PENDING_MESSAGES)
+    assert later.count == 2
+    assert len(email.sent) == 2
+    assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.deliveries WHERE status = 'sent'") == 4
+
+
+async def test_channel_off_records_skipped(
+    settings: Any, clock: FrozenClock, engine: AsyncEngine, email: RecordingTransport
+) -> None:
+    from scheduler.app import build
+
+    app = build(settings, clock=clock, transports={Channel.EMAIL: email})
+    await app.prepare_database()
+    try:
+        await add_booking(engine, event_date=NOW + 5 * HOUR)
+        result = await run(app, JobName.SEND_BOOKING_REMINDERS)
+        assert result.success
+        assert len(email.sent) == 2
+        skipped = await fetch(engine, "SELECT channel FROM flavor_scheduler.deliveries WHERE status = 'skipped'")
+        assert [row.channel for row in skipped] == ["whatsapp", "whatsapp"]
+        counter = app.metrics.messages.labels(channel="whatsapp", kind="booking_reminder", outcome="skipped")
+        assert counter._value.get() == 2
+    finally:
+        await app.aclose()
+
+
+async def test_missing_client_row_fails_that_booking_alone(
+    app: App, engine: AsyncEngine, email: RecordingTransport
+) -> None:
+    orphan = await add_booking(engine, client={"id": uuid4()}, event_date=NOW + 5 * HOUR)
+    fine = await add_booking(engine, event_date=NOW + 6 * HOUR)
+    result = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    assert any(orphan["booking_reference"] in error and "client" in error for error in result.errors)
+    assert fine["booking_reference"] in {m.booking_reference for m in email.sent}
+    assert orphan["performer"]["email"] in {m.to for m in email.sent}  # the performer is still told
+
+
+async def test_payment_reminder_rules(app: App, engine: AsyncEngine, email: RecordingTransport) -> None:
+    due = await add_booking(engine, event_date=NOW + 2 * 24 * HOUR)
+    await add_booking(engine, event_date=NOW + 3 * 24 * HOUR + timedelta(minutes=5))  # beyond 3 days
+    await add_booking(engine, event_date=NOW + 2 * 24 * HOUR, payment_status="paid")
+    await add_booking(engine, event_date=NOW + 2 * 24 * HOUR, deposit_amount=Decimal("1250.00"))  # no balance
+    await add_booking(engine, event_date=NOW + 2 * 24 * HOUR, status="pending")
+    await add_booking(engine, event_date=NOW + timedelta(minutes=30))  # too close
+
+    result = await run(app, JobName.SEND_PAYMENT_REMINDERS)
+
+    assert result.success, result.errors
+    assert result.count == 1
+    assert [m.to for m in email.sent] == [due["client"]["email"]]  # the client only
+    assert "$1,000.00" in email.sent[0].text
+    again = await run(app, JobName.SEND_PAYMENT_REMINDERS)
+    assert again.count == 0
+
+
+async def test_preferences_are_honoured(
+    app: App, engine: AsyncEngine, whatsapp: RecordingTransport, email: RecordingTransport
+) -> None:
+    no_email = await add_booking(engine, event_date=NOW + 5 * HOUR)
+    await set_preferences(engine, no_email["client"]["user_id"], email_notifications=False)
+    no_whatsapp = await add_booking(engine, event_date=NOW + 5 * HOUR)
+    await set_preferences(engine, no_whatsapp["performer"]["user_id"], sms_notifications=False)
+    no_payment = await add_booking(engine, event_date=NOW + 30 * HOUR)
+    await set_preferences(engine, no_payment["client"]["user_id"], payment_reminders=False)
+
+    await run(app, JobName.SEND_BOOKING_REMINDERS)
+    payment = await run(app, JobName.SEND_PAYMENT_REMINDERS)
+
+    assert no_email["client"]["email"] not in {m.to for m in email.sent}
+    assert no_email["performer"]["email"] in {m.to for m in email.sent}
+    assert not [m for m in whatsapp.sent if m.booking_reference == no_whatsapp["booking_reference"] and m.kind == "booking_reminder" and m.to.endswith(no_whatsapp["performer"]["phone"][-3:])]
+    assert no_payment["booking_reference"] not in {m.booking_reference for m in [*email.sent, *whatsapp.sent] if m.kind == "payment_reminder"}
+    assert payment.success
+
+
+async def test_three_concurrent_runs_send_each_message_once(
+    app: App, engine: AsyncEngine, whatsapp: RecordingTransport, email: RecordingTransport
+) -> None:
+    for n in range(200):
+        await add_booking(engine, event_date=NOW + 2 * HOUR + timedelta(minutes=n))
+    deps = app.runner.deps
+
+    def context() -> JobContext:
+        return JobContext(
+            settings=deps.settings, engine=deps.engine, tables=deps.tables, metrics=deps.metrics,
+            planner=deps.planner, dispatcher=deps.dispatcher,
+        )  # fmt: skip
+
+    results = await asyncio.gather(*(send_booking_reminders(context(), NOW) for _ in range(3)))
+
+    assert sum(r.count for r in results) == 200
+    assert len(whatsapp.sent) == 400
+    assert len({m.delivery_id for m in whatsapp.sent}) == 400
+    assert len(email.sent) == 400
+    assert await scalar(engine, "SELECT count(*) FROM notifications") == 400
+    assert await scalar(engine, "SELECT count(*) FROM audit_logs") == 200
