@@ -1,11 +1,8 @@
 """An in-memory transport for tests: records what it was asked to send and fails on cue.
 
-    whatsapp = RecordingTransport(Channel.WHATSAPP)
-    whatsapp.fail_next(2)                                     # two transient failures first
-    whatsapp.fail_to("+61400000000", PermanentSendError("invalid number", code="21211"))
-    whatsapp.drop_next()                                      # sent, but the answer is lost
-    ...
-    assert [m.booking_reference for m in whatsapp.sent] == ["FE-1001"]
+Script failures with `fail_next(n, error)` (transient by default), `fail_to(address, error)` and
+`drop_next(n)` (the message goes out but the answer is lost: an ambiguous failure that
+`find_sent` then resolves); inspect `attempts`, `sent` and `accepted` afterwards.
 """
 
 from __future__ import annotations

@@ -43,9 +43,7 @@ class _NetworkError(ResendError):
     """A request that got no HTTP answer. A ResendError, so the SDK passes it through as is."""
 
     def __init__(self, reason: str, *, request_sent: bool) -> None:
-        super().__init__(
-            code=500, error_type="network_error", message=reason, suggested_action="retry"
-        )
+        super().__init__(code=500, error_type="network_error", message=reason, suggested_action="retry")
         self.request_sent = request_sent
 
 
@@ -68,17 +66,11 @@ class _PooledHttpxClient(AsyncHTTPClient):
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout_seconds)
         try:
-            response = await self._client.request(
-                method, url, headers=headers, json=json, files=files, data=data
-            )
+            response = await self._client.request(method, url, headers=headers, json=json, files=files, data=data)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
-            raise _NetworkError(
-                f"cannot connect to Resend ({type(exc).__name__})", request_sent=False
-            ) from exc
+            raise _NetworkError(f"cannot connect to Resend ({type(exc).__name__})", request_sent=False) from exc
         except httpx.HTTPError as exc:
-            raise _NetworkError(
-                f"connection to Resend failed ({type(exc).__name__})", request_sent=True
-            ) from exc
+            raise _NetworkError(f"connection to Resend failed ({type(exc).__name__})", request_sent=True) from exc
         return response.content, response.status_code, response.headers
 
     async def aclose(self) -> None:
@@ -130,9 +122,7 @@ class ResendTransport:
         if self._reply_to:
             params["reply_to"] = self._reply_to
         options: resend.Emails.SendOptions = {"idempotency_key": str(message.delivery_id)}
-        response = await self._call(
-            lambda: resend.Emails.send_async(params, options), message=message
-        )
+        response = await self._call(lambda: resend.Emails.send_async(params, options), message=message)
         return str(response["id"])
 
     async def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
@@ -170,9 +160,7 @@ class ResendTransport:
 
     # Internals ---------------------------------------------------------------
 
-    async def _call(
-        self, request: Callable[[], Awaitable[T]], *, message: OutgoingMessage | None = None
-    ) -> T:
+    async def _call(self, request: Callable[[], Awaitable[T]], *, message: OutgoingMessage | None = None) -> T:
         """Run one SDK coroutine under the timeout, timing it and translating its failures."""
         started = self._clock.monotonic()
         try:
@@ -239,9 +227,7 @@ class ResendTransport:
             headers = {str(k).lower(): str(v) for k, v in (exc.headers or {}).items()}
             retry_after = parse_retry_after(headers.get("retry-after"), self._clock.now())
             what = "Resend is rate limiting" if status == 429 else "Resend is failing"
-            return TransientSendError(
-                f"{what} ({label})", code=kind or str(status), retry_after_seconds=retry_after
-            )
+            return TransientSendError(f"{what} ({label})", code=kind or str(status), retry_after_seconds=retry_after)
         if status == 409 and kind == "concurrent_idempotent_requests":
             # The first attempt is still in flight at Resend; asking again later is safe.
             return TransientSendError(
@@ -258,13 +244,10 @@ class ResendTransport:
         if status in (401, 403) and kind in ("missing_api_key", "invalid_api_key"):
             return PermanentSendError(f"Resend rejected the API key ({label})", code=kind)
         if kind == "restricted_api_key":
-            return PermanentSendError(
-                f"the Resend API key has sending access only ({label})", code=kind
-            )
+            return PermanentSendError(f"the Resend API key has sending access only ({label})", code=kind)
         if status >= 400:
             return PermanentSendError(
                 f"Resend refused the email ({label}): {detail}".rstrip(": "),
                 code=kind or str(status),
             )
         return TransientSendError(f"unexpected answer from Resend ({label})", code=kind or None)
-

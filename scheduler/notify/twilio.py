@@ -134,11 +134,7 @@ class TwilioTransport:
         clock: Clock | None = None,
         request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
-        if not (
-            settings.twilio_account_sid
-            and settings.twilio_auth_token
-            and settings.twilio_whatsapp_number
-        ):
+        if not (settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_whatsapp_number):
             raise ValueError("WhatsApp is not configured (TWILIO_ACCOUNT_SID and the rest)")
         try:
             sender = to_e164(settings.twilio_whatsapp_number)
@@ -169,9 +165,7 @@ class TwilioTransport:
         if self._status_callback_url:
             kwargs["status_callback"] = self._status_callback_url
         messages = self._twilio().api.v2010.account.messages
-        instance = await self._call(
-            lambda: messages.create_async(**kwargs), message=message, creates=True
-        )
+        instance = await self._call(lambda: messages.create_async(**kwargs), message=message, creates=True)
         return str(instance.sid)
 
     async def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
@@ -183,9 +177,7 @@ class TwilioTransport:
         after = since.astimezone(UTC) - timedelta(seconds=FIND_SENT_CLOCK_SKEW_SECONDS)
         messages = self._twilio().api.v2010.account.messages
         records = await self._call(
-            lambda: messages.list_async(
-                to=to, from_=self._from, date_sent_after=after, limit=FIND_SENT_MAX_RECORDS
-            ),
+            lambda: messages.list_async(to=to, from_=self._from, date_sent_after=after, limit=FIND_SENT_MAX_RECORDS),
             message=message,
         )
         for record in records:  # newest first
@@ -233,9 +225,7 @@ class TwilioTransport:
         try:
             return to_e164(message.to)
         except InvalidPhoneNumber as exc:
-            raise PermanentSendError(
-                f"{exc}: {mask_phone(message.to)}", code="invalid_phone_number"
-            ) from None
+            raise PermanentSendError(f"{exc}: {mask_phone(message.to)}", code="invalid_phone_number") from None
 
     async def _call(
         self,
@@ -297,9 +287,7 @@ class TwilioTransport:
             return TransientSendError(what, ambiguous=maybe_sent)
         return self._translate_status(exchange, message=message, creates=creates)
 
-    def _translate_status(
-        self, exchange: _Exchange, *, message: OutgoingMessage | None, creates: bool
-    ) -> SendError:
+    def _translate_status(self, exchange: _Exchange, *, message: OutgoingMessage | None, creates: bool) -> SendError:
         status = exchange.status or 0
         code, detail = _error_body(exchange.body)
         code_text = str(code) if code is not None else str(status)
@@ -321,16 +309,10 @@ class TwilioTransport:
         if status == 401:
             return PermanentSendError("Twilio rejected the credentials (HTTP 401)", code=code_text)
         if status < 400:
-            return TransientSendError(
-                f"unexpected answer from Twilio (HTTP {status})", code=code_text
-            )
-        return PermanentSendError(
-            self._refusal(status, code, detail, message), code=code_text
-        )
+            return TransientSendError(f"unexpected answer from Twilio (HTTP {status})", code=code_text)
+        return PermanentSendError(self._refusal(status, code, detail, message), code=code_text)
 
-    def _refusal(
-        self, status: int, code: int | None, detail: str, message: OutgoingMessage | None
-    ) -> str:
+    def _refusal(self, status: int, code: int | None, detail: str, message: OutgoingMessage | None) -> str:
         if code == _OUTSIDE_SESSION_WINDOW:
             kind = message.kind.value.upper() if message is not None else "<KIND>"
             return (

@@ -274,9 +274,7 @@ class FakeProviderServer:
         recorded.answer = str(response.status)
         return response
 
-    async def _handle(
-        self, route: str, request: web.Request, recorded: RecordedRequest
-    ) -> web.StreamResponse:
+    async def _handle(self, route: str, request: web.Request, recorded: RecordedRequest) -> web.StreamResponse:
         raise NotImplementedError
 
 
@@ -366,9 +364,7 @@ class FakeTwilio(FakeProviderServer):
         self.templates: dict[str, str] = {}
         self.accepted: list[TwilioMessage] = []
 
-    async def _handle(
-        self, route: str, request: web.Request, recorded: RecordedRequest
-    ) -> web.StreamResponse:
+    async def _handle(self, route: str, request: web.Request, recorded: RecordedRequest) -> web.StreamResponse:
         if not self._authorised(request):
             return _response(
                 401,
@@ -396,9 +392,7 @@ class FakeTwilio(FakeProviderServer):
             user, _, password = base64.b64decode(encoded).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        return secrets.compare_digest(
-            f"{user}:{password}", f"{self.account_sid}:{self.auth_token}"
-        )
+        return secrets.compare_digest(f"{user}:{password}", f"{self.account_sid}:{self.auth_token}")
 
     def _create(self, form: dict[str, str]) -> web.Response:  # noqa: PLR0911 - one per refusal
         to = form.get("To", "")
@@ -409,9 +403,7 @@ class FakeTwilio(FakeProviderServer):
         if not (number.startswith("+") and number[1:].isdigit() and 8 <= len(number) <= 16):
             return _twilio_error(400, 21211, f"Invalid 'To' Phone Number: {to}")
         if not sender or (self.whatsapp_number and sender != self.whatsapp_number):
-            return _twilio_error(
-                400, 63007, "Twilio could not find a Channel with the specified From address"
-            )
+            return _twilio_error(400, 63007, "Twilio could not find a Channel with the specified From address")
         content_sid = form.get("ContentSid")
         variables: dict[str, str] = {}
         if content_sid:
@@ -426,9 +418,7 @@ class FakeTwilio(FakeProviderServer):
         elif form.get("Body"):
             body = form["Body"]
         else:
-            return _twilio_error(
-                400, 21619, "A text message body or media urls must be specified."
-            )
+            return _twilio_error(400, 21619, "A text message body or media urls must be specified.")
         callback = form.get("StatusCallback")
         if callback is not None and not callback.startswith(("http://", "https://")):
             return _twilio_error(400, 21609, "Invalid StatusCallback url")
@@ -589,21 +579,15 @@ class FakeResend(FakeProviderServer):
         self.accepted: list[ResendEmail] = []
         self._by_key: dict[str, ResendEmail] = {}
 
-    async def _handle(
-        self, route: str, request: web.Request, recorded: RecordedRequest
-    ) -> web.StreamResponse:
+    async def _handle(self, route: str, request: web.Request, recorded: RecordedRequest) -> web.StreamResponse:
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         if scheme != "Bearer" or not key or key == "None":
             return _resend_error(401, "missing_api_key", "Missing API key in the authorization")
-        if not (
-            secrets.compare_digest(key, self.api_key) or key in self.sending_only_keys
-        ):
+        if not (secrets.compare_digest(key, self.api_key) or key in self.sending_only_keys):
             return _resend_error(403, "invalid_api_key", "API key is invalid")
         if route == "domains":
             if key in self.sending_only_keys:
-                return _resend_error(
-                    401, "restricted_api_key", "This API key is restricted to only send emails"
-                )
+                return _resend_error(401, "restricted_api_key", "This API key is restricted to only send emails")
             return _response(200, self._domain_list())
         return self._send(request, recorded.json)
 
@@ -612,9 +596,7 @@ class FakeResend(FakeProviderServer):
             return _resend_error(422, "validation_error", "Invalid JSON body")
         for name in ("from", "to", "subject"):
             if not payload.get(name):
-                return _resend_error(
-                    422, "missing_required_field", f"Missing `{name}` field."
-                )
+                return _resend_error(422, "missing_required_field", f"Missing `{name}` field.")
         recipients = payload["to"] if isinstance(payload["to"], list) else [payload["to"]]
         for address in recipients:
             local, at, domain = str(address).partition("@")
@@ -636,9 +618,7 @@ class FakeResend(FakeProviderServer):
                         "Same idempotency key used with a different request payload.",
                     )
                 return _response(200, {"id": earlier.id})
-        email = ResendEmail(
-            id=str(uuid.uuid4()), payload=payload, idempotency_key=key, accepted_at=self.now()
-        )
+        email = ResendEmail(id=str(uuid.uuid4()), payload=payload, idempotency_key=key, accepted_at=self.now())
         self.accepted.append(email)
         if key is not None:
             self._by_key[key] = email

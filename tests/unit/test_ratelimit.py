@@ -129,9 +129,7 @@ def test_a_ceiling_must_be_positive() -> None:
     count=st.integers(min_value=1, max_value=90),
     gaps=st.lists(st.floats(min_value=0.0, max_value=1.5), max_size=5),
 )
-def test_no_window_ever_holds_more_than_the_ceiling(
-    rate: float, count: int, gaps: list[float]
-) -> None:
+def test_no_window_ever_holds_more_than_the_ceiling(rate: float, count: int, gaps: list[float]) -> None:
     async def scenario() -> list[float]:
         clock = FrozenClock(START)
         limiter = RateLimiter(rate, clock)

@@ -179,9 +179,7 @@ async def test_a_validation_error_is_permanent_and_masks_the_address(
 async def test_a_scripted_422_names_the_problem_without_the_address(
     transport: ResendTransport, server: FakeResend
 ) -> None:
-    server.script(
-        Reply.resend_error(422, "validation_error", f"Invalid `to` field: {RECIPIENT}")
-    )
+    server.script(Reply.resend_error(422, "validation_error", f"Invalid `to` field: {RECIPIENT}"))
 
     with pytest.raises(PermanentSendError) as caught:
         await transport.send(email())
@@ -205,9 +203,7 @@ async def test_the_same_key_with_another_payload_is_a_permanent_409(
     assert len(server.accepted) == 1
 
 
-async def test_a_409_for_a_request_still_in_flight_is_transient(
-    transport: ResendTransport, server: FakeResend
-) -> None:
+async def test_a_409_for_a_request_still_in_flight_is_transient(transport: ResendTransport, server: FakeResend) -> None:
     server.script(Reply.resend_error(409, "concurrent_idempotent_requests", "In progress"))
 
     with pytest.raises(TransientSendError) as caught:
@@ -216,12 +212,8 @@ async def test_a_409_for_a_request_still_in_flight_is_transient(
     assert caught.value.ambiguous
 
 
-async def test_a_429_carries_retry_after_in_seconds(
-    transport: ResendTransport, server: FakeResend
-) -> None:
-    server.script(
-        Reply.resend_error(429, "rate_limit_exceeded", "Too many requests", {"retry-after": "2"})
-    )
+async def test_a_429_carries_retry_after_in_seconds(transport: ResendTransport, server: FakeResend) -> None:
+    server.script(Reply.resend_error(429, "rate_limit_exceeded", "Too many requests", {"retry-after": "2"}))
 
     with pytest.raises(TransientSendError) as caught:
         await transport.send(email())
@@ -236,9 +228,7 @@ async def test_a_daily_quota_429_carries_retry_after_as_an_http_date(
     clock = FrozenClock(datetime(2026, 12, 4, 3, 0, tzinfo=UTC))
     transport = make_transport(clock=clock)
     tomorrow = format_datetime(clock.now() + timedelta(hours=21), usegmt=True)
-    server.script(
-        Reply.resend_error(429, "daily_quota_exceeded", "Quota", {"Retry-After": tomorrow})
-    )
+    server.script(Reply.resend_error(429, "daily_quota_exceeded", "Quota", {"Retry-After": tomorrow}))
 
     with pytest.raises(TransientSendError) as caught:
         await transport.send(email())
@@ -246,9 +236,7 @@ async def test_a_daily_quota_429_carries_retry_after_as_an_http_date(
     assert caught.value.retry_after_seconds == 21 * 3600.0
 
 
-async def test_an_html_502_from_a_proxy_is_transient(
-    transport: ResendTransport, server: FakeResend
-) -> None:
+async def test_an_html_502_from_a_proxy_is_transient(transport: ResendTransport, server: FakeResend) -> None:
     server.script(Reply(502, body="<html><body>Bad gateway</body></html>"))
 
     with pytest.raises(TransientSendError) as caught:
@@ -359,9 +347,7 @@ async def test_two_transports_with_different_keys_do_not_mix_them_up(
 ) -> None:
     async with FakeResend(api_key="re_second_account_key") as other:
         first = make_transport()
-        second = make_transport(
-            api_url=other.url, settings={"resend_api_key": "re_second_account_key"}
-        )
+        second = make_transport(api_url=other.url, settings={"resend_api_key": "re_second_account_key"})
         server.latency_seconds = other.latency_seconds = 0.01
 
         await asyncio.gather(
@@ -371,9 +357,7 @@ async def test_two_transports_with_different_keys_do_not_mix_them_up(
 
         assert len(server.accepted) == 5
         assert len(other.accepted) == 5
-        assert {request.headers["Authorization"] for request in other.requests} == {
-            "Bearer re_second_account_key"
-        }
+        assert {request.headers["Authorization"] for request in other.requests} == {"Bearer re_second_account_key"}
 
 
 async def test_every_call_is_reported_with_its_outcome(

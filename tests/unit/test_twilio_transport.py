@@ -60,9 +60,7 @@ def whatsapp(
 
 @pytest.fixture
 async def server() -> AsyncIterator[FakeTwilio]:
-    async with FakeTwilio(
-        account_sid=TWILIO_ACCOUNT_SID, auth_token=TWILIO_AUTH_TOKEN, whatsapp_number=SENDER
-    ) as fake:
+    async with FakeTwilio(account_sid=TWILIO_ACCOUNT_SID, auth_token=TWILIO_AUTH_TOKEN, whatsapp_number=SENDER) as fake:
         yield fake
 
 
@@ -91,9 +89,7 @@ def transport(make_transport: Callable[..., TwilioTransport]) -> TwilioTransport
 # Sending ---------------------------------------------------------------------
 
 
-async def test_free_text_goes_to_whatsapp_e164_numbers(
-    transport: TwilioTransport, server: FakeTwilio
-) -> None:
+async def test_free_text_goes_to_whatsapp_e164_numbers(transport: TwilioTransport, server: FakeTwilio) -> None:
     sid = await transport.send(whatsapp("Hello from Flavor", to=RECIPIENT_NATIONAL))
 
     [accepted] = server.accepted
@@ -161,9 +157,7 @@ async def test_a_5xx_is_transient_and_sent_once(transport: TwilioTransport, serv
     assert len(server.accepted) == 1
 
 
-async def test_a_429_carries_retry_after_in_seconds(
-    transport: TwilioTransport, server: FakeTwilio
-) -> None:
+async def test_a_429_carries_retry_after_in_seconds(transport: TwilioTransport, server: FakeTwilio) -> None:
     server.script(Reply.twilio_error(429, 20429, "Too Many Requests", {"Retry-After": "7"}))
 
     with pytest.raises(TransientSendError) as caught:
@@ -187,9 +181,7 @@ async def test_a_429_carries_retry_after_given_as_an_http_date(
     assert caught.value.retry_after_seconds == 90.0
 
 
-async def test_concurrent_sends_each_see_their_own_answer(
-    transport: TwilioTransport, server: FakeTwilio
-) -> None:
+async def test_concurrent_sends_each_see_their_own_answer(transport: TwilioTransport, server: FakeTwilio) -> None:
     server.latency_seconds = 0.02
     server.script(Reply.twilio_error(429, 20429, "Too Many Requests", {"Retry-After": "5"}))
 
@@ -280,9 +272,7 @@ async def test_find_sent_ignores_other_recipients_other_texts_and_older_messages
     assert await transport.find_sent(message, since) == server.accepted[-1].sid
 
 
-async def test_find_sent_takes_since_in_any_time_zone(
-    transport: TwilioTransport, server: FakeTwilio
-) -> None:
+async def test_find_sent_takes_since_in_any_time_zone(transport: TwilioTransport, server: FakeTwilio) -> None:
     message = whatsapp()
     await transport.send(message)
     perth = datetime.now(UTC).astimezone(ZoneInfo("Australia/Perth"))
@@ -291,9 +281,7 @@ async def test_find_sent_takes_since_in_any_time_zone(
     assert await transport.find_sent(message, perth + timedelta(minutes=10)) is None
 
 
-async def test_find_sent_recognises_a_template_by_its_variables(
-    transport: TwilioTransport, server: FakeTwilio
-) -> None:
+async def test_find_sent_recognises_a_template_by_its_variables(transport: TwilioTransport, server: FakeTwilio) -> None:
     sid = "HX" + "b" * 32
     server.templates[sid] = "Hi {{1}}, your booking {{2}} is on {{3}}."
     variables = {"1": "Jane", "2": "FE-2026-0042", "3": "Saturday 5 December 2026, 7:00 pm"}
@@ -334,12 +322,8 @@ async def test_refusals_are_permanent_with_a_plain_reason(
     assert caught.value.__suppress_context__  # the SDK's text, with the number, is not chained
 
 
-async def test_another_4xx_is_permanent_and_its_message_masked(
-    transport: TwilioTransport, server: FakeTwilio
-) -> None:
-    server.script(
-        Reply.twilio_error(400, 21602, f"Message body is required for whatsapp:{RECIPIENT}")
-    )
+async def test_another_4xx_is_permanent_and_its_message_masked(transport: TwilioTransport, server: FakeTwilio) -> None:
+    server.script(Reply.twilio_error(400, 21602, f"Message body is required for whatsapp:{RECIPIENT}"))
 
     with pytest.raises(PermanentSendError) as caught:
         await transport.send(whatsapp())
@@ -376,9 +360,7 @@ async def test_wrong_credentials_on_send_are_permanent_and_secret_free(
 # check ---------------------------------------------------------------------------
 
 
-async def test_check_fetches_the_account_and_masks_it(
-    transport: TwilioTransport, server: FakeTwilio
-) -> None:
+async def test_check_fetches_the_account_and_masks_it(transport: TwilioTransport, server: FakeTwilio) -> None:
     result = await transport.check()
 
     assert result == "account AC01…cdef active"
@@ -399,9 +381,7 @@ async def test_check_with_a_wrong_token_names_the_401(
     assert caught.value.code == "20003"
 
 
-async def test_check_fails_for_a_suspended_account(
-    transport: TwilioTransport, server: FakeTwilio
-) -> None:
+async def test_check_fails_for_a_suspended_account(transport: TwilioTransport, server: FakeTwilio) -> None:
     server.account_status = "suspended"
 
     with pytest.raises(PermanentSendError, match="suspended"):
