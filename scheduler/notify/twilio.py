@@ -111,6 +111,13 @@ class _ObservingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # the 
             exchange.body = str(response.text or "")
         return response
 
+    # The SDK logs every request at INFO: URL, query (the recipient's number) and headers.
+    def log_request(self, kwargs: dict[str, Any]) -> None:
+        return None
+
+    def log_response(self, status_code: int, response: Any) -> None:
+        return None
+
 
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -414,6 +415,19 @@ async def test_region_and_edge_variables_do_not_redirect_requests(
 
     assert len(server.accepted) == 1
     assert len(server.requests_to("account")) == 1
+
+
+async def test_the_sdk_logs_no_recipient_numbers(
+    transport: TwilioTransport, server: FakeTwilio, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    message = whatsapp()
+
+    await transport.send(message)
+    await transport.find_sent(message, datetime.now(UTC) - timedelta(minutes=1))
+
+    assert "412345678" not in caplog.text
+    assert TWILIO_AUTH_TOKEN not in caplog.text
 
 
 async def test_every_call_is_reported_with_its_outcome(
