@@ -39,7 +39,7 @@ COPY pyproject.toml README.md ./
 COPY scheduler ./scheduler
 RUN pip install --no-cache-dir --no-deps . \
  && pip check \
- && python -c "import scheduler.cli"
+ && flavor-scheduler --version
 
 
 FROM ${PYTHON_IMAGE} AS runtime

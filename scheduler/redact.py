@@ -6,8 +6,9 @@ import re
 from collections.abc import Iterable
 
 _EMAIL = re.compile(r"(?<![\w.+-])([\w.+-])[\w.+-]*@([\w-]+(?:\.[\w-]+)+)")
-# A run of 8+ digits, optionally with +, spaces, dashes, dots or brackets between them.
-_PHONE = re.compile(r"(?<![\w])(\+?\(?\d[\d\s().-]{6,}\d)(?![\w])")
+# A run of 8+ digits, optionally with +, spaces, dashes, dots or brackets between them, that is
+# not the tail of a longer token (booking references like FE-2026-0042, UUIDs, ctids).
+_PHONE = re.compile(r"(?<![\w-])(\+?\(?\d[\d\s().-]{6,}\d)(?![\w-])")
 _REDACTED = "[redacted]"
 
 

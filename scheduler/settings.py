@@ -141,6 +141,18 @@ class Settings(BaseSettings):
     def _url(cls, value: str | None) -> str | None:
         return _http_url(value)
 
+    @field_validator("twilio_whatsapp_number")
+    @classmethod
+    def _sender_number(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from scheduler.notify.phones import InvalidPhoneNumber, to_e164
+
+        try:
+            return to_e164(value)
+        except InvalidPhoneNumber as exc:
+            raise ValueError(f"{exc}; write it in international form, e.g. +14155238886") from None
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:

@@ -41,22 +41,27 @@ class BatchOutcome:
 
 
 def _delete_batch_sql(purge: Purge) -> Any:
-    # The condition is checked twice: once to pick the batch, and again by the DELETE itself,
-    # so a row changed in between (marked unread, say) is left alone.
+    # `bound` finds where the next `batch_size` matching rows end; the DELETE then sweeps that
+    # physical range, checking the condition again, so a row changed in between (marked unread,
+    # say) is left alone. A lost cleanup batch is simply redone next time, so its commit does not
+    # wait for the WAL flush (synchronous_commit is set for this transaction only).
     return text(
         f"""
-        WITH batch AS MATERIALIZED (
-            SELECT ctid FROM {purge.table}
-            WHERE ctid > CAST(:after AS tid) AND {purge.condition}
-            LIMIT :batch_size
+        WITH bound AS MATERIALIZED (
+            SELECT max(ctid) AS last_ctid, count(*) AS matched FROM (
+                SELECT ctid FROM {purge.table}
+                WHERE ctid > CAST(:after AS tid) AND {purge.condition}
+                LIMIT :batch_size
+            ) AS chosen
         ), deleted AS (
             DELETE FROM {purge.table}
-            WHERE ctid = ANY(ARRAY(SELECT ctid FROM batch)) AND {purge.condition}
+            WHERE ctid > CAST(:after AS tid) AND ctid <= (SELECT last_ctid FROM bound) AND {purge.condition}
             RETURNING 1
         )
         SELECT (SELECT count(*) FROM deleted) AS deleted,
-               (SELECT count(*) FROM batch) AS scanned,
-               (SELECT max(ctid) FROM batch) AS last_ctid
+               (SELECT matched FROM bound) AS scanned,
+               (SELECT last_ctid FROM bound) AS last_ctid,
+               set_config('synchronous_commit', 'off', true) AS commit_mode
         """
     )
 

@@ -87,7 +87,7 @@ async def renew_lease(conn: AsyncConnection, run_id: UUID, *, replica: str, now:
         .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica, job_runs.c.status == "running")
         .values(lease_expires_at=now + lease)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)
 
 
 async def finish_run(
@@ -140,7 +140,7 @@ async def take_over(
         .where(job_runs.c.id == run_id, job_runs.c.status == "running", job_runs.c.lease_expires_at < now)
         .values(replica_id=replica, lease_expires_at=now + lease, attempt=job_runs.c.attempt + 1)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)
 
 
 async def last_successes(conn: AsyncConnection) -> dict[str, datetime]:
@@ -173,3 +173,14 @@ async def ensure_installed(conn: AsyncConnection, *, now: datetime) -> datetime:
     )
     installed: datetime = await conn.scalar(text("SELECT installed_at FROM flavor_scheduler.installation WHERE id = 1"))
     return installed
+
+
+async def release_replica_leases(conn: AsyncConnection, *, replica: str, now: datetime) -> int:
+    """Give up every run this replica still holds (stopping after the shutdown timeout): they are
+    resumed elsewhere at once instead of after their lease. Returns how many."""
+    result = await conn.execute(
+        update(job_runs)
+        .where(job_runs.c.replica_id == replica, job_runs.c.status == "running")
+        .values(lease_expires_at=now)
+    )
+    return int(result.rowcount)

@@ -160,21 +160,22 @@ async def _purge(ctx: JobContext, job: JobName, purge: Purge, now: datetime, cut
 
     after: tuple[int, int] | None = START_OF_TABLE
     batches = 0
-    while after is not None and not ctx.should_stop():
-        try:
-            async with ctx.engine.begin() as conn:
-                outcome = await cleanup_db.delete_batch(
-                    conn, purge, params, after=after, batch_size=ctx.settings.delete_batch_size
-                )
-        except SQLAlchemyError as exc:
-            result.errors.append(
-                f"deleting from {purge.table} failed after {result.count} rows: {type(exc).__name__}: {_first_line(exc)}"
-            )
-            break
-        batches += 1
-        result.count += outcome.deleted
-        ctx.metrics.rows_deleted.labels(job_name=job, table=purge.table).inc(outcome.deleted)
-        after = outcome.resume_after
+    try:
+        # One connection for the whole purge (no pool round trip per batch); one transaction per batch.
+        async with ctx.engine.connect() as conn:
+            while after is not None and not ctx.should_stop():
+                async with conn.begin():
+                    outcome = await cleanup_db.delete_batch(
+                        conn, purge, params, after=after, batch_size=ctx.settings.delete_batch_size
+                    )
+                batches += 1
+                result.count += outcome.deleted
+                ctx.metrics.rows_deleted.labels(job_name=job, table=purge.table).inc(outcome.deleted)
+                after = outcome.resume_after
+    except SQLAlchemyError as exc:
+        result.errors.append(
+            f"deleting from {purge.table} failed after {result.count} rows: {type(exc).__name__}: {_first_line(exc)}"
+        )
     result.details["batches"] = batches
     return result
 

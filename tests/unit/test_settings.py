@@ -56,6 +56,7 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
         ("LOG_FORMAT", "xml", "LOG_FORMAT"),
         ("DATABASE_URL", "mysql://user:pw@host/db", "DATABASE_URL"),
         ("TWILIO_ACCOUNT_SID", "AC123", "TWILIO_AUTH_TOKEN"),
+        ("TWILIO_WHATSAPP_NUMBER", "not-a-number", "TWILIO_WHATSAPP_NUMBER"),
     ],
 )
 def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str) -> None:

@@ -1,0 +1,80 @@
+"""What the benchmarks share: a PostgreSQL to run on, and a fresh database with the platform's tables."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from scheduler.db import migrate
+from scheduler.db.engine import create_engine
+from scheduler.demo.seed import create_platform_tables
+
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextlib.contextmanager
+def bench_server() -> Iterator[str]:
+    """BENCH_DATABASE_URL, else this machine's server if it answers, else an embedded one."""
+    given = os.environ.get("BENCH_DATABASE_URL")
+    if given:
+        yield given.replace("postgresql://", "postgresql+asyncpg://", 1)
+        return
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex(("127.0.0.1", 5432)) == 0:
+            yield LOCAL_SERVER.replace("postgresql://", "postgresql+asyncpg://", 1)
+            return
+    from scheduler.demo.embedded import embedded_server
+
+    base = Path(tempfile.mkdtemp(prefix="fs-bench-pg-"))
+    base.chmod(0o755)
+    try:
+        with embedded_server(base / "data") as uri:
+            yield f"postgresql+asyncpg://postgres@/postgres?{uri.partition('?')[2]}"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def database(server: str, name: str) -> str:
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+async def admin(server: str, *statements: str) -> None:
+    engine = create_engine(database(server, "postgres"), pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def fresh_database(server: str, *, template: str | None = None) -> str:
+    """A new database (a copy of `template` when given) with our schema migrated; returns its URL."""
+    name = f"fs_bench_{uuid4().hex[:10]}"
+    await admin(server, f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    url = database(server, name)
+    if template is None:
+        engine = create_engine(url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                await create_platform_tables(conn)
+            await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+    return url
+
+
+async def drop_database(server: str, url: str) -> None:
+    await admin(server, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')

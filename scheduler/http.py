@@ -1,0 +1,201 @@
+"""The daemon's HTTP side (CONTRACT §6): /metrics, /healthz, /readyz, the platform's old cron
+routes as authenticated triggers, and Twilio's message-status callbacks.
+
+It runs nothing itself: a trigger goes to the daemon's `run_group`, which knows what is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
+
+from scheduler.app import App
+from scheduler.db import migrate
+from scheduler.db import outbox as outbox_db
+from scheduler.jobs.result import JobResult, group_json
+from scheduler.metrics import SkipReason
+from scheduler.notify.message import Channel
+from scheduler.redact import redact_text
+from scheduler.runner import describe_db_error
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024  # a Twilio callback is under 2 KiB and the triggers take no body
+READY_PROBE_TIMEOUT_SECONDS = 2.0  # a probe must answer in time even when the database hangs
+SHUTDOWN_GRACE_SECONDS = 1.0  # open requests at stop; runs are drained before the server stops
+TRIGGER_GROUPS = ("cleanup", "reminders")  # the old Vercel routes: /api/cron/cleanup, /api/cron/reminders
+# Twilio's message statuses; anything else is counted as "other" so a label cannot grow unbounded.
+TWILIO_STATUSES = frozenset(
+    {
+        "accepted", "scheduled", "canceled", "queued", "sending", "sent", "failed", "delivered",
+        "undelivered", "receiving", "received", "read", "partially_delivered",
+    }
+)  # fmt: skip
+
+GroupRunner = Callable[[str], Awaitable[Sequence[JobResult] | None]]
+"""Runs a group now and returns its results; None when one of its jobs is already running here."""
+
+Liveness = Callable[[], str | None]
+"""None while the daemon is alive, else what is wrong (for /healthz)."""
+
+
+@web.middleware
+async def _limit_body(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse large bodies before any handler runs (reading one is also capped by client_max_size)."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=request.content_length)
+    return await handler(request)
+
+
+class HttpServer:
+    """The aiohttp application and its listening socket."""
+
+    def __init__(self, app: App, *, run_group: GroupRunner, liveness: Liveness) -> None:
+        self.app = app
+        self._run_group = run_group
+        self._liveness = liveness
+        self._head_revision = migrate.head_revision()
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None  # the bound port (HTTP_PORT=0 picks a free one)
+
+        web_app = web.Application(middlewares=[_limit_body], client_max_size=MAX_BODY_BYTES)
+        web_app.router.add_get("/metrics", self.metrics)
+        web_app.router.add_get("/healthz", self.healthz)
+        web_app.router.add_get("/readyz", self.readyz)
+        for group in TRIGGER_GROUPS:
+            web_app.router.add_route("GET", f"/api/cron/{group}", self.cron_trigger)
+            web_app.router.add_route("POST", f"/api/cron/{group}", self.cron_trigger)
+        web_app.router.add_post("/api/twilio/status", self.twilio_status)
+        self.web_app = web_app
+
+    async def start(self) -> int:
+        """Listen on HTTP_HOST:HTTP_PORT; returns the port bound."""
+        settings = self.app.settings
+        runner = web.AppRunner(
+            self.web_app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
+        )
+        await runner.setup()
+        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        log.info("http_listening", host=settings.http_host, port=self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # Observability -----------------------------------------------------------
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.app.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        problem = self._liveness()
+        if problem is not None:
+            return web.json_response({"status": "unhealthy", "problem": problem}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        problem = await self._readiness_problem()
+        if problem is not None:
+            return web.json_response({"status": "not ready", "problem": problem}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def _readiness_problem(self) -> str | None:
+        if self.app.stopping:
+            return "stopping"
+        if not self.app.ready:
+            return "starting: waiting for the database"
+        try:
+            async with asyncio.timeout(READY_PROBE_TIMEOUT_SECONDS):
+                revision = await migrate.current_revision(self.app.engine)
+        except TimeoutError:
+            return f"database did not answer within {READY_PROBE_TIMEOUT_SECONDS:g} s"
+        except (SQLAlchemyError, OSError) as exc:
+            return redact_text(f"database unreachable: {describe_db_error(exc)}", self.app.settings.secret_values())
+        if revision != self._head_revision:
+            return f"schema at revision {revision}, expected {self._head_revision}"
+        return None
+
+    # The cron triggers ---------------------------------------------------------
+
+    async def cron_trigger(self, request: web.Request) -> web.Response:
+        """Run a group now, as the platform's old cron route did, and answer its result JSON."""
+        group = request.path.rsplit("/", 1)[-1]
+        secret = self.app.settings.cron_secret
+        if secret is None:
+            raise web.HTTPNotFound
+        if not _bearer_matches(request.headers.get("Authorization", ""), secret.get_secret_value()):
+            log.warning("cron_trigger_unauthorised", group=group, remote=request.remote)
+            return web.json_response(
+                {"success": False, "error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        if self.app.stopping:
+            return web.json_response({"success": False, "error": "the daemon is stopping"}, status=503)
+        started = self.app.clock.now()
+        log.info("cron_trigger", group=group)
+        results = await self._run_group(group)
+        if results is None:
+            return web.json_response({"success": False, "error": f"{group} is already running"}, status=409)
+        secrets = self.app.settings.secret_values()
+        for result in results:
+            result.errors = [redact_text(error, secrets) for error in result.errors]
+        body = group_json(group, results, started)
+        if any(result.skipped == SkipReason.ALREADY_RUNNING for result in results):
+            return web.json_response(body, status=409)  # another replica holds one of its jobs
+        return web.json_response(body, status=200 if body["success"] else 500)
+
+    # Twilio ------------------------------------------------------------------------
+
+    async def twilio_status(self, request: web.Request) -> web.Response:
+        """Record a message's later status (delivered, read, failed with its error code, ...)."""
+        settings = self.app.settings
+        url, token = settings.twilio_status_callback_url, settings.twilio_auth_token
+        if url is None or token is None:
+            raise web.HTTPNotFound
+        from twilio.request_validator import SIGNATURE_SETTINGS_HEADER, RequestValidator, get_signature_algorithm
+
+        form = await request.post()
+        signature = request.headers.get("X-Twilio-Signature", "")
+        algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
+        if not signature or not RequestValidator(token.get_secret_value()).validate(url, form, signature, algorithm):
+            log.warning("twilio_callback_rejected", reason="bad signature", remote=request.remote)
+            return web.json_response({"error": "invalid signature"}, status=403)
+
+        provider_id = str(form.get("MessageSid") or form.get("SmsSid") or "")
+        status = str(form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
+        error_code = str(form.get("ErrorCode") or "") or None
+        if not provider_id or not status:
+            return web.json_response({"error": "MessageSid and MessageStatus are required"}, status=400)
+        try:
+            async with self.app.engine.begin() as conn:
+                channel = await outbox_db.record_provider_status(
+                    conn, provider_id=provider_id, status=status, error_code=error_code, now=self.app.clock.now()
+                )
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("message_status_not_recorded", provider_id=provider_id, error=describe_db_error(exc))
+            return web.json_response({"error": "database unavailable"}, status=503)
+        self.app.metrics.message_status.labels(
+            channel=channel or Channel.WHATSAPP, status=status if status in TWILIO_STATUSES else "other"
+        ).inc()
+        if channel is None:
+            log.warning("message_status_unknown_message", provider_id=provider_id, status=status, error_code=error_code)
+        else:
+            log.info("message_status", provider_id=provider_id, status=status, error_code=error_code)
+        return web.Response(status=204)
+
+
+def _bearer_matches(header: str, secret: str) -> bool:
+    """`Authorization: Bearer <secret>`, compared in constant time."""
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), secret.encode())
