@@ -35,11 +35,14 @@ RUN pip install --no-cache-dir --require-hashes --only-binary=:all: --no-deps \
         -r requirements.lock
 
 # Then the project, without dependencies: everything it needs is already locked in.
+# The smoke test imports the whole program and checks the base image's time zone data
+# (the runtime stage has the same base).
 COPY pyproject.toml README.md ./
 COPY scheduler ./scheduler
 RUN pip install --no-cache-dir --no-deps . \
  && pip check \
- && flavor-scheduler --version
+ && flavor-scheduler --version \
+ && python -c "import zoneinfo; zoneinfo.ZoneInfo('Australia/Perth')"
 
 
 FROM ${PYTHON_IMAGE} AS runtime

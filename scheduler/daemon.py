@@ -57,6 +57,7 @@ class Daemon:
         self.handle_signals = handle_signals
         self.schedule = Schedule.from_settings(app.settings, self._on_fire)
         self.http = HttpServer(app, run_group=self.run_group, liveness=self._liveness)
+        self.listening = asyncio.Event()  # set once HTTP answers (before the database is awaited)
         self.ready = asyncio.Event()  # set when the `ready` line is logged
         self._stop_requested = asyncio.Event()
         self._stopping = False
@@ -74,6 +75,7 @@ class Daemon:
         self._install_signal_handlers()
         try:
             await self.http.start()
+            self.listening.set()
             self._spawn("heartbeat", self._heartbeat())
             if await self._start():
                 next_runs = self._publish_next_runs()

@@ -136,8 +136,8 @@ async def test_an_unusable_recipient_fails_for_good_without_a_request(
     assert "0412 345" not in caught.value.reason
 
 
-async def test_an_invalid_sender_number_is_refused_at_construction() -> None:
-    with pytest.raises(ValueError, match="TWILIO_WHATSAPP_NUMBER"):
+async def test_an_invalid_sender_number_is_refused_with_the_settings() -> None:
+    with pytest.raises(ValueError, match="twilio_whatsapp_number"):
         TwilioTransport(settings_for("http://127.0.0.1:9", twilio_whatsapp_number="12345"))
 
 
