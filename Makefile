@@ -35,7 +35,8 @@ bench: $(BIN)/.installed
 ## Re-pin the runtime dependencies used by the Docker image.
 lock: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet pip-tools
-	$(BIN)/pip-compile --quiet --strip-extras --output-file requirements.lock pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --output-file=requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .demo-pgdata .runtime .pytest_cache .mypy_cache .ruff_cache

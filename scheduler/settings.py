@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -219,6 +220,8 @@ class Settings(BaseSettings):
             return None
         url = self.database_url.get_secret_value()
         _, _, rest = url.partition("://")
+        # libpq's sslmode=require (Supabase's URLs carry it) is asyncpg's ssl=require.
+        rest = re.sub(r"([?&])sslmode=", r"\1ssl=", rest)
         return f"{_ASYNCPG_SCHEME}://{rest}"
 
     @property

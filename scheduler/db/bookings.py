@@ -245,18 +245,12 @@ async def claim_reminders(
     """
     if not due:
         return set()
-    statement = (
-        insert(booking_reminders)
-        .values(
-            [
-                {"booking_id": booking_id, "kind": kind, "event_date": event_date, "run_id": run_id, "recorded_at": now}
-                for booking_id, event_date in due
-            ]
-        )
-        .on_conflict_do_nothing()
-        .returning(booking_reminders.c.booking_id)
-    )
-    return set((await conn.scalars(statement)).all())
+    statement = insert(booking_reminders).on_conflict_do_nothing().returning(booking_reminders.c.booking_id)
+    rows = [
+        {"booking_id": booking_id, "kind": kind, "event_date": event_date, "run_id": run_id, "recorded_at": now}
+        for booking_id, event_date in due
+    ]
+    return set((await conn.scalars(statement, rows)).all())
 
 
 # --- the platform's own records of what we did ----------------------------------------------

@@ -41,12 +41,15 @@ class ClaimedDelivery:
 async def record_owed(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> list[UUID]:
     """Insert owed deliveries; one already owed (same dedupe key) is left as it is.
 
-    Returns the ids actually inserted, in one statement.
+    Returns the ids actually inserted. SQLAlchemy sends the rows as multi-row INSERTs, as many
+    per statement as PostgreSQL's parameter limit allows.
     """
     if not rows:
         return []
-    statement = insert(deliveries).values(list(rows)).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    return list((await conn.scalars(statement.returning(deliveries.c.id))).all())
+    statement = (
+        insert(deliveries).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(deliveries.c.id)
+    )
+    return list((await conn.scalars(statement, list(rows))).all())
 
 
 # Chooses deliveries that are due: pending ones whose next attempt has come, and ones left

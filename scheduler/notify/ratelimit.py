@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import deque
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -12,17 +11,17 @@ from types import TracebackType
 from scheduler.clock import Clock
 
 _MIN_SLEEP_SECONDS = 1e-6
+_SPACING_MARGIN_SECONDS = 1e-9
 
 
 class RateLimiter:
     """Never more than `max_per_second` grants in any one-second window, first come first served.
 
-    A sliding-window log: the last N grant times are kept, and the next grant waits until the
-    oldest of them is a full window old. A burst of N goes at once, then one grant each time an
-    old one leaves the window. N is the ceiling rounded down (at least 1); below one per second
-    the window widens instead (0.5/s: one grant per 2 s). Waiters queue on one FIFO lock, so
-    only the head of the queue sleeps: fair, and a FrozenClock advances by the real waiting
-    time rather than once per waiter.
+    Grants are spaced evenly (one every 1/max_per_second seconds), with no burst: a burst granted
+    at once reaches the provider spread out by latency, and the next second's grants then land in
+    the same second as its tail, over the ceiling as the provider counts. Waiters queue on one
+    FIFO lock, so only the head of the queue sleeps: fair, and a FrozenClock advances by the real
+    waiting time rather than once per waiter.
     """
 
     def __init__(self, max_per_second: float, clock: Clock) -> None:
@@ -30,22 +29,27 @@ class RateLimiter:
             raise ValueError("max_per_second must be a positive number")
         self.max_per_second = max_per_second
         self._clock = clock
-        self._burst = max(1, math.floor(max_per_second))
-        self._window_seconds = max(1.0, 1.0 / max_per_second)
-        self._grants: deque[float] = deque(maxlen=self._burst)
+        # A whole number of grants per second (2.5/s: 2/s), so no 1-second window holds more than
+        # the ceiling; below one per second, one grant per 1/max_per_second seconds.
+        per_second = math.floor(max_per_second) if max_per_second >= 1 else max_per_second
+        # A nanosecond more, so that adding the interval up in floating point never squeezes
+        # one grant too many into a window.
+        self._interval_seconds = 1.0 / per_second + _SPACING_MARGIN_SECONDS
+        self._next_grant: float | None = None
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
         """Wait for a slot. A waiter cancelled in the queue gives its place up."""
         async with self._lock:
             now = self._clock.monotonic()
-            if len(self._grants) == self._burst:
+            if self._next_grant is not None:
                 # Loop: a timer may wake a hair early (or float rounding leave us an ulp short),
                 # and "never exceed" is the promise; the floor guarantees progress.
-                while (elapsed := now - self._grants[0]) < self._window_seconds:
-                    await self._clock.sleep(max(self._window_seconds - elapsed, _MIN_SLEEP_SECONDS))
+                while now < self._next_grant:
+                    await self._clock.sleep(max(self._next_grant - now, _MIN_SLEEP_SECONDS))
                     now = self._clock.monotonic()
-            self._grants.append(now)
+            # An idle limiter does not bank slots: after a pause the next grant is spaced from now.
+            self._next_grant = max(now, self._next_grant or now) + self._interval_seconds
 
     async def __aenter__(self) -> RateLimiter:
         await self.acquire()

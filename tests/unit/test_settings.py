@@ -78,6 +78,8 @@ def test_keep_types_is_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_database_url_schemes(monkeypatch: pytest.MonkeyPatch) -> None:
     plain = load(monkeypatch, DATABASE_URL="postgresql://u:p@db:5432/app")
     assert plain.async_database_url() == "postgresql+asyncpg://u:p@db:5432/app"
+    supabase = load(monkeypatch, DATABASE_URL="postgresql://u:p@pooler.supabase.com:6543/postgres?sslmode=require")
+    assert supabase.async_database_url() == "postgresql+asyncpg://u:p@pooler.supabase.com:6543/postgres?ssl=require"
     driver = load(monkeypatch, DATABASE_URL="postgresql+asyncpg://u:p@db:5432/app")
     assert driver.async_database_url() == "postgresql+asyncpg://u:p@db:5432/app"
 

@@ -1,0 +1,134 @@
+"""Benchmark: send_booking_reminders for N due bookings through the real SDKs to stand-in providers.
+
+    python bench/reminders.py [--bookings 2000] [--latency 0.05] [--rate 100]
+
+Each booking owes 4 messages (WhatsApp and email to client and performer). Prints the time, the
+bound set by the ceilings (messages / ceiling, per channel, the larger), their ratio, database
+round trips per booking, and peak Python memory. Targets: <= 1.2 x the bound, memory flat in N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import event, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.support import bench_server, drop_database, fresh_database  # noqa: E402
+from scheduler.app import build  # noqa: E402
+from scheduler.catalog import JobName  # noqa: E402
+from scheduler.db.engine import create_engine  # noqa: E402
+from scheduler.logging import configure_logging  # noqa: E402
+from scheduler.runner import Trigger  # noqa: E402
+from scheduler.settings import Settings  # noqa: E402
+from tests.fakes.fixtures import RESEND_API_KEY, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER  # noqa: E402
+from tests.fakes.providers import FakeResend, FakeTwilio, max_in_window  # noqa: E402
+
+
+async def seed(url: str, bookings: int, now: datetime) -> None:
+    """N confirmed bookings with events spread over the next 2 to 20 hours, each with its own people."""
+    engine = create_engine(url, pool_size=1)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                """
+                WITH people AS (
+                    SELECT g, gen_random_uuid() AS client_id, gen_random_uuid() AS performer_id
+                    FROM generate_series(1, :n) g
+                ), c AS (
+                    INSERT INTO clients (id, user_id, first_name, last_name, email, phone)
+                    SELECT client_id, gen_random_uuid(), 'Client', 'No' || g, 'client' || g || '@example.com',
+                           '+614' || lpad((10000000 + g)::text, 8, '0')
+                    FROM people RETURNING 1
+                ), p AS (
+                    INSERT INTO performers (id, user_id, stage_name, first_name, last_name, email, phone)
+                    SELECT performer_id, gen_random_uuid(), 'Performer ' || g, 'P', 'No' || g,
+                           'performer' || g || '@example.com', '+614' || lpad((20000000 + g)::text, 8, '0')
+                    FROM people RETURNING 1
+                )
+                INSERT INTO bookings (booking_reference, client_id, performer_id, event_type, event_date,
+                                      venue_address, total_amount, deposit_amount, status, payment_status)
+                SELECT 'FE-B' || lpad(g::text, 6, '0'), client_id, performer_id, 'birthday_party',
+                       CAST(:now AS timestamptz) + interval '2 hours' + (g * interval '30 seconds'),
+                       '140 Murray St, Perth WA 6000', 1250, 250, 'confirmed', 'deposit_paid'
+                FROM people
+                """
+            ),
+            {"n": bookings, "now": now},
+        )
+    await engine.dispose()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bookings", type=int, default=2000)
+    parser.add_argument("--latency", type=float, default=0.05, help="stand-in provider latency, seconds")
+    parser.add_argument("--rate", type=float, default=100, help="both WHATSAPP_ and EMAIL_MAX_PER_SECOND")
+    parser.add_argument("--no-trace", action="store_true", help="skip tracemalloc (it slows Python down)")
+    args = parser.parse_args()
+    configure_logging(level="WARNING", fmt="console")
+    now = datetime.now(UTC)
+    with bench_server() as server:
+        url = await fresh_database(server)
+        try:
+            await seed(url, args.bookings, now)
+            async with (
+                FakeTwilio(account_sid=TWILIO_ACCOUNT_SID, auth_token=TWILIO_AUTH_TOKEN,
+                           whatsapp_number=f"whatsapp:{TWILIO_WHATSAPP_NUMBER}", latency_seconds=args.latency) as twilio,
+                FakeResend(api_key=RESEND_API_KEY, latency_seconds=args.latency) as resend,
+            ):  # fmt: skip
+                settings = Settings(
+                    _env_file=None,
+                    database_url=url,
+                    twilio_account_sid=TWILIO_ACCOUNT_SID,
+                    twilio_auth_token=TWILIO_AUTH_TOKEN,
+                    twilio_whatsapp_number=TWILIO_WHATSAPP_NUMBER,
+                    twilio_api_base_url=twilio.url,
+                    resend_api_key=RESEND_API_KEY,
+                    resend_api_url=resend.url,
+                    whatsapp_max_per_second=args.rate,
+                    email_max_per_second=args.rate,
+                    database_pool_size=10,
+                )
+                app = build(settings)
+                await app.prepare_database()
+                statements = 0
+
+                def count(*_: object) -> None:
+                    nonlocal statements
+                    statements += 1
+
+                event.listen(app.engine.sync_engine, "before_cursor_execute", count)
+                event.listen(app.engine.sync_engine, "begin", count)
+                event.listen(app.engine.sync_engine, "commit", count)
+                tracemalloc.start() if "--no-trace" not in sys.argv else None
+                started = time.perf_counter()
+                result = await app.runner.run(JobName.SEND_BOOKING_REMINDERS, trigger=Trigger.MANUAL)
+                elapsed = time.perf_counter() - started
+                _, peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+                await app.aclose()
+                whatsapp_times, email_times = twilio.times("send"), resend.times("send")
+        finally:
+            await drop_database(server, url)
+    messages = len(whatsapp_times) + len(email_times)
+    bound = max(len(whatsapp_times), len(email_times)) / args.rate
+    assert result.success, result.errors[:5]
+    print(f"bookings reminded       {result.count:,} ({messages:,} messages, latency {args.latency * 1000:.0f} ms, ceilings {args.rate:g}/s)")
+    print(f"time                    {elapsed:8.2f} s")
+    print(f"bound (msgs / ceiling)  {bound:8.2f} s")
+    print(f"ratio time / bound      {elapsed / bound:8.2f}   (target <= 1.2)")
+    print(f"busiest second          whatsapp {max_in_window(whatsapp_times)}, email {max_in_window(email_times)}  (ceiling {args.rate:g})")
+    print(f"DB round trips/booking  {statements / max(result.count, 1):8.2f}   (statements, BEGINs and COMMITs)")
+    print(f"peak Python memory      {peak / 1024 / 1024:8.2f} MiB (tracemalloc, during the run)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
