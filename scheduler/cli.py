@@ -125,7 +125,7 @@ def _with_demo(args: argparse.Namespace, settings: Settings) -> int:
             demo_settings = settings.model_copy(update={"database_url": SecretStr(url)})
 
             async def go() -> int:
-                await prepare_demo_database(url, SystemClock())
+                await prepare_demo_database(url, SystemClock(), add_sample_round=not args.check)
                 return await _command(args, demo_settings, demo=True)
 
             return asyncio.run(go())

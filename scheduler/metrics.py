@@ -139,6 +139,13 @@ class Metrics:
                 for message_outcome in MessageOutcome:
                     self.messages.labels(channel=channel, kind=kind, outcome=message_outcome)
 
+    @classmethod
+    def unregistered(cls) -> Metrics:
+        """Metrics on a private registry, for one-off commands whose numbers nobody scrapes."""
+        from scheduler import __version__
+
+        return cls(CollectorRegistry(), __version__)
+
     def observe_provider_request(self, provider: str, outcome: str, seconds: float) -> None:
         """The transports' callback for each provider call."""
         self.provider_request_duration.labels(provider=provider, outcome=outcome).observe(seconds)

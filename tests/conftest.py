@@ -15,7 +15,7 @@ from scheduler.db.engine import create_engine
 from scheduler.notify.message import Channel
 from scheduler.notify.recording import RecordingTransport
 from scheduler.settings import Settings
-from tests.database import TestDatabases, server_url, to_libpq
+from tests.database import DatabaseFactory, server_url, to_libpq
 from tests.fakes.fixtures import *  # noqa: F403 - the stand-in provider fixtures
 
 # A Sunday evening in Perth (UTC+8, no daylight saving): 2026-11-29 18:00 local.
@@ -36,9 +36,9 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def test_databases() -> Iterator[TestDatabases]:
+def test_databases() -> Iterator[DatabaseFactory]:
     with server_url() as url:
-        databases = TestDatabases(url)
+        databases = DatabaseFactory(url)
         databases.create_template()
         try:
             yield databases
@@ -47,7 +47,7 @@ def test_databases() -> Iterator[TestDatabases]:
 
 
 @pytest.fixture
-async def database_url(test_databases: TestDatabases) -> AsyncIterator[str]:
+async def database_url(test_databases: DatabaseFactory) -> AsyncIterator[str]:
     """A fresh database with the platform's tables and the daemon's schema (asyncpg URL)."""
     url = await test_databases.create()
     try:

@@ -68,7 +68,7 @@ async def _admin(url: str, statements: list[str]) -> None:
         await engine.dispose()
 
 
-class TestDatabases:
+class DatabaseFactory:
     """Creates the template once, then a fresh database per test."""
 
     def __init__(self, url: str) -> None:

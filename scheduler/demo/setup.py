@@ -26,7 +26,7 @@ def demo_server(base_dir: Path | None = None) -> Iterator[str]:
         yield asyncpg_url(uri, DEMO_DATABASE)
 
 
-async def prepare_demo_database(url: str, clock: Clock) -> None:
+async def prepare_demo_database(url: str, clock: Clock, *, add_sample_round: bool = True) -> None:
     """Create the demo database and its platform tables if needed, then add fresh sample bookings."""
     admin_url = url.replace(f"/{DEMO_DATABASE}?", "/postgres?", 1)
     admin = create_engine(admin_url, pool_size=1)
@@ -38,6 +38,8 @@ async def prepare_demo_database(url: str, clock: Clock) -> None:
     try:
         async with engine.begin() as conn:
             await create_platform_tables(conn)
+            if not add_sample_round:
+                return
             round_no = await insert_demo_round(conn, clock.now())
             bookings = await conn.scalar(text("SELECT count(*) FROM bookings"))
         log.info("demo_data_added", round=round_no, bookings_in_database=bookings)
