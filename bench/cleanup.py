@@ -21,14 +21,14 @@ from sqlalchemy import event, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.support import bench_server, drop_database, fresh_database  # noqa: E402
-from scheduler.app import build  # noqa: E402
-from scheduler.catalog import JobName  # noqa: E402
-from scheduler.clock import FrozenClock  # noqa: E402
-from scheduler.db.engine import create_engine  # noqa: E402
-from scheduler.logging import configure_logging  # noqa: E402
-from scheduler.runner import Trigger  # noqa: E402
-from scheduler.settings import Settings  # noqa: E402
+from bench.support import bench_server, drop_database, fresh_database
+from scheduler.app import build
+from scheduler.catalog import JobName
+from scheduler.clock import FrozenClock
+from scheduler.db.engine import create_engine
+from scheduler.logging import configure_logging
+from scheduler.runner import Trigger
+from scheduler.settings import Settings
 
 NOW = datetime(2026, 11, 29, 18, 0, tzinfo=UTC)
 
@@ -47,7 +47,7 @@ async def fill(url: str, rows: int) -> None:
                 {"rows": rows, "read": read, "created": created},
             )
     async with engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execution_options(isolation_level="AUTOCOMMIT")  # in place: CREATE DATABASE, VACUUM
         await conn.execute(text("VACUUM ANALYZE notifications"))
     await engine.dispose()
 
@@ -57,7 +57,8 @@ async def single_delete(url: str) -> tuple[float, int]:
     started = time.perf_counter()
     async with engine.begin() as conn:
         result = await conn.execute(
-            text("DELETE FROM notifications WHERE is_read AND created_at < :cutoff"), {"cutoff": NOW - timedelta(days=30)}
+            text("DELETE FROM notifications WHERE is_read AND created_at < :cutoff"),
+            {"cutoff": NOW - timedelta(days=30)},
         )
     elapsed = time.perf_counter() - started
     await engine.dispose()
@@ -93,7 +94,9 @@ async def batched_job(url: str, batch: int) -> tuple[float, int, float, int, int
     import os
 
     if os.environ.get("BENCH_VERBOSE"):
-        print("slowest transactions (s):", [round(d, 3) for d in sorted(durations)[-8:]], "sum", round(sum(durations), 3))
+        print(
+            "slowest transactions (s):", [round(d, 3) for d in sorted(durations)[-8:]], "sum", round(sum(durations), 3)
+        )
     return elapsed, result.count, max(durations), peak, int(result.details["batches"])
 
 

@@ -14,22 +14,22 @@ import asyncio
 import sys
 import time
 import tracemalloc
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import event, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.support import bench_server, drop_database, fresh_database  # noqa: E402
-from scheduler.app import build  # noqa: E402
-from scheduler.catalog import JobName  # noqa: E402
-from scheduler.db.engine import create_engine  # noqa: E402
-from scheduler.logging import configure_logging  # noqa: E402
-from scheduler.runner import Trigger  # noqa: E402
-from scheduler.settings import Settings  # noqa: E402
-from tests.fakes.fixtures import RESEND_API_KEY, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER  # noqa: E402
-from tests.fakes.providers import FakeResend, FakeTwilio, max_in_window  # noqa: E402
+from bench.support import bench_server, drop_database, fresh_database
+from scheduler.app import build
+from scheduler.catalog import JobName
+from scheduler.db.engine import create_engine
+from scheduler.logging import configure_logging
+from scheduler.runner import Trigger
+from scheduler.settings import Settings
+from tests.fakes.fixtures import RESEND_API_KEY, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER
+from tests.fakes.providers import FakeResend, FakeTwilio, max_in_window
 
 
 async def seed(url: str, bookings: int, now: datetime) -> None:
@@ -121,11 +121,15 @@ async def main() -> None:
     messages = len(whatsapp_times) + len(email_times)
     bound = max(len(whatsapp_times), len(email_times)) / args.rate
     assert result.success, result.errors[:5]
-    print(f"bookings reminded       {result.count:,} ({messages:,} messages, latency {args.latency * 1000:.0f} ms, ceilings {args.rate:g}/s)")
+    print(
+        f"bookings reminded       {result.count:,} ({messages:,} messages, latency {args.latency * 1000:.0f} ms, ceilings {args.rate:g}/s)"
+    )
     print(f"time                    {elapsed:8.2f} s")
     print(f"bound (msgs / ceiling)  {bound:8.2f} s")
     print(f"ratio time / bound      {elapsed / bound:8.2f}   (target <= 1.2)")
-    print(f"busiest second          whatsapp {max_in_window(whatsapp_times)}, email {max_in_window(email_times)}  (ceiling {args.rate:g})")
+    print(
+        f"busiest second          whatsapp {max_in_window(whatsapp_times)}, email {max_in_window(email_times)}  (ceiling {args.rate:g})"
+    )
     print(f"DB round trips/booking  {statements / max(result.count, 1):8.2f}   (statements, BEGINs and COMMITs)")
     print(f"peak Python memory      {peak / 1024 / 1024:8.2f} MiB (tracemalloc, during the run)")
 

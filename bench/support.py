@@ -53,7 +53,7 @@ async def admin(server: str, *statements: str) -> None:
     engine = create_engine(database(server, "postgres"), pool_size=1)
     try:
         async with engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execution_options(isolation_level="AUTOCOMMIT")  # in place: CREATE DATABASE, VACUUM
             for statement in statements:
                 await conn.execute(text(statement))
     finally:

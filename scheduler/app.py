@@ -37,7 +37,9 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
 
 
-def build_transports(settings: Settings, metrics: Metrics, *, demo: bool, console: TextIO | None = None) -> dict[Channel, Transport]:
+def build_transports(
+    settings: Settings, metrics: Metrics, *, demo: bool, console: TextIO | None = None
+) -> dict[Channel, Transport]:
     """The enabled channels' transports: console ones in the demo, else those with credentials."""
     if demo:
         from scheduler.notify.console import ConsoleTransport
@@ -85,7 +87,9 @@ class App:
         for job_name, finished in successes.items():
             if finished is not None:
                 self.metrics.job_last_success.labels(job_name=job_name).set(finished.timestamp())
-        missing = [name for name in ("otp_codes", "audit_logs", "notification_preferences") if not self.tables.has(name)]
+        missing = [
+            name for name in ("otp_codes", "audit_logs", "notification_preferences") if not self.tables.has(name)
+        ]
         if missing:
             log.warning("optional_tables_missing", tables=missing, effect="jobs needing them skip with a warning")
         self.ready = True
@@ -95,7 +99,7 @@ class App:
         for transport in self.transports.values():
             try:
                 await transport.aclose()
-            except Exception:  # noqa: BLE001 - closing must go on for the rest
+            except Exception:
                 log.warning("transport_close_failed", provider=transport.provider)
         await self.engine.dispose()
 
@@ -118,7 +122,9 @@ def build(
         transports = build_transports(settings, metrics, demo=demo)
     for channel in Channel:
         if channel not in transports:
-            log.warning("channel_off", channel=channel.value, reason="no credentials; its messages are recorded as skipped")
+            log.warning(
+                "channel_off", channel=channel.value, reason="no credentials; its messages are recorded as skipped"
+            )
     if Channel.WHATSAPP in transports and not demo:
         without_template = [kind.value for kind in MessageKind if not settings.content_sid(kind.value)]
         if without_template:

@@ -75,9 +75,13 @@ async def _database_lines(settings: Settings) -> list[CheckLine]:
             lines.append(CheckLine("ok", "database", f"reachable (PostgreSQL {version})"))
             try:
                 tables = await inspect_platform(conn)
-                missing = [name for name in ("otp_codes", "audit_logs", "notification_preferences") if not tables.has(name)]
+                missing = [
+                    name for name in ("otp_codes", "audit_logs", "notification_preferences") if not tables.has(name)
+                ]
                 if missing:
-                    lines.append(CheckLine("warn", "tables", f"required present; optional missing: {', '.join(missing)}"))
+                    lines.append(
+                        CheckLine("warn", "tables", f"required present; optional missing: {', '.join(missing)}")
+                    )
                 else:
                     lines.append(CheckLine("ok", "tables", "required and optional platform tables present"))
             except PlatformSchemaError as exc:
@@ -98,9 +102,13 @@ async def _migrations_line(engine: AsyncEngine) -> CheckLine:
     if current == head:
         return CheckLine("ok", "migrations", f"schema flavor_scheduler at {head}")
     if current is None:
-        return CheckLine("warn", "migrations", f"schema flavor_scheduler not created yet; the daemon creates it at start ({head})")
+        return CheckLine(
+            "warn", "migrations", f"schema flavor_scheduler not created yet; the daemon creates it at start ({head})"
+        )
     return CheckLine(
-        "FAIL", "migrations", f"schema flavor_scheduler at {current}, this version expects {head}: upgrade or downgrade the daemon"
+        "FAIL",
+        "migrations",
+        f"schema flavor_scheduler at {current}, this version expects {head}: upgrade or downgrade the daemon",
     )
 
 
@@ -111,14 +119,20 @@ async def _channel_lines(settings: Settings, *, demo: bool) -> list[CheckLine]:
         for channel, variables in ((Channel.WHATSAPP, "TWILIO_*"), (Channel.EMAIL, "RESEND_API_KEY")):
             transport = transports.get(channel)
             if transport is None:
-                lines.append(CheckLine("off", channel.value, f"channel off ({variables} unset): messages recorded as skipped"))
+                lines.append(
+                    CheckLine("off", channel.value, f"channel off ({variables} unset): messages recorded as skipped")
+                )
                 continue
             try:
                 async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
                     detail = await transport.check()
                 lines.append(CheckLine("ok", channel.value, f"{transport.provider}: {detail}"))
             except TimeoutError:
-                lines.append(CheckLine("FAIL", channel.value, f"{transport.provider}: no answer within {CHECK_TIMEOUT_SECONDS:g} s"))
+                lines.append(
+                    CheckLine(
+                        "FAIL", channel.value, f"{transport.provider}: no answer within {CHECK_TIMEOUT_SECONDS:g} s"
+                    )
+                )
             except SendError as exc:
                 lines.append(CheckLine("FAIL", channel.value, f"{transport.provider}: {exc.reason}"))
     finally:

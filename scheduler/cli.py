@@ -152,13 +152,16 @@ async def _command(args: argparse.Namespace, settings: Settings, *, demo: bool) 
 async def run_once(app: App, target: str, *, dry_run: bool) -> int:
     """Run a job or group now and print its result JSON on stdout."""
     jobs = resolve_target(target)
-    assert jobs is not None  # checked while parsing
+    if jobs is None:
+        return _fail(f"unknown job {target!r}; valid names: {', '.join(valid_targets())}", EXIT_USAGE)
     try:
         await app.prepare_database()
     except PlatformSchemaError as exc:
         return _fail(f"platform schema problem: {exc}", EXIT_FAILED)
     except (SQLAlchemyError, OSError) as exc:
-        return _fail(f"database unreachable: {redact_text(describe_db_error(exc), app.settings.secret_values())}", EXIT_FAILED)
+        return _fail(
+            f"database unreachable: {redact_text(describe_db_error(exc), app.settings.secret_values())}", EXIT_FAILED
+        )
     started = app.clock.now()
     results: list[JobResult] = []
     for job in jobs:
@@ -183,6 +186,3 @@ def list_jobs(settings: Settings, now: datetime) -> str:
         rows.append((job.value, expression, settings.timezone, "yes", next_fire.isoformat() if next_fire else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
-
-
-

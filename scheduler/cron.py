@@ -82,11 +82,11 @@ def build_trigger(expression: str, timezone: tzinfo) -> BaseTrigger:
             # Cron fires when either the day of month or the weekday matches.
             return OrTrigger(
                 [
-                    CronTrigger(day=day, **common),  # type: ignore[arg-type]
-                    CronTrigger(day_of_week=weekdays, **common),  # type: ignore[arg-type]
+                    CronTrigger(day=day, **common),
+                    CronTrigger(day_of_week=weekdays, **common),
                 ]
             )
-        return CronTrigger(day=day, day_of_week=weekdays, **common)  # type: ignore[arg-type]
+        return CronTrigger(day=day, day_of_week=weekdays, **common)
     except CronError:
         raise
     except ValueError as exc:
@@ -99,5 +99,5 @@ def fires_at_most_hourly(expression: str) -> bool:
     Such jobs run once per local wall-clock slot: on the day clocks fall back, 02:00 happens
     twice but is one slot. More frequent jobs are keyed on the instant instead.
     """
-    minute = expression.split(" ")[0]
+    minute = expression.split(" ", maxsplit=1)[0]
     return minute.isdigit()

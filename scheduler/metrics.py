@@ -48,9 +48,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, version: str) -> None:
         self.registry = registry
         p = PREFIX
-        self.job_runs = Counter(
-            f"{p}_job_runs", "Job runs by outcome.", ["job_name", "outcome"], registry=registry
-        )
+        self.job_runs = Counter(f"{p}_job_runs", "Job runs by outcome.", ["job_name", "outcome"], registry=registry)
         self.job_skipped = Counter(
             f"{p}_job_skipped", "Job runs skipped, by reason.", ["job_name", "reason"], registry=registry
         )
@@ -62,7 +60,9 @@ class Metrics:
             registry=registry,
         )
         self.job_running = Gauge(
-            f"{p}_job_running", "1 while a run of the job is in progress in this process.", ["job_name"],
+            f"{p}_job_running",
+            "1 while a run of the job is in progress in this process.",
+            ["job_name"],
             registry=registry,
         )
         self.job_last_success = Gauge(
@@ -78,28 +78,34 @@ class Metrics:
             registry=registry,
         )
         self.job_errors = Counter(
-            f"{p}_job_errors", "Errors reported by job runs (one per failed item or batch).", ["job_name"],
+            f"{p}_job_errors",
+            "Errors reported by job runs (one per failed item or batch).",
+            ["job_name"],
             registry=registry,
         )
         self.rows_deleted = Counter(
             f"{p}_rows_deleted", "Rows deleted by the cleanup jobs.", ["job_name", "table"], registry=registry
         )
-        self.bookings_cancelled = Counter(
-            f"{p}_bookings_cancelled", "Stale bookings cancelled.", registry=registry
-        )
+        self.bookings_cancelled = Counter(f"{p}_bookings_cancelled", "Stale bookings cancelled.", registry=registry)
         self.reminders_sent = Counter(
-            f"{p}_reminders_sent", "Reminders delivered, by kind and channel.", ["kind", "channel"],
+            f"{p}_reminders_sent",
+            "Reminders delivered, by kind and channel.",
+            ["kind", "channel"],
             registry=registry,
         )
         self.messages = Counter(
-            f"{p}_messages", "Message delivery attempts by outcome.", ["channel", "kind", "outcome"],
+            f"{p}_messages",
+            "Message delivery attempts by outcome.",
+            ["channel", "kind", "outcome"],
             registry=registry,
         )
         self.messages_pending = Gauge(
             f"{p}_messages_pending", "Messages owed and not yet delivered.", ["channel"], registry=registry
         )
         self.message_status = Counter(
-            f"{p}_message_status", "Later message statuses reported by provider callbacks.", ["channel", "status"],
+            f"{p}_message_status",
+            "Later message statuses reported by provider callbacks.",
+            ["channel", "status"],
             registry=registry,
         )
         self.provider_request_duration = Histogram(

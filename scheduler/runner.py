@@ -90,7 +90,7 @@ class Runner:
                     return self._refused(job, now, claim)
                 run_id = claim.run_id
                 structlog.contextvars.bind_contextvars(run_id=str(run_id))
-            return await self._run_claimed(job, run_id, trigger, now, dry_run, fire)
+            return await self._run_claimed(job, run_id, trigger, now, dry_run=dry_run, fire=fire)
 
     async def _claim(self, job: JobName, trigger: Trigger, fire: Fire | None, now: datetime) -> runs_db.Claim:
         deps = self.deps
@@ -126,7 +126,7 @@ class Runner:
         return result
 
     async def _run_claimed(
-        self, job: JobName, run_id: UUID, trigger: Trigger, now: datetime, dry_run: bool, fire: Fire | None
+        self, job: JobName, run_id: UUID, trigger: Trigger, now: datetime, *, dry_run: bool, fire: Fire | None
     ) -> JobResult:
         deps = self.deps
         metrics = deps.metrics
@@ -151,7 +151,7 @@ class Runner:
         except (SQLAlchemyError, OSError) as exc:
             result = JobResult(job, started_at=now, dry_run=dry_run)
             result.errors.append(f"database error: {describe_db_error(exc)}")
-        except Exception as exc:  # noqa: BLE001 - a job's bug must not take the daemon down
+        except Exception as exc:
             log.exception("job_crashed")
             result = JobResult(job, started_at=now, dry_run=dry_run)
             result.errors.append(f"job crashed: {type(exc).__name__}: {exc}")

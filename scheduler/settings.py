@@ -249,7 +249,7 @@ class Settings(BaseSettings):
 
             try:
                 password = make_url(self.async_database_url() or "").password
-            except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse has no password to hide
+            except Exception:
                 password = None
             if password:
                 values.append(str(password))

@@ -24,7 +24,7 @@ from scheduler.demo.seed import create_platform_tables
 
 
 def to_asyncpg(url: str) -> str:
-    scheme, _, rest = url.partition("://")
+    _, _, rest = url.partition("://")
     return f"postgresql+asyncpg://{rest}"
 
 
@@ -61,7 +61,7 @@ async def _admin(url: str, statements: list[str]) -> None:
     engine = create_engine(with_database(url, "postgres"), pool_size=1)
     try:
         async with engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execution_options(isolation_level="AUTOCOMMIT")  # in place: CREATE DATABASE, VACUUM
             for statement in statements:
                 await conn.execute(text(statement))
     finally:

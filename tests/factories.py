@@ -11,7 +11,15 @@ from uuid import UUID, uuid4
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler.db.tables import audit_logs, bookings, clients, notification_preferences, notifications, otp_codes, performers
+from scheduler.db.tables import (
+    audit_logs,
+    bookings,
+    clients,
+    notification_preferences,
+    notifications,
+    otp_codes,
+    performers,
+)
 
 _numbers = count(1)
 
@@ -105,7 +113,13 @@ async def add_audit(engine: AsyncEngine, **values: Any) -> None:
 
 
 async def set_preferences(engine: AsyncEngine, user_id: UUID, **values: bool) -> None:
-    row = {"user_id": user_id, "email_notifications": True, "sms_notifications": True, "payment_reminders": True, **values}
+    row = {
+        "user_id": user_id,
+        "email_notifications": True,
+        "sms_notifications": True,
+        "payment_reminders": True,
+        **values,
+    }
     async with engine.begin() as conn:
         await conn.execute(notification_preferences.insert().values(**row))
 

@@ -62,6 +62,7 @@ class BookingRecord:
 
 # --- stale bookings ------------------------------------------------------------------------
 
+
 def _stale(cutoff: datetime) -> Any:
     return and_(
         bookings.c.status == "pending",
@@ -70,9 +71,7 @@ def _stale(cutoff: datetime) -> Any:
     )
 
 
-async def cancel_stale_bookings(
-    conn: AsyncConnection, *, cutoff: datetime, now: datetime, limit: int
-) -> list[UUID]:
+async def cancel_stale_bookings(conn: AsyncConnection, *, cutoff: datetime, now: datetime, limit: int) -> list[UUID]:
     """Cancel up to `limit` stale bookings and return their ids.
 
     The UPDATE repeats the staleness condition, so a booking whose deposit lands between the
@@ -98,11 +97,14 @@ async def cancel_stale_bookings(
 
 async def find_stale_references(conn: AsyncConnection, *, cutoff: datetime) -> list[str]:
     """The references of the bookings a run would cancel now (the dry run)."""
-    statement = select(bookings.c.id, bookings.c.booking_reference).where(_stale(cutoff)).order_by(bookings.c.created_at)
+    statement = (
+        select(bookings.c.id, bookings.c.booking_reference).where(_stale(cutoff)).order_by(bookings.c.created_at)
+    )
     return [row.booking_reference or str(row.id) for row in await conn.execute(statement)]
 
 
 # --- what messages need ----------------------------------------------------------------------
+
 
 def _records_query(with_preferences: bool) -> Select[Any]:
     client_prefs = notification_preferences.alias("client_prefs")
@@ -195,6 +197,7 @@ async def load_booking_records(
 
 # --- reminders -------------------------------------------------------------------------------
 
+
 async def find_due_reminders(
     conn: AsyncConnection,
     *,
@@ -231,7 +234,9 @@ async def find_due_reminders(
     excluded = list(exclude)
     if excluded:
         conditions.append(bookings.c.id.not_in(excluded))
-    statement = _records_query(with_preferences).where(*conditions).order_by(bookings.c.event_date, bookings.c.id).limit(limit)
+    statement = (
+        _records_query(with_preferences).where(*conditions).order_by(bookings.c.event_date, bookings.c.id).limit(limit)
+    )
     return [_record(row, with_preferences) for row in await conn.execute(statement)]
 
 
@@ -254,6 +259,7 @@ async def claim_reminders(
 
 
 # --- the platform's own records of what we did ----------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class InAppNotification:
@@ -310,4 +316,3 @@ async def insert_audit_entries(conn: AsyncConnection, rows: Sequence[AuditEntry]
             for row in rows
         ],
     )
-

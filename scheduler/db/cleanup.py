@@ -70,9 +70,7 @@ async def delete_batch(
     conn: AsyncConnection, purge: Purge, params: dict[str, Any], *, after: tuple[int, int], batch_size: int
 ) -> BatchOutcome:
     """Delete up to `batch_size` matching rows found after `after`; the caller commits."""
-    row = (
-        await conn.execute(_delete_batch_sql(purge), {**params, "after": after, "batch_size": batch_size})
-    ).one()
+    row = (await conn.execute(_delete_batch_sql(purge), {**params, "after": after, "batch_size": batch_size})).one()
     done = row.scanned < batch_size
     return BatchOutcome(deleted=row.deleted, scanned=row.scanned, resume_after=None if done else tuple(row.last_ctid))
 

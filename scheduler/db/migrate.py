@@ -50,7 +50,9 @@ async def upgrade(engine: AsyncEngine) -> None:
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The revision the database is at, or None when the schema was never migrated."""
     async with engine.connect() as conn:
-        exists = await conn.scalar(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": f"{OWN_SCHEMA}.alembic_version"})
+        exists = await conn.scalar(
+            text("SELECT to_regclass(:name) IS NOT NULL"), {"name": f"{OWN_SCHEMA}.alembic_version"}
+        )
         if not exists:
             return None
         return await conn.run_sync(_current)

@@ -46,9 +46,7 @@ async def record_owed(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> 
     """
     if not rows:
         return []
-    statement = (
-        insert(deliveries).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(deliveries.c.id)
-    )
+    statement = insert(deliveries).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(deliveries.c.id)
     return list((await conn.scalars(statement, list(rows))).all())
 
 
@@ -128,11 +126,7 @@ async def claim_due(
 
 
 def _mine(delivery_id: UUID, claimer: str) -> Any:
-    return (
-        (deliveries.c.id == delivery_id)
-        & (deliveries.c.claimed_by == claimer)
-        & (deliveries.c.status == "sending")
-    )
+    return (deliveries.c.id == delivery_id) & (deliveries.c.claimed_by == claimer) & (deliveries.c.status == "sending")
 
 
 async def mark_sent(

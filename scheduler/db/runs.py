@@ -131,9 +131,7 @@ async def find_abandoned(conn: AsyncConnection, *, now: datetime) -> list[Abando
     return [AbandonedRun(**row._mapping) for row in rows]
 
 
-async def take_over(
-    conn: AsyncConnection, run_id: UUID, *, replica: str, now: datetime, lease: timedelta
-) -> bool:
+async def take_over(conn: AsyncConnection, run_id: UUID, *, replica: str, now: datetime, lease: timedelta) -> bool:
     """Take an abandoned run; only one replica can win it."""
     result = await conn.execute(
         update(job_runs)

@@ -11,7 +11,15 @@ from uuid import uuid4
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from scheduler.db.tables import audit_logs, bookings, clients, notification_preferences, notifications, otp_codes, performers
+from scheduler.db.tables import (
+    audit_logs,
+    bookings,
+    clients,
+    notification_preferences,
+    notifications,
+    otp_codes,
+    performers,
+)
 
 
 def platform_schema_sql() -> list[str]:
@@ -29,18 +37,18 @@ async def create_platform_tables(conn: AsyncConnection) -> None:
 async def ensure_database(admin: AsyncEngine, name: str) -> None:
     """Create the database unless it exists (CREATE DATABASE cannot run in a transaction)."""
     async with admin.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execution_options(isolation_level="AUTOCOMMIT")  # in place: CREATE DATABASE, VACUUM
         exists = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name})
         if not exists:
             await conn.execute(text(f'CREATE DATABASE "{name}"'))
 
 
-_PERFORMERS = (
+_PERFORMERS: tuple[tuple[str, str, str | None, str], ...] = (
     ("Scarlett Blaze", "Sarah", "0412 345 678", "scarlett@example.com"),
     ("Velvet Storm", "Vanessa", "+61 423 456 789", "velvet@example.com"),
     ("Midnight Rose", "Rosa", None, "rose@example.com"),
 )
-_CLIENTS = (
+_CLIENTS: tuple[tuple[str, str, str, str | None], ...] = (
     ("Jack", "Taylor", "0434 567 890", "jack.taylor@example.com"),
     ("Mia", "Nguyen", "0445 678 901", None),
     ("Oliver", "Smith", "12345", "oliver@example.com"),  # an invalid phone: reported, not fatal
@@ -52,18 +60,26 @@ async def insert_demo_round(conn: AsyncConnection, now: datetime) -> int:
     """Add one round of demo rows, dated relative to `now`; returns the round number."""
     round_no = int(await conn.scalar(text("SELECT count(*) FROM clients")) or 0) // len(_CLIENTS) + 1
     client_ids, performer_ids = [], []
-    for first, last, phone, email in _CLIENTS:
+    for first, last, client_phone, client_email in _CLIENTS:
         client_id = uuid4()
         client_ids.append(client_id)
         await conn.execute(
-            clients.insert().values(id=client_id, user_id=uuid4(), first_name=first, last_name=last, phone=phone, email=email)
+            clients.insert().values(
+                id=client_id, user_id=uuid4(), first_name=first, last_name=last, phone=client_phone, email=client_email
+            )
         )
     for stage, first, phone, email in _PERFORMERS:
         performer_id = uuid4()
         performer_ids.append(performer_id)
         await conn.execute(
             performers.insert().values(
-                id=performer_id, user_id=uuid4(), stage_name=stage, first_name=first, last_name="", phone=phone, email=email
+                id=performer_id,
+                user_id=uuid4(),
+                stage_name=stage,
+                first_name=first,
+                last_name="",
+                phone=phone,
+                email=email,
             )
         )
 
@@ -110,7 +126,9 @@ async def insert_demo_round(conn: AsyncConnection, now: datetime) -> int:
     await conn.execute(bookings.insert(), rows)
     await conn.execute(
         notification_preferences.insert().values(
-            user_id=await conn.scalar(clients.select().with_only_columns(clients.c.user_id).where(clients.c.id == client_ids[1])),
+            user_id=await conn.scalar(
+                clients.select().with_only_columns(clients.c.user_id).where(clients.c.id == client_ids[1])
+            ),
             email_notifications=True,
             sms_notifications=False,
             payment_reminders=True,
@@ -120,9 +138,33 @@ async def insert_demo_round(conn: AsyncConnection, now: datetime) -> int:
     await conn.execute(
         notifications.insert(),
         [
-            {"id": uuid4(), "user_id": uuid4(), "type": "info", "title": "Old and read", "message": "-", "is_read": True, "created_at": old},
-            {"id": uuid4(), "user_id": uuid4(), "type": "info", "title": "Old, unread", "message": "-", "is_read": False, "created_at": old},
-            {"id": uuid4(), "user_id": uuid4(), "type": "info", "title": "Recent", "message": "-", "is_read": True, "created_at": recent},
+            {
+                "id": uuid4(),
+                "user_id": uuid4(),
+                "type": "info",
+                "title": "Old and read",
+                "message": "-",
+                "is_read": True,
+                "created_at": old,
+            },
+            {
+                "id": uuid4(),
+                "user_id": uuid4(),
+                "type": "info",
+                "title": "Old, unread",
+                "message": "-",
+                "is_read": False,
+                "created_at": old,
+            },
+            {
+                "id": uuid4(),
+                "user_id": uuid4(),
+                "type": "info",
+                "title": "Recent",
+                "message": "-",
+                "is_read": True,
+                "created_at": recent,
+            },
         ],
     )
     await conn.execute(
@@ -132,8 +174,20 @@ async def insert_demo_round(conn: AsyncConnection, now: datetime) -> int:
     await conn.execute(
         audit_logs.insert(),
         [
-            {"id": uuid4(), "event_type": "login", "action": "signed_in", "details": {}, "timestamp": now - timedelta(days=120)},
-            {"id": uuid4(), "event_type": "security", "action": "password_reset", "details": {}, "timestamp": now - timedelta(days=120)},
+            {
+                "id": uuid4(),
+                "event_type": "login",
+                "action": "signed_in",
+                "details": {},
+                "timestamp": now - timedelta(days=120),
+            },
+            {
+                "id": uuid4(),
+                "event_type": "security",
+                "action": "password_reset",
+                "details": {},
+                "timestamp": now - timedelta(days=120),
+            },
         ],
     )
     return round_no

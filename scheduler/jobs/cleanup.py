@@ -71,7 +71,9 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
                     )
                 inserted = await outbox_db.record_owed(conn, owed.deliveries)
         except SQLAlchemyError as exc:
-            result.errors.append(f"cancelling a batch of stale bookings failed: {type(exc).__name__}: {_first_line(exc)}")
+            result.errors.append(
+                f"cancelling a batch of stale bookings failed: {type(exc).__name__}: {_first_line(exc)}"
+            )
             break
         result.count += len(ids)
         result.errors += owed.errors

@@ -39,7 +39,11 @@ class ReminderRule:
 
 
 BOOKING_REMINDER = ReminderRule(
-    JobName.SEND_BOOKING_REMINDERS, MessageKind.BOOKING_REMINDER, ReminderKind.BOOKING, (Role.CLIENT, Role.PERFORMER), False
+    JobName.SEND_BOOKING_REMINDERS,
+    MessageKind.BOOKING_REMINDER,
+    ReminderKind.BOOKING,
+    (Role.CLIENT, Role.PERFORMER),
+    False,
 )
 PAYMENT_REMINDER = ReminderRule(
     JobName.SEND_PAYMENT_REMINDERS, MessageKind.PAYMENT_REMINDER, ReminderKind.PAYMENT, (Role.CLIENT,), True
@@ -89,7 +93,7 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
                 )
                 if not candidates:
                     break
-                owed, writable = _plan(ctx, rule, candidates, now, result, unwritable)
+                owed, writable = _plan(ctx, rule, candidates, now=now, result=result, unwritable=unwritable)
                 won = await bookings_db.claim_reminders(
                     conn,
                     kind=rule.kind.value,
@@ -146,6 +150,7 @@ def _plan(
     ctx: JobContext,
     rule: ReminderRule,
     candidates: list[BookingRecord],
+    *,
     now: datetime,
     result: JobResult,
     unwritable: set[UUID],

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler.catalog import JOBS, GROUPS, JobName
+from scheduler.catalog import GROUPS, JOBS, JobName
 
 
 def iso(moment: datetime) -> str:

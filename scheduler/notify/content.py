@@ -244,10 +244,7 @@ class Renderer:
             or performer_first
             or defaults["performer"]
         )
-        if role is Role.CLIENT:
-            recipient = client_first or defaults["recipient"]
-        else:
-            recipient = performer_first or performer
+        recipient = (client_first or defaults["recipient"]) if role is Role.CLIENT else (performer_first or performer)
         event_type = _clean(facts.event_type, NAME_MAX_CHARS)
         context: dict[str, Any] = {
             "role": role.value,

@@ -47,7 +47,7 @@ def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random)
     """Delay before the next try: the provider's Retry-After when it gave one, else exponential with jitter."""
     if retry_after is not None and retry_after >= 0:
         return min(retry_after, BACKOFF_CAP_SECONDS)
-    base = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempt - 1))
+    base = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** max(0, attempt - 1))
     return base * rng.uniform(0.5, 1.0)
 
 
@@ -106,10 +106,7 @@ class Dispatcher:
         if only_ids is not None and not only_ids:
             return report
         await asyncio.gather(
-            *(
-                self._deliver_channel(channel, report, only_ids, should_stop)
-                for channel in self._transports
-            )
+            *(self._deliver_channel(channel, report, only_ids, should_stop) for channel in self._transports)
         )
         await self.refresh_pending_gauge()
         return report
@@ -211,19 +208,30 @@ class Dispatcher:
                     await self._clock.sleep(delay)
                     continue
                 later = backoff_seconds(attempts, exc.retry_after_seconds, self._rng)
-                await self._record_retry(delivery, report, exc.reason, later, ambiguous_since, attempt_here)
+                await self._record_retry(
+                    delivery, report, exc.reason, delay=later, ambiguous_since=ambiguous_since, tries=attempt_here
+                )
                 bound.info("message_deferred", reason=exc.reason, retry_in_seconds=round(later))
                 return
-            except Exception as exc:  # noqa: BLE001 - an unexpected failure must not lose the message
+            except Exception as exc:
                 bound.exception("message_send_crashed")
                 later = backoff_seconds(delivery.attempts + attempt_here - 1, None, self._rng)
                 reason = f"unexpected error: {type(exc).__name__}"
-                await self._record_retry(delivery, report, reason, later, ambiguous_since or started, attempt_here)
+                await self._record_retry(
+                    delivery,
+                    report,
+                    reason,
+                    delay=later,
+                    ambiguous_since=ambiguous_since or started,
+                    tries=attempt_here,
+                )
                 return
             await self._record_sent(delivery, report, provider_id, attempt_here)
             return
 
-    async def _record_sent(self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str, tries: int) -> None:
+    async def _record_sent(
+        self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str, tries: int
+    ) -> None:
         now = self._clock.now()
         async with self._engine.begin() as conn:
             await outbox_db.mark_sent(
@@ -253,6 +261,7 @@ class Dispatcher:
         delivery: ClaimedDelivery,
         report: DeliveryReport,
         reason: str,
+        *,
         delay: float,
         ambiguous_since: datetime | None,
         tries: int,

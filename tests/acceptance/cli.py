@@ -25,7 +25,11 @@ class Completed:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The parent's environment without any of the daemon's settings, plus `extra`."""
-    keep = {name: value for name, value in os.environ.items() if not name.startswith(("DATABASE_", "TWILIO_", "RESEND_", "SCHEDULE_", "CRON_"))}
+    keep = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("DATABASE_", "TWILIO_", "RESEND_", "SCHEDULE_", "CRON_"))
+    }
     keep.update({"LOG_FORMAT": "json", "HTTP_PORT": "0"})
     keep.update(extra)
     return keep

@@ -50,7 +50,9 @@ async def test_all_pass(database_url: str, twilio_server: FakeTwilio, resend_ser
 async def test_wrong_credentials_fail_their_line(
     database_url: str, twilio_server: FakeTwilio, resend_server: FakeResend
 ) -> None:
-    settings = configured(database_url, twilio_server, resend_server, twilio_auth_token="wrong-token-123", resend_api_key="re_wrong_456")
+    settings = configured(
+        database_url, twilio_server, resend_server, twilio_auth_token="wrong-token-123", resend_api_key="re_wrong_456"
+    )
     code, lines = await check(settings)
     assert code == 1
     assert lines["whatsapp"].startswith("FAIL") and "401" in lines["whatsapp"]

@@ -30,11 +30,20 @@ async def status_of(engine: AsyncEngine, booking: dict) -> tuple[str, str]:  # t
 
 # --- cleanup_stale_bookings ---------------------------------------------------------------------
 
+
 async def test_stale_booking_cancelled_only_past_24_hours(app: App, engine: AsyncEngine) -> None:
-    older = await add_booking(engine, status="pending", payment_status="pending", created_at=NOW - timedelta(hours=24) - MINUTES)
-    younger = await add_booking(engine, status="pending", payment_status="pending", created_at=NOW - timedelta(hours=24) + MINUTES)
-    paid = await add_booking(engine, status="pending", payment_status="deposit_paid", created_at=NOW - timedelta(days=3))
-    confirmed = await add_booking(engine, status="confirmed", payment_status="pending", created_at=NOW - timedelta(days=3))
+    older = await add_booking(
+        engine, status="pending", payment_status="pending", created_at=NOW - timedelta(hours=24) - MINUTES
+    )
+    younger = await add_booking(
+        engine, status="pending", payment_status="pending", created_at=NOW - timedelta(hours=24) + MINUTES
+    )
+    paid = await add_booking(
+        engine, status="pending", payment_status="deposit_paid", created_at=NOW - timedelta(days=3)
+    )
+    confirmed = await add_booking(
+        engine, status="confirmed", payment_status="pending", created_at=NOW - timedelta(days=3)
+    )
 
     result = await run(app, JobName.CLEANUP_STALE_BOOKINGS)
 
@@ -57,7 +66,9 @@ async def test_cancellation_writes_audit_notices_and_messages(
 
     assert result.success, result.errors
     audit = await fetch(engine, "SELECT event_type, action, booking_id, details FROM audit_logs")
-    assert [(a.event_type, a.action, a.booking_id) for a in audit] == [("booking", "auto_cancelled_stale", booking["id"])]
+    assert [(a.event_type, a.action, a.booking_id) for a in audit] == [
+        ("booking", "auto_cancelled_stale", booking["id"])
+    ]
     assert audit[0].details["booking_reference"] == booking["booking_reference"]
     assert "reason" in audit[0].details
     notices = await fetch(engine, "SELECT user_id, type, is_read FROM notifications ORDER BY user_id")
@@ -107,7 +118,9 @@ async def test_deposit_committed_while_cancel_waits_is_respected(app: App, engin
                 )
             )
             await _wait_until_blocked(engine)
-            await webhook.execute(text("UPDATE bookings SET payment_status = 'deposit_paid' WHERE id = :id"), {"id": booking["id"]})
+            await webhook.execute(
+                text("UPDATE bookings SET payment_status = 'deposit_paid' WHERE id = :id"), {"id": booking["id"]}
+            )
             await webhook.commit()
             returned = (await cancel).all()
     assert returned == []
@@ -118,7 +131,8 @@ async def test_deposit_committed_while_cancel_waits_is_respected(app: App, engin
 async def _wait_until_blocked(engine: AsyncEngine) -> None:
     for _ in range(500):
         waiting = await scalar(
-            engine, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            engine,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
         )
         if waiting:
             return
@@ -136,6 +150,7 @@ async def test_stale_dry_run_reports_and_changes_nothing(app: App, engine: Async
 
 
 # --- cleanup_old_notifications ----------------------------------------------------------------
+
 
 async def test_read_notifications_deleted_after_30_days_unread_kept(app: App, engine: AsyncEngine) -> None:
     read_31 = await add_notification(engine, is_read=True, created_at=NOW - timedelta(days=31))
@@ -164,6 +179,7 @@ async def test_no_audit_row_when_nothing_deleted(app: App, engine: AsyncEngine) 
 
 # --- cleanup_expired_otps ----------------------------------------------------------------------
 
+
 async def test_expired_otps_deleted_future_kept(app: App, engine: AsyncEngine) -> None:
     await add_otp(engine, NOW - timedelta(seconds=1))
     await add_otp(engine, NOW - timedelta(days=3))
@@ -174,6 +190,7 @@ async def test_expired_otps_deleted_future_kept(app: App, engine: AsyncEngine) -
 
 
 # --- cleanup_old_audit_logs ------------------------------------------------------------------------
+
 
 async def test_audit_logs_past_90_days_deleted_except_kept_types(app: App, engine: AsyncEngine) -> None:
     old = NOW - timedelta(days=90) - MINUTES
@@ -190,8 +207,10 @@ async def test_audit_logs_past_90_days_deleted_except_kept_types(app: App, engin
 
 async def test_keep_types_come_from_settings(app: App, engine: AsyncEngine) -> None:
     app.runner.deps = app.runner.deps.__class__(
-        **{**{f: getattr(app.runner.deps, f) for f in app.runner.deps.__dataclass_fields__},
-           "settings": app.settings.model_copy(update={"audit_log_keep_event_types": ("login",)})}
+        **{
+            **{f: getattr(app.runner.deps, f) for f in app.runner.deps.__dataclass_fields__},
+            "settings": app.settings.model_copy(update={"audit_log_keep_event_types": ("login",)}),
+        }
     )
     await add_audit(engine, event_type="login", timestamp=NOW - timedelta(days=100))
     await add_audit(engine, event_type="security", timestamp=NOW - timedelta(days=100))
@@ -201,6 +220,7 @@ async def test_keep_types_come_from_settings(app: App, engine: AsyncEngine) -> N
 
 
 # --- batching -----------------------------------------------------------------------------------------
+
 
 async def test_batches_of_delete_batch_size_each_its_own_transaction(app: App, engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
@@ -262,6 +282,7 @@ async def _snapshot(engine: AsyncEngine) -> dict[str, list[str]]:
 
 # --- optional and required tables -------------------------------------------------------------------
 
+
 async def test_missing_optional_tables_skip_with_warning(app: App, engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("DROP TABLE otp_codes"))
@@ -296,7 +317,9 @@ async def test_missing_required_table_is_named(app: App, engine: AsyncEngine) ->
 
 async def test_frozen_clock_is_the_only_time(clock: FrozenClock, app: App, engine: AsyncEngine) -> None:
     """Moving the clock moves the job's notion of now: no hidden datetime.now()."""
-    booking = await add_booking(engine, status="pending", payment_status="pending", created_at=NOW - timedelta(hours=20))
+    booking = await add_booking(
+        engine, status="pending", payment_status="pending", created_at=NOW - timedelta(hours=20)
+    )
     assert (await run(app, JobName.CLEANUP_STALE_BOOKINGS)).count == 0
     clock.advance(timedelta(hours=5).total_seconds())
     assert (await run(app, JobName.CLEANUP_STALE_BOOKINGS)).count == 1

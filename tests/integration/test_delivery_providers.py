@@ -59,7 +59,9 @@ async def test_booking_reminder_reaches_both_providers(
     live_app: App, engine: AsyncEngine, twilio_server: FakeTwilio, resend_server: FakeResend
 ) -> None:
     client = await add_client(engine, first_name="Ava", phone="0412 345 678", email="ava@example.com")
-    performer = await add_performer(engine, stage_name="Velvet Storm", phone="+61 423 456 789", email="velvet@example.com")
+    performer = await add_performer(
+        engine, stage_name="Velvet Storm", phone="+61 423 456 789", email="velvet@example.com"
+    )
     booking = await add_booking(engine, client=client, performer=performer, event_date=NOW + 5 * HOUR)
 
     result = await run(live_app, JobName.SEND_BOOKING_REMINDERS)
@@ -85,9 +87,13 @@ async def test_booking_reminder_reaches_both_providers(
 async def test_html_is_escaped_in_email_but_text_stays_plain(
     live_app: App, engine: AsyncEngine, resend_server: FakeResend
 ) -> None:
-    performer = await add_performer(engine, stage_name="<script>alert(1)</script> & Co", email="p@example.com", phone=None)
+    performer = await add_performer(
+        engine, stage_name="<script>alert(1)</script> & Co", email="p@example.com", phone=None
+    )
     client = await add_client(engine, email="c@example.com", phone=None)
-    await add_booking(engine, client=client, performer=performer, event_date=NOW + 5 * HOUR, venue_address="Bar <b>One</b>")
+    await add_booking(
+        engine, client=client, performer=performer, event_date=NOW + 5 * HOUR, venue_address="Bar <b>One</b>"
+    )
 
     await run(live_app, JobName.SEND_BOOKING_REMINDERS)
 
@@ -140,7 +146,7 @@ async def test_long_retry_after_leaves_the_message_pending_until_then(
     resend_server.script(Reply.resend_error(429, "rate_limit_exceeded", "slow down", {"Retry-After": "600"}))
 
     await run(live_app, JobName.SEND_BOOKING_REMINDERS)
-    row = (await _delivery(engine))
+    row = await _delivery(engine)
     assert row["status"] == "pending"
     assert row["next_attempt_at"] == clock.now() + timedelta(seconds=600)
 
@@ -229,7 +235,9 @@ async def test_message_time_in_a_daylight_saving_zone(
     shown: str,
 ) -> None:
     clock = FrozenClock(event - 6 * HOUR)
-    app = build(provider_settings_for(database_url, twilio_server, resend_server, timezone="Australia/Sydney"), clock=clock)
+    app = build(
+        provider_settings_for(database_url, twilio_server, resend_server, timezone="Australia/Sydney"), clock=clock
+    )
     await app.prepare_database()
     try:
         client = await add_client(engine, email=None)

@@ -44,7 +44,10 @@ async def test_booking_reminder_to_client_and_performer_on_every_channel(
 
     assert result.success, result.errors
     assert result.to_json()["remindersSent"] == 1
-    assert {m.to for m in whatsapp.sent} == {"+61412345" + booking["client"]["phone"][-3:], "+61423456" + booking["performer"]["phone"][-3:]}
+    assert {m.to for m in whatsapp.sent} == {
+        "+61412345" + booking["client"]["phone"][-3:],
+        "+61423456" + booking["performer"]["phone"][-3:],
+    }
     assert {m.to for m in email.sent} == {booking["client"]["email"], booking["performer"]["email"]}
     assert all(m.kind == "booking_reminder" for m in [*whatsapp.sent, *email.sent])
     assert all(booking["booking_reference"] in m.text for m in [*whatsapp.sent, *email.sent])
@@ -82,7 +85,10 @@ async def test_only_active_bookings(app: App, engine: AsyncEngine, email: Record
     statuses = ["confirmed", "in_progress", "pending", "cancelled", "completed"]
     made = {status: await add_booking(engine, status=status, event_date=NOW + 5 * HOUR) for status in statuses}
     await run(app, JobName.SEND_BOOKING_REMINDERS)
-    assert {m.booking_reference for m in email.sent} == {made["confirmed"]["booking_reference"], made["in_progress"]["booking_reference"]}
+    assert {m.booking_reference for m in email.sent} == {
+        made["confirmed"]["booking_reference"],
+        made["in_progress"]["booking_reference"],
+    }
 
 
 async def test_a_second_run_sends_nothing(app: App, engine: AsyncEngine, whatsapp: RecordingTransport) -> None:
@@ -100,7 +106,9 @@ async def test_reschedule_owes_a_new_reminder(app: App, engine: AsyncEngine, ema
     async with engine.begin() as conn:
         from sqlalchemy import text
 
-        await conn.execute(text("UPDATE bookings SET event_date = :d WHERE id = :id"), {"d": NOW + 8 * HOUR, "id": booking["id"]})
+        await conn.execute(
+            text("UPDATE bookings SET event_date = :d WHERE id = :id"), {"d": NOW + 8 * HOUR, "id": booking["id"]}
+        )
     again = await run(app, JobName.SEND_BOOKING_REMINDERS)
     assert again.count == 1
     assert len(email.sent) == 4
@@ -253,8 +261,16 @@ async def test_preferences_are_honoured(
 
     assert no_email["client"]["email"] not in {m.to for m in email.sent}
     assert no_email["performer"]["email"] in {m.to for m in email.sent}
-    assert not [m for m in whatsapp.sent if m.booking_reference == no_whatsapp["booking_reference"] and m.kind == "booking_reminder" and m.to.endswith(no_whatsapp["performer"]["phone"][-3:])]
-    assert no_payment["booking_reference"] not in {m.booking_reference for m in [*email.sent, *whatsapp.sent] if m.kind == "payment_reminder"}
+    assert not [
+        m
+        for m in whatsapp.sent
+        if m.booking_reference == no_whatsapp["booking_reference"]
+        and m.kind == "booking_reminder"
+        and m.to.endswith(no_whatsapp["performer"]["phone"][-3:])
+    ]
+    assert no_payment["booking_reference"] not in {
+        m.booking_reference for m in [*email.sent, *whatsapp.sent] if m.kind == "payment_reminder"
+    }
     assert payment.success
 
 

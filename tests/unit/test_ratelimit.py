@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from datetime import UTC, datetime, timedelta
@@ -50,7 +51,7 @@ async def test_grants_are_spaced_evenly_without_a_burst() -> None:
 
     granted = await grant_times(limiter, clock, 10)
 
-    gaps = [later - earlier for earlier, later in zip(granted, granted[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(granted)]
     assert gaps == pytest.approx([0.1] * 9)
 
 

@@ -20,9 +20,17 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load(monkeypatch)
     assert settings.timezone == "Australia/Perth"
     assert settings.database_pool_size == 5
-    assert (settings.stale_booking_hours, settings.notification_retention_days, settings.audit_log_retention_days) == (24, 30, 90)
+    assert (settings.stale_booking_hours, settings.notification_retention_days, settings.audit_log_retention_days) == (
+        24,
+        30,
+        90,
+    )
     assert settings.audit_log_keep_event_types == ("security", "fraud", "dispute")
-    assert (settings.booking_reminder_hours, settings.payment_reminder_days, settings.reminder_min_lead_minutes) == (24, 3, 60)
+    assert (settings.booking_reminder_hours, settings.payment_reminder_days, settings.reminder_min_lead_minutes) == (
+        24,
+        3,
+        60,
+    )
     assert settings.delete_batch_size == 5000
     assert (settings.whatsapp_max_per_second, settings.email_max_per_second) == (10, 2)
     assert (settings.http_host, settings.http_port) == ("0.0.0.0", 9464)

@@ -100,9 +100,7 @@ def upgrade() -> None:
         sa.Column("created_at", TZ, nullable=False),
         sa.Column("updated_at", TZ, nullable=False),
         sa.Column("sent_at", TZ),
-        sa.CheckConstraint(
-            "status IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name="deliveries_status"
-        ),
+        sa.CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name="deliveries_status"),
         schema=SCHEMA,
     )
     # What deliver_pending_messages scans: the unfinished deliveries, oldest first.
