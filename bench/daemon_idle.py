@@ -1,7 +1,9 @@
 """The daemon at rest: time from start to `ready` with a reachable database, then resident memory
 and CPU over a minute of idling (issue targets: ready <= 3 s, RSS <= 90 MB, CPU <= 0.5 % of a core).
 
-    .venv/bin/python bench/daemon_idle.py [--idle-seconds 60] [--starts 3]
+    .venv/bin/python bench/daemon_idle.py [--idle-seconds 60] [--starts 3] [--no-channels]
+
+Both channels are configured (dummy credentials: idle, the daemon calls no provider), as in production.
 
 Uses BENCH_DATABASE_URL, else this machine's PostgreSQL on 127.0.0.1:5432, else an embedded one.
 """
@@ -30,7 +32,7 @@ READY_TIMEOUT_SECONDS = 60.0
 SAMPLE_SECONDS = 1.0  # RSS is sampled once a second during the idle minute
 
 
-def _env(database_url: str) -> dict[str, str]:
+def _env(database_url: str, *, channels: bool) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith(("SCHEDULE_", "HTTP_", "LOG_"))}
     env.update(
         DATABASE_URL=database_url.replace("postgresql+asyncpg://", "postgresql://", 1),
@@ -39,6 +41,14 @@ def _env(database_url: str) -> dict[str, str]:
         LOG_FORMAT="json",
         PYTHONUNBUFFERED="1",
     )
+    if channels:
+        # As in production, both providers' SDKs loaded; idle, the daemon calls neither.
+        env.update(
+            TWILIO_ACCOUNT_SID="AC" + "0" * 32,
+            TWILIO_AUTH_TOKEN="bench-token-0000",  # noqa: S106 - a dummy; nothing is sent
+            TWILIO_WHATSAPP_NUMBER="+14155238886",
+            RESEND_API_KEY="re_bench_0000",
+        )
     return env
 
 
@@ -69,8 +79,8 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
     return process.wait(timeout=60)
 
 
-def measure(database_url: str, idle_seconds: float, starts: int) -> None:
-    env = _env(database_url)
+def measure(database_url: str, idle_seconds: float, starts: int, channels: bool) -> None:
+    env = _env(database_url, channels=channels)
     with tempfile.TemporaryDirectory(prefix="fs-bench-daemon-") as tmp:
         workdir = Path(tmp)
         ready_times = []
@@ -102,11 +112,11 @@ def measure(database_url: str, idle_seconds: float, starts: int) -> None:
     print(f"exit on SIGTERM:  {exit_code}")
 
 
-async def _with_database(idle_seconds: float, starts: int) -> None:
+async def _with_database(idle_seconds: float, starts: int, channels: bool) -> None:
     with bench_server() as server:
         url = await fresh_database(server)
         try:
-            await asyncio.to_thread(measure, url, idle_seconds, starts)
+            await asyncio.to_thread(measure, url, idle_seconds, starts, channels)
         finally:
             await drop_database(server, url)
 
@@ -115,8 +125,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--starts", type=int, default=3, help="extra starts for the start-to-ready median")
+    parser.add_argument("--no-channels", action="store_true", help="without Twilio and Resend configured")
     args = parser.parse_args()
-    asyncio.run(_with_database(args.idle_seconds, args.starts))
+    asyncio.run(_with_database(args.idle_seconds, args.starts, not args.no_channels))
 
 
 if __name__ == "__main__":

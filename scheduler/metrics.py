@@ -36,6 +36,8 @@ class ReminderKind(StrEnum):
 
 
 IN_APP = "in_app"
+# The later statuses Twilio's callbacks report (others are counted as they come).
+PROVIDER_STATUSES = ("sent", "delivered", "read", "undelivered", "failed")
 
 # Jobs range from milliseconds (an empty cleanup) to many minutes (a large backlog of messages).
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -139,6 +141,11 @@ class Metrics:
         for reminder in ReminderKind:
             for channel in (*Channel, IN_APP):
                 self.reminders_sent.labels(kind=reminder, channel=channel)
+        for status in PROVIDER_STATUSES:
+            self.message_status.labels(channel=Channel.WHATSAPP, status=status)
+        for provider in ("twilio", "resend"):
+            for provider_outcome in ("success", "transient_error", "permanent_error"):
+                self.provider_request_duration.labels(provider=provider, outcome=provider_outcome)
         for channel in Channel:
             self.messages_pending.labels(channel=channel).set(0)
             for kind in MessageKind:
