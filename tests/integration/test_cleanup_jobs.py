@@ -324,3 +324,29 @@ async def test_frozen_clock_is_the_only_time(clock: FrozenClock, app: App, engin
     clock.advance(timedelta(hours=5).total_seconds())
     assert (await run(app, JobName.CLEANUP_STALE_BOOKINGS)).count == 1
     assert await status_of(engine, booking) == ("cancelled", "pending")
+
+
+async def test_no_batch_deletes_more_than_the_batch_size(engine: AsyncEngine) -> None:
+    """Read notifications interleaved with unread ones: every batch holds at most 1,000 rows."""
+    from scheduler.db import cleanup as cleanup_db
+
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO notifications (user_id, type, title, message, is_read, created_at) "
+                "SELECT gen_random_uuid(), 'info', 't', 'm', g % 3 <> 0, :old FROM generate_series(1, 18517) g"
+            ),
+            {"old": NOW - timedelta(days=40)},
+        )
+    params = cleanup_db.purge_params(NOW - timedelta(days=30))
+    after: tuple[int, int] | None = cleanup_db.START_OF_TABLE
+    deleted = []
+    while after is not None:
+        async with engine.begin() as conn:
+            outcome = await cleanup_db.delete_batch(conn, cleanup_db.READ_NOTIFICATIONS, params, after=after, batch_size=1000)
+        deleted.append(outcome.deleted)
+        after = outcome.resume_after
+    assert sum(deleted) == 12345
+    assert max(deleted) == 1000
+    assert len(deleted) == 13
+    assert await scalar(engine, "SELECT count(*) FROM notifications WHERE is_read") == 0
