@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -158,6 +159,11 @@ class Metrics:
         from scheduler import __version__
 
         return cls(CollectorRegistry(), __version__)
+
+    def count_recorded(self, settled: Iterable[tuple[Channel, str]], kind: MessageKind) -> None:
+        """Count messages finished as they were recorded: skipped (channel off) or failed (bad address)."""
+        for channel, outcome in settled:
+            self.messages.labels(channel=channel, kind=kind, outcome=MessageOutcome(outcome)).inc()
 
     def observe_provider_request(self, provider: str, outcome: str, seconds: float) -> None:
         """The transports' callback for each provider call."""

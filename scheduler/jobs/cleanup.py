@@ -15,9 +15,8 @@ from scheduler.db.bookings import AuditEntry
 from scheduler.db.cleanup import START_OF_TABLE, Purge
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
-from scheduler.metrics import MessageOutcome
 from scheduler.notify.content import ContentError
-from scheduler.notify.message import Channel, MessageKind, Role
+from scheduler.notify.message import MessageKind, Role
 from scheduler.notify.outbox import OwedMessages
 
 CANCEL_BATCH_SIZE = 100  # bookings per cancelling transaction: each also writes notices and messages
@@ -78,7 +77,7 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
         result.count += len(ids)
         result.errors += owed.errors
         ctx.metrics.bookings_cancelled.inc(len(ids))
-        count_settled(ctx, owed.settled(inserted), MessageKind.BOOKING_CANCELLED)
+        ctx.metrics.count_recorded(owed.settled(inserted), MessageKind.BOOKING_CANCELLED)
         owed_ids += inserted
         for record in records:
             ctx.log.info("booking_cancelled", booking=record.facts.reference, reason="stale")
@@ -104,12 +103,6 @@ def _owe_cancellation(ctx: JobContext, records: list[bookings_db.BookingRecord],
             # The booking is still cancelled (the audit row says so); only its notices could not be written.
             owed.errors.append(f"booking {record.facts.reference}: cancellation notice not written: {exc}")
     return owed
-
-
-def count_settled(ctx: JobContext, settled: list[tuple[Channel, str]], kind: MessageKind) -> None:
-    """Count the messages recorded already finished (channel off: skipped; bad address: failed)."""
-    for channel, outcome in settled:
-        ctx.metrics.messages.labels(channel=channel, kind=kind, outcome=MessageOutcome(outcome)).inc()
 
 
 async def cleanup_old_notifications(ctx: JobContext, now: datetime) -> JobResult:

@@ -18,7 +18,6 @@ from scheduler.catalog import JobName
 from scheduler.db import bookings as bookings_db
 from scheduler.db import outbox as outbox_db
 from scheduler.db.bookings import AuditEntry, BookingRecord
-from scheduler.jobs.cleanup import count_settled
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
 from scheduler.metrics import IN_APP, ReminderKind
@@ -112,7 +111,7 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
         result.errors += owed.errors
         reminded_in_app |= {notice.booking_id for notice in owed.notices}
         ctx.metrics.reminders_sent.labels(kind=rule.metric_kind, channel=IN_APP).inc(len(owed.notices))
-        count_settled(ctx, owed.settled(inserted), rule.kind)
+        ctx.metrics.count_recorded(owed.settled(inserted), rule.kind)
         owed_ids += inserted
         if len(candidates) < REMINDER_BATCH_SIZE:
             break
