@@ -7,6 +7,7 @@ event_date, is reminded, however long the daemon was down.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -80,16 +81,7 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
     while not ctx.should_stop():
         try:
             async with ctx.engine.begin() as conn:
-                candidates = await bookings_db.find_due_reminders(
-                    conn,
-                    kind=rule.kind.value,
-                    earliest_event=earliest,
-                    latest_event=latest,
-                    balance_due_only=rule.balance_due_only,
-                    with_preferences=with_preferences,
-                    limit=REMINDER_BATCH_SIZE,
-                    exclude=unwritable,
-                )
+                candidates = await _find_due(conn, rule, earliest, latest, with_preferences, exclude=unwritable)
                 if not candidates:
                     break
                 owed, writable = _plan(ctx, rule, candidates, now=now, result=result, unwritable=unwritable)
@@ -124,22 +116,34 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
     return result
 
 
+async def _find_due(
+    conn: AsyncConnection,
+    rule: ReminderRule,
+    earliest: datetime,
+    latest: datetime,
+    with_preferences: bool,
+    *,
+    exclude: Iterable[UUID],
+) -> list[BookingRecord]:
+    return await bookings_db.find_due_reminders(
+        conn,
+        kind=rule.kind.value,
+        earliest_event=earliest,
+        latest_event=latest,
+        balance_due_only=rule.balance_due_only,
+        with_preferences=with_preferences,
+        limit=REMINDER_BATCH_SIZE,
+        exclude=exclude,
+    )
+
+
 async def _find_all_due(
     conn: AsyncConnection, rule: ReminderRule, earliest: datetime, latest: datetime, with_preferences: bool
 ) -> list[BookingRecord]:
     """Every booking a run would remind now (the dry run), read in batches."""
     found: list[BookingRecord] = []
     while True:
-        batch = await bookings_db.find_due_reminders(
-            conn,
-            kind=rule.kind.value,
-            earliest_event=earliest,
-            latest_event=latest,
-            balance_due_only=rule.balance_due_only,
-            with_preferences=with_preferences,
-            limit=REMINDER_BATCH_SIZE,
-            exclude=[record.id for record in found],
-        )
+        batch = await _find_due(conn, rule, earliest, latest, with_preferences, exclude=[record.id for record in found])
         found += batch
         if len(batch) < REMINDER_BATCH_SIZE:
             return found

@@ -42,6 +42,13 @@ class PermanentSendError(SendError):
     """Never retried: the provider refused this message for good (bad number, validation, opt-out)."""
 
 
+def request_outcome(error: SendError | None) -> str:
+    """The `outcome` label of provider_request_duration_seconds for a call that ended so."""
+    if error is None:
+        return "success"
+    return "transient_error" if isinstance(error, TransientSendError) else "permanent_error"
+
+
 class Transport(Protocol):
     """Sends messages on one channel."""
 

@@ -26,7 +26,7 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.notify.message import Channel, OutgoingMessage
 from scheduler.notify.phones import InvalidPhoneNumber, to_e164
 from scheduler.notify.ratelimit import parse_retry_after
-from scheduler.notify.transport import PermanentSendError, SendError, TransientSendError
+from scheduler.notify.transport import PermanentSendError, SendError, TransientSendError, request_outcome
 from scheduler.redact import mask_phone, redact_text
 
 if TYPE_CHECKING:
@@ -258,13 +258,7 @@ class TwilioTransport:
     def _observe(self, error: SendError | None, started: float) -> None:
         if self._on_request is None:
             return
-        if error is None:
-            outcome = "success"
-        elif isinstance(error, TransientSendError):
-            outcome = "transient_error"
-        else:
-            outcome = "permanent_error"
-        self._on_request(PROVIDER, outcome, self._clock.monotonic() - started)
+        self._on_request(PROVIDER, request_outcome(error), self._clock.monotonic() - started)
 
     def _translate(
         self,
