@@ -38,7 +38,7 @@ from scheduler.schedule import Schedule, missed_fire, slot_key
 log = structlog.get_logger(__name__)
 
 EXIT_OK, EXIT_FAILED = 0, 1
-HEARTBEAT_SECONDS = 5.0  # how often the loop proves it is alive
+HEARTBEAT_SECONDS = 5.0  # how often the loop proves it is alive (and next-run gauges are refreshed)
 HEALTH_STALE_SECONDS = 30.0  # six missed beats: /healthz answers 503 (the loop is blocked or dead)
 REAP_SECONDS = 20.0  # a third of the run lease: a dead replica's run resumes within lease + 20 s
 PENDING_GAUGE_SECONDS = 30.0  # messages_pending is a backlog figure; Prometheus scrapes every 15-60 s
@@ -163,6 +163,8 @@ class Daemon:
         return False
 
     async def _shut_down(self) -> None:
+        """No new runs, drain the running ones, then stop HTTP: a trigger's answer and Twilio's
+        callbacks need it until the runs are done. The CLI closes transports and engine after."""
         self._stopping = True
         self.app.stopping = True  # jobs finish the item in hand and return
         self.stop()  # STOPPING=1 if no signal said it yet
@@ -265,8 +267,6 @@ class Daemon:
             self._skip_busy(job, fire)
 
     async def _run_fire(self, job: JobName, fire: Fire, trigger: Trigger) -> JobResult:
-        # A task starts after APScheduler has moved the job to its next fire: publish it.
-        self._publish_next_runs()
         return await self.app.runner.run(job, trigger=trigger, fire=fire)
 
     async def _run_sequence(self, jobs: Sequence[JobName], trigger: Trigger) -> list[JobResult]:
@@ -364,8 +364,11 @@ class Daemon:
         self.stop()
 
     async def _heartbeat(self) -> None:
+        """Prove the loop alive (/healthz) and keep the next-run gauges current after each fire."""
         while True:
             self._last_beat = time.monotonic()
+            if self.schedule.running:
+                self._publish_next_runs()
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     def _liveness(self) -> str | None:

@@ -140,8 +140,9 @@ class HttpServer:
             return web.json_response(
                 {"success": False, "error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
             )
-        if self.app.stopping:
-            return web.json_response({"success": False, "error": "the daemon is stopping"}, status=503)
+        if self.app.stopping or not self.app.ready:
+            state = "stopping" if self.app.stopping else "starting"
+            return web.json_response({"success": False, "error": f"the daemon is {state}"}, status=503)
         started = self.app.clock.now()
         log.info("cron_trigger", group=group)
         results = await self._run_group(group)

@@ -138,7 +138,7 @@ def bearer(token: str) -> dict[str, str]:
 
 async def test_ready_only_once_the_database_answers(
     database_url: str,
-    test_databases: test_database.TestDatabases,
+    test_databases: test_database.DatabaseFactory,
     http: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -158,13 +158,16 @@ async def test_ready_only_once_the_database_answers(
 
         monkeypatch.setattr(app, "prepare_database", prepare_database)
 
-    async with started(daemon_settings(database_url), wait_ready=False, prepare=watch) as running:
+    settings = daemon_settings(database_url, cron_secret=SECRET)
+    async with started(settings, wait_ready=False, prepare=watch) as running:
         await asyncio.wait_for(failed.wait(), START_TIMEOUT_SECONDS)
         async with http.get(f"{running.url}/healthz") as response:
             assert response.status == 200
         async with http.get(f"{running.url}/readyz") as response:
             assert response.status == 503
             assert "waiting for the database" in (await response.json())["problem"]
+        async with http.get(f"{running.url}/api/cron/cleanup", headers=bearer(SECRET)) as response:
+            assert response.status == 503
         await _allow_connections(test_databases, name, allowed=True)
         await until(running.daemon.ready, running.task)
         async with http.get(f"{running.url}/readyz") as response:
@@ -175,7 +178,7 @@ async def test_ready_only_once_the_database_answers(
     assert running.exit_code == 0
 
 
-async def _allow_connections(databases: test_database.TestDatabases, name: str | None, *, allowed: bool) -> None:
+async def _allow_connections(databases: test_database.DatabaseFactory, name: str | None, *, allowed: bool) -> None:
     """Make the test's database refuse (or accept again) every connection, as a server that is down."""
     engine = create_engine(with_database(databases.url, "postgres"), pool_size=1)
     try:
@@ -503,7 +506,7 @@ async def fire_now(running: Running, job: JobName, at: datetime | None = None) -
 async def test_a_scheduled_fire_runs_once_per_slot(
     database_url: str, http: aiohttp.ClientSession, engine: AsyncEngine
 ) -> None:
-    at = datetime.now(UTC).replace(second=0, microsecond=0)
+    at = (datetime.now(UTC) - timedelta(minutes=1)).replace(second=0, microsecond=0)  # both fires below are due
     async with started(daemon_settings(database_url)) as running:
         await fire_now(running, JobName.SEND_PAYMENT_REMINDERS, at)
         await running.daemon.wait_idle()
