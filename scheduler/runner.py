@@ -130,6 +130,7 @@ class Runner:
     ) -> JobResult:
         deps = self.deps
         metrics = deps.metrics
+        lease_lost = asyncio.Event()  # another replica took the run over: stop after the item in hand
         ctx = JobContext(
             settings=deps.settings,
             engine=deps.engine,
@@ -139,12 +140,12 @@ class Runner:
             dispatcher=deps.dispatcher,
             run_id=run_id,
             dry_run=dry_run,
-            should_stop=self.should_stop,
+            should_stop=lambda: self.should_stop() or lease_lost.is_set(),
             log=log,
         )
         log.info("job_started", trigger=trigger.value, dry_run=dry_run, slot=fire.slot if fire else None)
         metrics.job_running.labels(job_name=job).inc()
-        renewer = None if dry_run else asyncio.create_task(self._renew(run_id), name=f"lease-{job.value}")
+        renewer = None if dry_run else asyncio.create_task(self._renew(run_id, lease_lost), name=f"lease-{job.value}")
         started = time.perf_counter()
         try:
             result = await JOB_FUNCTIONS[job](ctx, now)
@@ -163,6 +164,8 @@ class Runner:
             metrics.job_running.labels(job_name=job).dec()
         elapsed = time.perf_counter() - started
         result.finished_at = deps.clock.now()
+        if lease_lost.is_set():
+            result.errors.append(f"{job.value} stopped early: another replica took the run over")
         stopped_early = self.should_stop() and not dry_run
         await self._record(job, run_id, result, dry_run, stopped_early)
 
@@ -213,7 +216,8 @@ class Runner:
             # The lease will run out and the run be resumed; the result itself stands.
             log.warning("run_history_not_written", error=describe_db_error(exc))
 
-    async def _renew(self, run_id: UUID) -> None:
+    async def _renew(self, run_id: UUID, lost: asyncio.Event) -> None:
+        """Keep the run's lease alive; set `lost` when it turns out another replica has the run."""
         deps = self.deps
         while True:
             await asyncio.sleep(LEASE_RENEW_SECONDS)
@@ -223,7 +227,8 @@ class Runner:
                         conn, run_id, replica=deps.replica_id, now=deps.clock.now(), lease=RUN_LEASE
                     )
                 if not still_ours:
-                    log.warning("run_lease_lost")
+                    log.warning("run_lease_lost", effect="stopping after the item in hand")
+                    lost.set()
                     return
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("run_lease_not_renewed", error=describe_db_error(exc))

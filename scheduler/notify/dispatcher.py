@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -155,79 +155,93 @@ class Dispatcher:
         report: DeliveryReport,
         should_stop: Callable[[], bool],
     ) -> None:
-        transport = self._transports[channel]
-        ambiguous_since = delivery.ambiguous_since
-        message = OutgoingMessage(
-            delivery_id=delivery.id,
-            channel=channel,
-            kind=MessageKind(delivery.kind),
-            to=delivery.address or "",
-            booking_reference=delivery.booking_reference,
-            text=delivery.body_text,
-            subject=delivery.subject,
-            html=delivery.body_html,
-            content_sid=delivery.content_sid,
-            content_variables=delivery.content_variables,
-            ambiguous_since=ambiguous_since,
-        )
+        """Try one delivery until it is sent, failed for good, deferred to a later run, or handed back."""
+        message = _message(channel, delivery)
         bound = log.bind(booking=delivery.booking_reference, channel=channel.value, delivery_id=str(delivery.id))
         attempt_here = 0
-        while True:
-            if should_stop():
-                await self._release(delivery)
-                return
+        while not should_stop():
             attempt_here += 1
             started = self._clock.now()
             try:
-                provider_id = None
-                if ambiguous_since is not None:
-                    provider_id = await transport.find_sent(message, ambiguous_since - AMBIGUITY_SLACK)
-                    if provider_id is not None:
-                        bound.info("message_found_already_sent", provider_id=provider_id)
-                if provider_id is None:
-                    await self._limiters[channel].acquire()
-                    provider_id = await transport.send(message)
+                provider_id = await self._attempt(channel, message, should_stop)
             except PermanentSendError as exc:
                 await self._record_failed(delivery, report, exc.reason, attempt_here)
                 bound.warning("message_failed", reason=exc.reason, code=exc.code)
                 return
             except TransientSendError as exc:
-                if exc.ambiguous and ambiguous_since is None:
-                    ambiguous_since = started
-                    message = _with_ambiguity(message, started)
-                attempts = delivery.attempts + attempt_here - 1
+                if exc.ambiguous and message.ambiguous_since is None:
+                    message = replace(message, ambiguous_since=started)
                 self._metrics.messages.labels(channel=channel, kind=delivery.kind, outcome=MessageOutcome.RETRIED).inc()
-                if attempts >= MAX_ATTEMPTS:
-                    await self._record_failed(
-                        delivery, report, f"gave up after {attempts} attempts: {exc.reason}", attempt_here
-                    )
+                if not await self._retry_now(
+                    delivery, report, exc, message, attempt_here=attempt_here, should_stop=should_stop
+                ):
                     return
-                delay = in_run_delay(attempt_here, exc.retry_after_seconds, self._rng)
-                if attempt_here < IN_RUN_ATTEMPTS and delay <= IN_RUN_MAX_DELAY_SECONDS and not should_stop():
-                    bound.info("message_retrying", reason=exc.reason, delay_seconds=round(delay, 2))
-                    await self._clock.sleep(delay)
-                    continue
-                later = backoff_seconds(attempts, exc.retry_after_seconds, self._rng)
-                await self._record_retry(
-                    delivery, report, exc.reason, delay=later, ambiguous_since=ambiguous_since, tries=attempt_here
-                )
-                bound.info("message_deferred", reason=exc.reason, retry_in_seconds=round(later))
-                return
-            except Exception as exc:
+                continue
+            except Exception as exc:  # an unexpected failure must not lose the message
                 bound.exception("message_send_crashed")
                 later = backoff_seconds(delivery.attempts + attempt_here - 1, None, self._rng)
-                reason = f"unexpected error: {type(exc).__name__}"
                 await self._record_retry(
                     delivery,
                     report,
-                    reason,
+                    f"unexpected error: {type(exc).__name__}",
                     delay=later,
-                    ambiguous_since=ambiguous_since or started,
+                    ambiguous_since=message.ambiguous_since or started,
                     tries=attempt_here,
                 )
                 return
+            if provider_id is None:
+                break  # stopping: handed back below
             await self._record_sent(delivery, report, provider_id, attempt_here)
             return
+        await self._release(delivery)
+
+    async def _attempt(self, channel: Channel, message: OutgoingMessage, should_stop: Callable[[], bool]) -> str | None:
+        """One try: the provider id, or None when the daemon began stopping while we waited for a slot."""
+        transport = self._transports[channel]
+        if message.ambiguous_since is not None:
+            # An earlier try may have gone out without an answer: ask before sending again.
+            found = await transport.find_sent(message, message.ambiguous_since - AMBIGUITY_SLACK)
+            if found is not None:
+                log.info("message_found_already_sent", booking=message.booking_reference, provider_id=found)
+                return found
+        await self._limiters[channel].acquire()
+        if should_stop():  # the wait for a slot may outlast the decision to stop
+            return None
+        return await transport.send(message)
+
+    async def _retry_now(
+        self,
+        delivery: ClaimedDelivery,
+        report: DeliveryReport,
+        exc: TransientSendError,
+        message: OutgoingMessage,
+        *,
+        attempt_here: int,
+        should_stop: Callable[[], bool],
+    ) -> bool:
+        """After a transient failure: wait and return True to try again in this run, or record the
+        outcome (deferred, or failed after MAX_ATTEMPTS) and return False."""
+        attempts = delivery.attempts + attempt_here - 1
+        if attempts >= MAX_ATTEMPTS:
+            await self._record_failed(
+                delivery, report, f"gave up after {attempts} attempts: {exc.reason}", attempt_here
+            )
+            return False
+        delay = in_run_delay(attempt_here, exc.retry_after_seconds, self._rng)
+        if attempt_here < IN_RUN_ATTEMPTS and delay <= IN_RUN_MAX_DELAY_SECONDS and not should_stop():
+            log.info(
+                "message_retrying", booking=delivery.booking_reference, reason=exc.reason, delay_seconds=round(delay, 2)
+            )
+            await self._clock.sleep(delay)
+            return True
+        later = backoff_seconds(attempts, exc.retry_after_seconds, self._rng)
+        await self._record_retry(
+            delivery, report, exc.reason, delay=later, ambiguous_since=message.ambiguous_since, tries=attempt_here
+        )
+        log.info(
+            "message_deferred", booking=delivery.booking_reference, reason=exc.reason, retry_in_seconds=round(later)
+        )
+        return False
 
     async def _record_sent(
         self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str, tries: int
@@ -285,7 +299,17 @@ class Dispatcher:
             await outbox_db.release_unsent(conn, [delivery.id], claimer=self._claimer, now=self._clock.now())
 
 
-def _with_ambiguity(message: OutgoingMessage, since: datetime) -> OutgoingMessage:
-    from dataclasses import replace
-
-    return replace(message, ambiguous_since=since)
+def _message(channel: Channel, delivery: ClaimedDelivery) -> OutgoingMessage:
+    return OutgoingMessage(
+        delivery_id=delivery.id,
+        channel=channel,
+        kind=MessageKind(delivery.kind),
+        to=delivery.address or "",
+        booking_reference=delivery.booking_reference,
+        text=delivery.body_text,
+        subject=delivery.subject,
+        html=delivery.body_html,
+        content_sid=delivery.content_sid,
+        content_variables=delivery.content_variables,
+        ambiguous_since=delivery.ambiguous_since,
+    )
