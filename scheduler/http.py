@@ -166,12 +166,16 @@ class HttpServer:
             raise web.HTTPNotFound
         from twilio.request_validator import SIGNATURE_SETTINGS_HEADER, RequestValidator, get_signature_algorithm
 
-        form = await request.post()
+        if request.content_type != "application/x-www-form-urlencoded":  # how Twilio posts its callbacks
+            return _callback_rejected(request, "not a form-encoded body")
+        try:
+            form = await request.post()
+        except (ValueError, LookupError):  # undecodable bytes or an unknown charset (from an unsigned sender)
+            return _callback_rejected(request, "undecodable body")
         signature = request.headers.get("X-Twilio-Signature", "")
         algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
         if not signature or not RequestValidator(token.get_secret_value()).validate(url, form, signature, algorithm):
-            log.warning("twilio_callback_rejected", reason="bad signature", remote=request.remote)
-            return web.json_response({"error": "invalid signature"}, status=403)
+            return _callback_rejected(request, "bad signature")
 
         provider_id = str(form.get("MessageSid") or form.get("SmsSid") or "")
         status = str(form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
@@ -196,7 +200,14 @@ class HttpServer:
         return web.Response(status=204)
 
 
+def _callback_rejected(request: web.Request, reason: str) -> web.Response:
+    log.warning("twilio_callback_rejected", reason=reason, remote=request.remote)
+    return web.json_response({"error": "invalid signature"}, status=403)
+
+
 def _bearer_matches(header: str, secret: str) -> bool:
     """`Authorization: Bearer <secret>`, compared in constant time."""
     scheme, _, token = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), secret.encode())
+    # aiohttp hands non-UTF-8 header bytes over as surrogate escapes: encode them back, never fail.
+    presented = token.strip().encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented, secret.encode())
