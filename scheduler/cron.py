@@ -66,9 +66,13 @@ def validate(expression: str) -> str:
         return OFF
     if len(text.split(" ")) != 5:
         raise CronError(f"{expression!r} is not a 5-field cron expression (minute hour day month weekday) or 'off'")
+    from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 
-    build_trigger(text, ZoneInfo("UTC"))
+    trigger = build_trigger(text, ZoneInfo("UTC"))
+    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+        # "0 0 31 2 *" parses but names a day that never comes: the job would silently never run.
+        raise CronError(f"{expression!r} never fires (no such date); use 'off' to disable a job")
     return text
 
 

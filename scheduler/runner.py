@@ -240,4 +240,7 @@ def describe_db_error(exc: BaseException) -> str:
         inner = exc.orig
         return f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, TimeoutError) and not text:
+        # asyncpg's command timeout says nothing; say what it means.
+        text = "no answer from the database in time (a lost connection, or a lock held elsewhere)"
     return f"{type(exc).__name__}: {text}"

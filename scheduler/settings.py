@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import re
+import unicodedata
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -10,8 +14,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     Field,
-    NonNegativeInt,
-    PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationError,
@@ -26,6 +28,22 @@ from scheduler.catalog import JOBS, JobName
 SECRET_NAMES = ("database_url", "twilio_auth_token", "resend_api_key", "cron_secret")
 _ASYNCPG_SCHEME = "postgresql+asyncpg"
 
+# Durations the jobs step back or forward from now: at most a century, which no rule needs and
+# which keeps the date arithmetic in range (a larger value crashed every run with OverflowError).
+_CENTURY_DAYS = 36_500
+Hours = Annotated[int, Field(gt=0, le=_CENTURY_DAYS * 24)]
+Days = Annotated[int, Field(gt=0, le=_CENTURY_DAYS)]
+# A send ceiling: a finite number, and not so slow that the smallest claim of messages (10)
+# outlasts the delivery lease (120 s); below one message every two seconds it would.
+SendRate = Annotated[float, Field(ge=0.5, allow_inf_nan=False)]
+_EMAIL_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_HOST_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_HOST_LABEL}(\.{_HOST_LABEL})*\.?")
+
+
+def _has_control_or_space(value: str) -> bool:
+    return any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in value)
+
 
 class SettingsError(Exception):
     """Settings that cannot be used; the message names each offending variable."""
@@ -35,9 +53,26 @@ def _http_url(value: str | None) -> str | None:
     if value is None:
         return None
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname or _has_control_or_space(value):
         raise ValueError("must be an http:// or https:// URL")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("the port must be a number from 1 to 65535")
     return value.rstrip("/")
+
+
+def _email_address(value: str | None) -> str | None:
+    """An address, or `Name <address>` as Resend accepts; no line breaks (header injection)."""
+    if value is None:
+        return None
+    if any(unicodedata.category(ch).startswith("C") for ch in value) or not _EMAIL_ADDRESS.fullmatch(
+        parseaddr(value)[1]
+    ):
+        raise ValueError("must be an email address such as bookings@example.com or Name <bookings@example.com>")
+    return value
 
 
 class Settings(BaseSettings):
@@ -66,13 +101,13 @@ class Settings(BaseSettings):
     schedule_send_payment_reminders: str = JOBS[JobName.SEND_PAYMENT_REMINDERS].default_schedule
     schedule_deliver_pending_messages: str = JOBS[JobName.DELIVER_PENDING_MESSAGES].default_schedule
 
-    stale_booking_hours: PositiveInt = 24
-    notification_retention_days: PositiveInt = 30
-    audit_log_retention_days: PositiveInt = 90
+    stale_booking_hours: Hours = 24
+    notification_retention_days: Days = 30
+    audit_log_retention_days: Days = 90
     audit_log_keep_event_types: Annotated[tuple[str, ...], NoDecode] = ("security", "fraud", "dispute")
-    booking_reminder_hours: PositiveInt = 24
-    payment_reminder_days: PositiveInt = 3
-    reminder_min_lead_minutes: NonNegativeInt = 60
+    booking_reminder_hours: Hours = 24
+    payment_reminder_days: Days = 3
+    reminder_min_lead_minutes: Annotated[int, Field(ge=0, le=_CENTURY_DAYS * 24 * 60)] = 60
     delete_batch_size: Annotated[int, Field(gt=0, le=1_000_000)] = 5000
 
     twilio_account_sid: str | None = None
@@ -91,8 +126,8 @@ class Settings(BaseSettings):
     email_reply_to: str | None = None
     resend_api_url: str = "https://api.resend.com"
 
-    whatsapp_max_per_second: PositiveFloat = 10
-    email_max_per_second: PositiveFloat = 2
+    whatsapp_max_per_second: SendRate = 10
+    email_max_per_second: SendRate = 2
 
     cron_secret: SecretStr | None = None
     cron_secret_file: Path | None = None
@@ -103,7 +138,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] | None = None  # None: console on a terminal, else json
 
-    shutdown_timeout_seconds: PositiveFloat = 30
+    shutdown_timeout_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30
 
     @field_validator("timezone")
     @classmethod
@@ -142,6 +177,21 @@ class Settings(BaseSettings):
     def _url(cls, value: str | None) -> str | None:
         return _http_url(value)
 
+    @field_validator("email_from", "email_reply_to")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return _email_address(value)
+
+    @field_validator("http_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(value)
+            return value
+        if len(value) > 253 or not _HOSTNAME.fullmatch(value):
+            raise ValueError("must be an IP address (0.0.0.0, ::, 127.0.0.1) or a host name")
+        return value
+
     @field_validator("twilio_whatsapp_number")
     @classmethod
     def _sender_number(cls, value: str | None) -> str | None:
@@ -176,6 +226,8 @@ class Settings(BaseSettings):
                 text = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ValueError(f"{name.upper()}_FILE: cannot read {path}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise ValueError(f"{name.upper()}_FILE: {path} is not UTF-8 text") from None
             if not text:
                 raise ValueError(f"{name.upper()}_FILE: {path} is empty")
             setattr(self, name, SecretStr(text))
@@ -187,6 +239,32 @@ class Settings(BaseSettings):
             scheme = self.database_url.get_secret_value().partition("://")[0]
             if scheme not in ("postgresql", "postgres", _ASYNCPG_SCHEME):
                 raise ValueError("DATABASE_URL must start with postgresql:// or postgresql+asyncpg://")
+            from sqlalchemy.engine import make_url
+
+            try:
+                port = make_url(self.async_database_url() or "").port
+            except (ValueError, TypeError):  # the parser's message would quote the URL, password and all
+                port = 0
+            if port is not None and not 0 < port < 65536:
+                raise ValueError(
+                    "DATABASE_URL is not a valid URL: check the port, and percent-encode special "
+                    "characters in the user name and password"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _reminders_can_happen(self) -> Settings:
+        # A lead as long as a reminder's horizon leaves no moment at which a booking is due.
+        lead_hours = self.reminder_min_lead_minutes / 60
+        for variable, horizon_hours in (
+            ("BOOKING_REMINDER_HOURS", self.booking_reminder_hours),
+            ("PAYMENT_REMINDER_DAYS", self.payment_reminder_days * 24),
+        ):
+            if lead_hours >= horizon_hours:
+                raise ValueError(
+                    f"REMINDER_MIN_LEAD_MINUTES ({self.reminder_min_lead_minutes}) must be shorter than "
+                    f"{variable} ({horizon_hours:g} hours), or no reminder is ever due"
+                )
         return self
 
     @model_validator(mode="after")

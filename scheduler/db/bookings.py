@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from scheduler.db.engine import bound_idle_in_transaction
 from scheduler.db.tables import (
     audit_logs,
     booking_reminders,
@@ -76,19 +77,24 @@ async def cancel_stale_bookings(conn: AsyncConnection, *, cutoff: datetime, now:
 
     The UPDATE repeats the staleness condition, so a booking whose deposit lands between the
     choice and the update is not cancelled; rows another transaction holds are skipped and
-    left for the next run.
+    left for the next run. The choice is a MATERIALIZED CTE, run exactly once: as an IN
+    (subquery) the planner may rescan it per row (a nested-loop semi-join, chosen on a table
+    without fresh statistics), and each rescan locks more rows, so one batch cancelled and
+    locked every stale booking, not `limit`.
     """
+    await bound_idle_in_transaction(conn)  # the rows locked below must not outlive us
     chosen = (
         select(bookings.c.id)
         .where(_stale(cutoff))
         .order_by(bookings.c.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        .cte("chosen")
+        .prefix_with("MATERIALIZED")
     )
     statement = (
         update(bookings)
-        .where(bookings.c.id.in_(chosen), _stale(cutoff))
+        .where(bookings.c.id == chosen.c.id, _stale(cutoff))
         .values(status="cancelled", updated_at=now)
         .returning(bookings.c.id)
     )
@@ -250,6 +256,7 @@ async def claim_reminders(
     """
     if not due:
         return set()
+    await bound_idle_in_transaction(conn)  # the ledger keys inserted below must not outlive us
     statement = insert(booking_reminders).on_conflict_do_nothing().returning(booking_reminders.c.booking_id)
     rows = [
         {"booking_id": booking_id, "kind": kind, "event_date": event_date, "run_id": run_id, "recorded_at": now}

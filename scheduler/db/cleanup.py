@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from scheduler.db.engine import idle_in_transaction_timeout
+
 START_OF_TABLE: tuple[int, int] = (0, 0)  # a ctid: (block, line); the first row is (0, 1)
 
 
@@ -44,7 +46,9 @@ def _delete_batch_sql(purge: Purge) -> Any:
     # `bound` finds where the next `batch_size` matching rows end; the DELETE then sweeps that
     # physical range, checking the condition again, so a row changed in between (marked unread,
     # say) is left alone. A lost cleanup batch is simply redone next time, so its commit does not
-    # wait for the WAL flush (synchronous_commit is set for this transaction only).
+    # wait for the WAL flush (synchronous_commit is set for this transaction only); and if our
+    # side of the connection is lost before the commit, PostgreSQL ends the transaction after
+    # IDLE_IN_TRANSACTION_TIMEOUT_SECONDS instead of keeping the deleted rows locked.
     return text(
         f"""
         WITH bound AS MATERIALIZED (
@@ -61,7 +65,8 @@ def _delete_batch_sql(purge: Purge) -> Any:
         SELECT (SELECT count(*) FROM deleted) AS deleted,
                (SELECT matched FROM bound) AS scanned,
                (SELECT last_ctid FROM bound) AS last_ctid,
-               set_config('synchronous_commit', 'off', true) AS commit_mode
+               set_config('synchronous_commit', 'off', true) AS commit_mode,
+               set_config('idle_in_transaction_session_timeout', :idle_timeout, true) AS idle_timeout
         """
     )
 
@@ -70,7 +75,8 @@ async def delete_batch(
     conn: AsyncConnection, purge: Purge, params: dict[str, Any], *, after: tuple[int, int], batch_size: int
 ) -> BatchOutcome:
     """Delete up to `batch_size` matching rows found after `after`; the caller commits."""
-    row = (await conn.execute(_delete_batch_sql(purge), {**params, "after": after, "batch_size": batch_size})).one()
+    bind = {**params, "after": after, "batch_size": batch_size, "idle_timeout": idle_in_transaction_timeout()}
+    row = (await conn.execute(_delete_batch_sql(purge), bind)).one()
     done = row.scanned < batch_size
     return BatchOutcome(deleted=row.deleted, scanned=row.scanned, resume_after=None if done else tuple(row.last_ctid))
 

@@ -4,10 +4,31 @@ from __future__ import annotations
 
 from uuid import uuid4
 
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 CONNECT_TIMEOUT_SECONDS = 10  # a database that does not answer in 10 s is down for our purposes
-COMMAND_TIMEOUT_SECONDS = 300  # no statement of ours should run 5 minutes; a hung one must end
+# Every statement of ours is a bounded batch that takes well under a second. One still waiting
+# after a minute waits on a connection a middlebox dropped without a word (nothing comes back,
+# and TCP keepalives cannot tell when the middlebox itself answers them) or on a lock held
+# elsewhere: the run fails and the next one resumes, instead of hanging for minutes.
+COMMAND_TIMEOUT_SECONDS = 60
+# The server's side of such a connection: a transaction of ours left idle this long is ended by
+# PostgreSQL, releasing the rows it locked (bookings, the reminder ledger) for the next run and
+# for the platform. Set per transaction, which a transaction-mode pooler allows.
+IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 60
+
+_BOUND_IDLE_SQL = text("SELECT set_config('idle_in_transaction_session_timeout', :value, true)")
+
+
+def idle_in_transaction_timeout() -> str:
+    """IDLE_IN_TRANSACTION_TIMEOUT_SECONDS as a PostgreSQL setting value."""
+    return f"{int(IDLE_IN_TRANSACTION_TIMEOUT_SECONDS * 1000)}ms"
+
+
+async def bound_idle_in_transaction(conn: AsyncConnection) -> None:
+    """Have PostgreSQL end the current transaction if we leave it idle (our side of it is gone)."""
+    await conn.execute(_BOUND_IDLE_SQL, {"value": idle_in_transaction_timeout()})
 
 
 def _statement_name() -> str:

@@ -46,8 +46,24 @@ async def claim_run(
     lease: timedelta,
 ) -> Claim:
     """Insert the running row for this fire. Two unique indexes do the deciding: one run per
-    (job, slot) ever, and one running run per job at a time."""
+    (job, slot) ever, and one running run per job at a time.
+
+    A manual run (no slot) first closes a run of the job whose lease has run out: its process
+    died (SIGKILL, a lost machine) and no daemon is there to take it over, so without this the
+    job could never be run by hand again. The daemon's take-over and this compete for the row
+    under its lock; only one of them finds the lease expired.
+    """
     run_id = uuid4()
+    if slot is None:
+        await conn.execute(
+            update(job_runs)
+            .where(
+                job_runs.c.job_name == job,
+                job_runs.c.status == "running",
+                job_runs.c.lease_expires_at < now,
+            )
+            .values(status="interrupted", finished_at=now, lease_expires_at=None)
+        )
     statement = (
         insert(job_runs)
         .values(

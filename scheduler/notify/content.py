@@ -266,6 +266,10 @@ class Renderer:
         if kind is MessageKind.PAYMENT_REMINDER:
             if facts.total_amount is None or facts.deposit_amount is None:
                 raise ContentError(f"booking {reference} lacks total_amount or deposit_amount")
+            if not (facts.total_amount.is_finite() and facts.deposit_amount.is_finite()):
+                # NaN passes the due query (PostgreSQL sorts it above every number), and comparing
+                # it below would raise InvalidOperation: the whole batch would fail, not this booking.
+                raise ContentError(f"booking {reference}: total_amount or deposit_amount is not a finite number")
             balance = facts.total_amount - facts.deposit_amount
             if balance <= 0:
                 raise ContentError(f"booking {reference} has no balance due")

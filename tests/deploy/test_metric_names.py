@@ -33,7 +33,9 @@ def exported() -> tuple[str, dict[str, set[str]]]:
 def _expressions(node: Any) -> list[str]:
     """Every PromQL string of the dashboard's JSON model."""
     if isinstance(node, dict):
-        found = [value for key, value in node.items() if key in ("expr", "query", "definition") and isinstance(value, str)]
+        found = [
+            value for key, value in node.items() if key in ("expr", "query", "definition") and isinstance(value, str)
+        ]
         for value in node.values():
             found += _expressions(value)
         return found

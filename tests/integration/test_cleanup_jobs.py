@@ -343,7 +343,9 @@ async def test_no_batch_deletes_more_than_the_batch_size(engine: AsyncEngine) ->
     deleted = []
     while after is not None:
         async with engine.begin() as conn:
-            outcome = await cleanup_db.delete_batch(conn, cleanup_db.READ_NOTIFICATIONS, params, after=after, batch_size=1000)
+            outcome = await cleanup_db.delete_batch(
+                conn, cleanup_db.READ_NOTIFICATIONS, params, after=after, batch_size=1000
+            )
         deleted.append(outcome.deleted)
         after = outcome.resume_after
     assert sum(deleted) == 12345
