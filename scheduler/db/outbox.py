@@ -52,19 +52,12 @@ async def record_owed(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> 
 
 # Chooses deliveries that are due: pending ones whose next attempt has come, and ones left
 # 'sending' by a run whose lease ran out (it died, or lost the database). Rows another run
-# holds are skipped, so concurrent senders never pick the same message.
+# holds are skipped, so concurrent senders never pick the same message. The choice is a
+# MATERIALIZED CTE so it runs once: as an IN (subquery) the planner may rescan it per row and
+# lock more than `limit` rows.
 _CLAIM_SQL = text(
     """
-    UPDATE flavor_scheduler.deliveries AS d
-    SET status = 'sending',
-        attempts = d.attempts + 1,
-        lease_expires_at = :lease_until,
-        claimed_by = :claimer,
-        -- a message left 'sending' may have reached the provider before its sender died
-        ambiguous_since = CASE WHEN d.status = 'sending' THEN coalesce(d.ambiguous_since, d.updated_at)
-                               ELSE d.ambiguous_since END,
-        updated_at = :now
-    WHERE d.id IN (
+    WITH chosen AS MATERIALIZED (
         SELECT id FROM flavor_scheduler.deliveries
         WHERE channel = :channel
           AND ((status = 'pending' AND next_attempt_at <= :now)
@@ -74,6 +67,17 @@ _CLAIM_SQL = text(
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     )
+    UPDATE flavor_scheduler.deliveries AS d
+    SET status = 'sending',
+        attempts = d.attempts + 1,
+        lease_expires_at = :lease_until,
+        claimed_by = :claimer,
+        -- a message left 'sending' may have reached the provider before its sender died
+        ambiguous_since = CASE WHEN d.status = 'sending' THEN coalesce(d.ambiguous_since, d.updated_at)
+                               ELSE d.ambiguous_since END,
+        updated_at = :now
+    FROM chosen
+    WHERE d.id = chosen.id
     RETURNING d.id, d.booking_id, d.booking_reference, d.kind, d.channel, d.recipient_role, d.address,
               d.subject, d.body_text, d.body_html, d.content_sid, d.content_variables, d.attempts,
               d.ambiguous_since, d.created_at
