@@ -105,9 +105,15 @@ class Dispatcher:
         report = DeliveryReport()
         if only_ids is not None and not only_ids:
             return report
-        await asyncio.gather(
-            *(self._deliver_channel(channel, report, only_ids, should_stop) for channel in self._transports)
-        )
+        try:
+            # A task group, not gather: when one send cannot record its outcome (the database went
+            # away), the others stop too instead of sending on with nowhere to write. Their
+            # deliveries stay 'sending' and are resumed, checked for ambiguity, after the lease.
+            async with asyncio.TaskGroup() as channels:
+                for channel in self._transports:
+                    channels.create_task(self._deliver_channel(channel, report, only_ids, should_stop))
+        except ExceptionGroup as failed:
+            raise _first_cause(failed) from None
         await self.refresh_pending_gauge()
         return report
 
@@ -146,7 +152,9 @@ class Dispatcher:
                 async with in_flight:
                     await self._send_one(channel, delivery, report, should_stop)
 
-            await asyncio.gather(*(one(delivery) for delivery in batch))
+            async with asyncio.TaskGroup() as sends:
+                for delivery in batch:
+                    sends.create_task(one(delivery))
 
     async def _send_one(
         self,
@@ -297,6 +305,12 @@ class Dispatcher:
     async def _release(self, delivery: ClaimedDelivery) -> None:
         async with self._engine.begin() as conn:
             await outbox_db.release_unsent(conn, [delivery.id], claimer=self._claimer, now=self._clock.now())
+
+
+def _first_cause(group: BaseExceptionGroup[Exception]) -> Exception:
+    """The first real error inside (possibly nested) task-group failures, for the runner to report."""
+    first = group.exceptions[0]
+    return _first_cause(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _message(channel: Channel, delivery: ClaimedDelivery) -> OutgoingMessage:
