@@ -21,12 +21,12 @@ from scheduler.catalog import JOBS
 from scheduler.cron import OFF
 from scheduler.db import migrate
 from scheduler.db.engine import create_engine
+from scheduler.db.errors import describe_db_error
 from scheduler.db.platform import PlatformSchemaError, inspect_platform
 from scheduler.metrics import Metrics
 from scheduler.notify.message import Channel
 from scheduler.notify.transport import SendError
 from scheduler.redact import redact_text
-from scheduler.runner import describe_db_error
 from scheduler.settings import Settings
 
 CHECK_TIMEOUT_SECONDS = 15.0  # each check; a provider or database slower than this is a finding

@@ -24,11 +24,12 @@ from scheduler.app import App, build
 from scheduler.catalog import GROUPS, JOBS, JobName, resolve_target, valid_targets
 from scheduler.clock import SystemClock
 from scheduler.cron import OFF, build_trigger
+from scheduler.db.errors import describe_db_error
 from scheduler.db.platform import PlatformSchemaError
 from scheduler.jobs.result import JobResult, group_json
 from scheduler.logging import configure_logging
 from scheduler.redact import redact_text
-from scheduler.runner import Trigger, describe_db_error
+from scheduler.runner import Trigger
 from scheduler.settings import Settings, SettingsError, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

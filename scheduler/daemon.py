@@ -28,11 +28,12 @@ from scheduler import __version__, systemd
 from scheduler.app import App
 from scheduler.catalog import GROUPS, JobName
 from scheduler.db import runs as runs_db
+from scheduler.db.errors import describe_db_error
 from scheduler.db.platform import PlatformSchemaError
 from scheduler.http import HttpServer
 from scheduler.jobs.result import JobResult
 from scheduler.metrics import SkipReason
-from scheduler.runner import RUN_LEASE, Fire, Trigger, describe_db_error
+from scheduler.runner import RUN_LEASE, Fire, Trigger
 from scheduler.schedule import Schedule, missed_fire, slot_key
 
 log = structlog.get_logger(__name__)

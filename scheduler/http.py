@@ -18,11 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from scheduler.app import App
 from scheduler.db import migrate
 from scheduler.db import outbox as outbox_db
+from scheduler.db.errors import describe_db_error
 from scheduler.jobs.result import JobResult, group_json
 from scheduler.metrics import SkipReason
 from scheduler.notify.message import Channel
 from scheduler.redact import redact_text
-from scheduler.runner import describe_db_error
 
 log = structlog.get_logger(__name__)
 

@@ -12,12 +12,13 @@ from enum import StrEnum
 from uuid import UUID, uuid4
 
 import structlog
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.catalog import JOBS, JobName
 from scheduler.clock import Clock
 from scheduler.db import runs as runs_db
+from scheduler.db.errors import describe_db_error
 from scheduler.db.platform import PlatformTables
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.registry import JOB_FUNCTIONS
@@ -232,15 +233,3 @@ class Runner:
                     return
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("run_lease_not_renewed", error=describe_db_error(exc))
-
-
-def describe_db_error(exc: BaseException) -> str:
-    """One line naming a database failure, without the statement or its parameters."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        inner = exc.orig
-        return f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, TimeoutError) and not text:
-        # asyncpg's command timeout says nothing; say what it means.
-        text = "no answer from the database in time (a lost connection, or a lock held elsewhere)"
-    return f"{type(exc).__name__}: {text}"

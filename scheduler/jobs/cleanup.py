@@ -13,6 +13,7 @@ from scheduler.db import cleanup as cleanup_db
 from scheduler.db import outbox as outbox_db
 from scheduler.db.bookings import AuditEntry
 from scheduler.db.cleanup import START_OF_TABLE, Purge
+from scheduler.db.errors import describe_db_error
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
 from scheduler.notify.content import ContentError
@@ -70,9 +71,7 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
                     )
                 inserted = await outbox_db.record_owed(conn, owed.deliveries)
         except SQLAlchemyError as exc:
-            result.errors.append(
-                f"cancelling a batch of stale bookings failed: {type(exc).__name__}: {_first_line(exc)}"
-            )
+            result.errors.append(f"cancelling a batch of stale bookings failed: {describe_db_error(exc)}")
             break
         result.count += len(ids)
         result.errors += owed.errors
@@ -125,7 +124,7 @@ async def cleanup_old_notifications(ctx: JobContext, now: datetime) -> JobResult
                     now=now,
                 )
         except SQLAlchemyError as exc:
-            result.errors.append(f"writing the audit row failed: {type(exc).__name__}: {_first_line(exc)}")
+            result.errors.append(f"writing the audit row failed: {describe_db_error(exc)}")
     return result
 
 
@@ -168,12 +167,6 @@ async def _purge(ctx: JobContext, job: JobName, purge: Purge, now: datetime, cut
                 ctx.metrics.rows_deleted.labels(job_name=job, table=purge.table).inc(outcome.deleted)
                 after = outcome.resume_after
     except SQLAlchemyError as exc:
-        result.errors.append(
-            f"deleting from {purge.table} failed after {result.count} rows: {type(exc).__name__}: {_first_line(exc)}"
-        )
+        result.errors.append(f"deleting from {purge.table} failed after {result.count} rows: {describe_db_error(exc)}")
     result.details["batches"] = batches
     return result
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""

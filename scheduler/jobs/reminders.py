@@ -19,6 +19,7 @@ from scheduler.catalog import JobName
 from scheduler.db import bookings as bookings_db
 from scheduler.db import outbox as outbox_db
 from scheduler.db.bookings import AuditEntry, BookingRecord
+from scheduler.db.errors import describe_db_error
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
 from scheduler.metrics import IN_APP, ReminderKind
@@ -98,7 +99,7 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
                     await bookings_db.insert_audit_entries(conn, _audit_rows(rule, writable, won), now=now)
                 inserted = await outbox_db.record_owed(conn, owed.deliveries)
         except SQLAlchemyError as exc:
-            result.errors.append(f"recording {rule.kind.value}s failed: {type(exc).__name__}: {_first_line(exc)}")
+            result.errors.append(f"recording {rule.kind.value}s failed: {describe_db_error(exc)}")
             break
         result.errors += owed.errors
         reminded_in_app |= {notice.booking_id for notice in owed.notices}
@@ -187,7 +188,3 @@ def _audit_rows(rule: ReminderRule, records: list[BookingRecord], won: set[UUID]
         for record in records
         if record.id in won
     ]
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""

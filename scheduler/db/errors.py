@@ -1,0 +1,17 @@
+"""Database failures in one line, as results, logs and --check show them."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """One line naming a database failure, without the statement or its parameters."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        inner = exc.orig
+        return f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, TimeoutError) and not text:
+        # asyncpg's command timeout says nothing; say what it means.
+        text = "no answer from the database in time (a lost connection, or a lock held elsewhere)"
+    return f"{type(exc).__name__}: {text}"
