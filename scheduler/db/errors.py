@@ -8,8 +8,10 @@ from sqlalchemy.exc import DBAPIError
 def describe_db_error(exc: BaseException) -> str:
     """One line naming a database failure, without the statement or its parameters."""
     if isinstance(exc, DBAPIError) and exc.orig is not None:
-        inner = exc.orig
-        return f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
+        inner: BaseException = exc.orig
+        # SQLAlchemy's asyncpg adapter wraps the driver's error in a generic `Error`; name the driver's.
+        named = inner.__cause__ if inner.__cause__ is not None else inner
+        return f"{type(named).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, TimeoutError) and not text:
         # asyncpg's command timeout says nothing; say what it means.
