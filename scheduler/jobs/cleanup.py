@@ -60,7 +60,7 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
                                 action="auto_cancelled_stale",
                                 booking_id=record.id,
                                 details={
-                                    "booking_reference": record.facts.reference,
+                                    "reference": record.facts.reference,
                                     "reason": STALE_REASON.format(hours=hours),
                                     "cutoff": cutoff.isoformat(),
                                 },

@@ -180,7 +180,7 @@ def _audit_rows(rule: ReminderRule, records: list[BookingRecord], won: set[UUID]
             action="reminder_sent",
             booking_id=record.id,
             details={
-                "booking_reference": record.facts.reference,
+                "reference": record.facts.reference,
                 "kind": rule.kind.value,
                 "event_date": record.event_date.isoformat() if record.event_date else None,
             },

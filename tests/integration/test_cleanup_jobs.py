@@ -69,7 +69,7 @@ async def test_cancellation_writes_audit_notices_and_messages(
     assert [(a.event_type, a.action, a.booking_id) for a in audit] == [
         ("booking", "auto_cancelled_stale", booking["id"])
     ]
-    assert audit[0].details["booking_reference"] == booking["booking_reference"]
+    assert audit[0].details["reference"] == booking["booking_reference"]
     assert "reason" in audit[0].details
     notices = await fetch(engine, "SELECT user_id, type, is_read FROM notifications ORDER BY user_id")
     assert sorted(n.user_id for n in notices) == sorted([booking["client"]["user_id"], booking["performer"]["user_id"]])
