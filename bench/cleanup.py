@@ -102,7 +102,7 @@ async def batched_job(url: str, batch: int) -> tuple[float, int, float, int, int
 
 async def checkpoint(server: str) -> None:
     """Flush dirty pages first, so neither contender pays for the other's writes."""
-    from bench.support import admin
+    from tests.database import admin
 
     await admin(server, "CHECKPOINT")
 

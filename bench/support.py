@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
 
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from scheduler.db import migrate
 from scheduler.db.engine import create_engine
 from scheduler.demo.seed import create_platform_tables
+from tests.database import admin, with_database
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -45,26 +45,11 @@ def bench_server() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def database(server: str, name: str) -> str:
-    return make_url(server).set(database=name).render_as_string(hide_password=False)
-
-
-async def admin(server: str, *statements: str) -> None:
-    engine = create_engine(database(server, "postgres"), pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")  # in place: CREATE DATABASE, VACUUM
-            for statement in statements:
-                await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 async def fresh_database(server: str, *, template: str | None = None) -> str:
     """A new database (a copy of `template` when given) with our schema migrated; returns its URL."""
     name = f"fs_bench_{uuid4().hex[:10]}"
     await admin(server, f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-    url = database(server, name)
+    url = with_database(server, name)
     if template is None:
         engine = create_engine(url, pool_size=1)
         try:

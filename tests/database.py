@@ -57,7 +57,8 @@ def server_url() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-async def _admin(url: str, statements: list[str]) -> None:
+async def admin(url: str, *statements: str) -> None:
+    """Run statements outside a transaction on the server's `postgres` database (CREATE/DROP DATABASE)."""
     engine = create_engine(with_database(url, "postgres"), pool_size=1)
     try:
         async with engine.connect() as conn:
@@ -77,7 +78,7 @@ class DatabaseFactory:
 
     def create_template(self) -> None:
         async def go() -> None:
-            await _admin(self.url, [f'CREATE DATABASE "{self.template}"'])
+            await admin(self.url, f'CREATE DATABASE "{self.template}"')
             engine = create_engine(with_database(self.url, self.template), pool_size=1)
             try:
                 async with engine.begin() as conn:
@@ -89,16 +90,16 @@ class DatabaseFactory:
         asyncio.run(go())
 
     def drop_template(self) -> None:
-        asyncio.run(_admin(self.url, [f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)']))
+        asyncio.run(admin(self.url, f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)'))
 
     async def create(self, *, migrated: bool = True) -> str:
         name = f"fs_test_{uuid4().hex[:12]}"
         if migrated:
-            await _admin(self.url, [f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'])
+            await admin(self.url, f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
         else:
-            await _admin(self.url, [f'CREATE DATABASE "{name}"'])
+            await admin(self.url, f'CREATE DATABASE "{name}"')
         return with_database(self.url, name)
 
     async def drop(self, url: str) -> None:
         name = make_url(url).database
-        await _admin(self.url, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'])
+        await admin(self.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
