@@ -272,6 +272,12 @@ async def test_preferences_are_honoured(
         m.booking_reference for m in [*email.sent, *whatsapp.sent] if m.kind == "payment_reminder"
     }
     assert payment.success
+    in_app_payment = await fetch(
+        engine,
+        "SELECT user_id FROM notifications WHERE type = 'payment_reminder' AND booking_id = :id",
+        id=no_payment["id"],
+    )
+    assert in_app_payment == []  # "stops payment reminders on every channel", in-app included
 
 
 async def test_three_concurrent_runs_send_each_message_once(
