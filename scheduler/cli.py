@@ -17,20 +17,20 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from pydantic import SecretStr
-from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler import __version__
 from scheduler.app import App, build
-from scheduler.catalog import GROUPS, JOBS, JobName, resolve_target, valid_targets
 from scheduler.clock import SystemClock
 from scheduler.cron import OFF, build_trigger
-from scheduler.db.errors import describe_db_error
+from scheduler.db.errors import DatabaseError
 from scheduler.db.platform import PlatformSchemaError
-from scheduler.jobs.result import JobResult, group_json
+from scheduler.jobs.catalog import GROUPS, JOBS, resolve_target, schedule_for, valid_targets
+from scheduler.jobs.report import group_json, result_json
+from scheduler.jobs.result import JobResult
 from scheduler.logging import configure_logging
 from scheduler.redact import redact_text
-from scheduler.runner import Trigger
 from scheduler.settings import Settings, SettingsError, load_settings
+from scheduler.vocabulary import Trigger
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "flavor-scheduler"
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Background jobs of the Flavor Entertainers platform: nightly cleanups, hourly reminders.",
-        epilog=f"Jobs: {', '.join(job.value for job in JobName)}. Groups: {', '.join(GROUPS)}.",
+        epilog=f"Jobs: {', '.join(job.value for job in JOBS)}. Groups: {', '.join(GROUPS)}.",
     )
     parser.add_argument("--run-once", metavar="JOB", help="run one job or group now, print its result as JSON, exit")
     parser.add_argument("--dry-run", action="store_true", help="with --run-once: report, change nothing, send nothing")
@@ -159,10 +159,8 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
         await app.prepare_database()
     except PlatformSchemaError as exc:
         return _fail(f"platform schema problem: {exc}", EXIT_FAILED)
-    except (SQLAlchemyError, OSError) as exc:
-        return _fail(
-            f"database unreachable: {redact_text(describe_db_error(exc), app.settings.secret_values())}", EXIT_FAILED
-        )
+    except DatabaseError as exc:
+        return _fail(f"database unreachable: {redact_text(str(exc), app.settings.secret_values())}", EXIT_FAILED)
     started = app.clock.now()
     results: list[JobResult] = []
     for job in jobs:
@@ -170,7 +168,7 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
     secrets = app.settings.secret_values()
     for result in results:
         result.errors = [redact_text(error, secrets) for error in result.errors]
-    body = group_json(target, results, started) if target in GROUPS else results[0].to_json()
+    body = group_json(target, results, started) if target in GROUPS else result_json(results[0])
     print(json.dumps(body, ensure_ascii=False, default=str))
     return EXIT_OK if all(result.success for result in results) else EXIT_FAILED
 
@@ -179,7 +177,7 @@ def list_jobs(settings: Settings, now: datetime) -> str:
     """A table: job, schedule, time zone, enabled, next run (in the configured zone)."""
     rows = [("JOB", "SCHEDULE", "TIMEZONE", "ENABLED", "NEXT RUN")]
     for job in JOBS:
-        expression = settings.schedule_for(job)
+        expression = schedule_for(settings, job)
         if expression == OFF:
             rows.append((job.value, OFF, settings.timezone, "no", "-"))
             continue

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler.app import App, build
 from scheduler.clock import FrozenClock
 from scheduler.db.engine import create_engine
-from scheduler.notify.message import Channel
 from scheduler.notify.recording import RecordingTransport
 from scheduler.settings import Settings
+from scheduler.vocabulary import Channel
 from tests.database import DatabaseFactory, server_url, to_libpq
 from tests.fakes.fixtures import *  # noqa: F403 - the stand-in provider fixtures
 

@@ -23,11 +23,12 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from scheduler.clock import Clock, SystemClock
-from scheduler.notify.message import Channel, OutgoingMessage
-from scheduler.notify.phones import InvalidPhoneNumber, to_e164
 from scheduler.notify.ratelimit import parse_retry_after
 from scheduler.notify.transport import PermanentSendError, SendError, TransientSendError, request_outcome
+from scheduler.phones import InvalidPhoneNumber, to_e164
+from scheduler.records import OutgoingMessage
 from scheduler.redact import mask_phone, redact_text
+from scheduler.vocabulary import Channel
 
 if TYPE_CHECKING:
     from scheduler.settings import Settings

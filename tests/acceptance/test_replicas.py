@@ -31,11 +31,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler.catalog import JobName
 from scheduler.db.engine import create_engine
 from scheduler.demo.seed import create_platform_tables
 from scheduler.runner import RUN_LEASE
 from scheduler.schedule import slot_key
+from scheduler.vocabulary import JobName
 from tests.database import to_libpq
 from tests.factories import add_booking, fetch, scalar
 from tests.fakes.fixtures import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER

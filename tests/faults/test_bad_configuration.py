@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
 from scheduler.cron import OFF, build_trigger
-from scheduler.notify.dispatcher import DELIVERY_LEASE, MIN_CLAIM
-from scheduler.notify.phones import InvalidPhoneNumber, to_e164
+from scheduler.limits import PRODUCTION
+from scheduler.phones import InvalidPhoneNumber, to_e164
 from scheduler.settings import Settings, SettingsError, load_settings
 from tests.faults.support import (
     CRON_SECRET,
@@ -136,7 +136,8 @@ def _duration(unit: str, minimum: int = 1) -> Callable[[str, Any], bool]:
 
 def _rate(raw: str, value: Any) -> bool:
     # Slower than this, the smallest claim (MIN_CLAIM messages) would outlast its lease.
-    return isinstance(value, float) and math.isfinite(value) and value >= MIN_CLAIM / DELIVERY_LEASE.total_seconds()
+    slowest = PRODUCTION.min_claim / PRODUCTION.delivery_lease_seconds
+    return isinstance(value, float) and math.isfinite(value) and value >= slowest
 
 
 def _seconds(raw: str, value: Any) -> bool:

@@ -33,10 +33,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from scheduler.catalog import JobName
 from scheduler.db.engine import create_engine
 from scheduler.demo.seed import create_platform_tables
 from scheduler.schedule import slot_key
+from scheduler.vocabulary import JobName
 from tests.acceptance.test_replicas import (
     EVERY_MINUTE,
     SHUTDOWN_TIMEOUT_SECONDS,

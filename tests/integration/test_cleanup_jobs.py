@@ -9,10 +9,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.app import App
-from scheduler.catalog import JobName
 from scheduler.clock import FrozenClock
+from scheduler.jobs.report import result_json
 from scheduler.notify.recording import RecordingTransport
-from scheduler.runner import Trigger
+from scheduler.vocabulary import JobName, Trigger
 from tests.conftest import NOW
 from tests.factories import add_audit, add_booking, add_notification, add_otp, fetch, scalar
 
@@ -48,7 +48,7 @@ async def test_stale_booking_cancelled_only_past_24_hours(app: App, engine: Asyn
     result = await run(app, JobName.CLEANUP_STALE_BOOKINGS)
 
     assert result.count == 1
-    assert result.to_json()["cancelledCount"] == 1
+    assert result_json(result)["cancelledCount"] == 1
     assert await status_of(engine, older) == ("cancelled", "pending")
     assert await status_of(engine, younger) == ("pending", "pending")
     assert await status_of(engine, paid) == ("pending", "deposit_paid")
@@ -144,7 +144,7 @@ async def test_stale_dry_run_reports_and_changes_nothing(app: App, engine: Async
     booking = await add_booking(engine, status="pending", payment_status="pending", created_at=NOW - timedelta(days=2))
     result = await run(app, JobName.CLEANUP_STALE_BOOKINGS, dry_run=True)
     assert result.count == 1
-    assert result.to_json()["dryRun"] is True
+    assert result_json(result)["dryRun"] is True
     assert result.details["bookings"] == [booking["booking_reference"]]
     assert await status_of(engine, booking) == ("pending", "pending")
 
