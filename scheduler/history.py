@@ -27,7 +27,7 @@ from scheduler.vocabulary import JobName, RunStatus, SkipReason, Trigger
 
 log = structlog.get_logger(__name__)
 
-THIS_PROCESS = "this process"
+THIS_PROCESS = "this process"  # the holder named when a job's run is in progress here
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +62,24 @@ class RunHistory:
     # Admission ---------------------------------------------------------------------------
 
     def running_here(self, jobs: tuple[JobName, ...]) -> bool:
-        """Whether one of these jobs has a run in progress in this process."""
+        """Whether one of these jobs has a run in progress (or about to start) in this process."""
         return any(job in self._running_here for job in jobs)
 
+    def reserve(self, jobs: tuple[JobName, ...]) -> bool:
+        """Hold these jobs in this process before their run starts (at once, no await between the
+        check and the hold); False when one of them is held already."""
+        if self.running_here(jobs):
+            return False
+        self._running_here.update(jobs)
+        return True
+
+    def release(self, jobs: tuple[JobName, ...]) -> None:
+        """The runs of these jobs have ended here."""
+        self._running_here.difference_update(jobs)
+
     async def admit(self, job: JobName, trigger: Trigger, fire: Fire | None) -> Admission:
-        """Claim a run of `job`: at most one in progress per job in all replicas, one per fire ever."""
-        if job in self._running_here:
-            return Admission(None, SkipReason.ALREADY_RUNNING, THIS_PROCESS)
-        self._running_here.add(job)
+        """Claim a run of `job` in the run history: at most one in progress per job in all
+        replicas, one per scheduled fire ever."""
         try:
             async with self._db.begin() as conn:
                 claim = await runs_db.claim_run(
@@ -83,27 +93,19 @@ class RunHistory:
                     lease=self._limits.run_lease,
                 )
         except DatabaseError as exc:
-            self._running_here.discard(job)
             return Admission(None, error=str(exc))
-        if claim.run_id is None:
-            self._running_here.discard(job)
         return Admission(claim.run_id, claim.refused_because, claim.holder)
 
     async def take_over(self, job: JobName, run: AbandonedRun) -> Admission:
         """Take an abandoned run of `job` for this replica; refused when another replica was quicker."""
-        if job in self._running_here:
-            return Admission(None, SkipReason.ALREADY_RUNNING, THIS_PROCESS)
-        self._running_here.add(job)
         try:
             async with self._db.begin() as conn:
                 won = await runs_db.take_over(
                     conn, run.id, replica=self.replica_id, now=self._clock.now(), lease=self._limits.run_lease
                 )
         except DatabaseError as exc:
-            self._running_here.discard(job)
             return Admission(None, error=str(exc))
         if not won:
-            self._running_here.discard(job)
             return Admission(None, SkipReason.CLAIMED_ELSEWHERE)
         log.info("run_taken_over", job=job.value, run_id=str(run.id), previous_replica=run.replica_id, slot=run.slot)
         return Admission(run.id)
@@ -141,10 +143,8 @@ class RunHistory:
 
     # The end of a run --------------------------------------------------------------------
 
-    async def finish(
-        self, job: JobName, run_id: UUID, *, success: bool, counts: dict[str, Any], errors: list[str]
-    ) -> None:
-        """Record how the run ended; the job may run here again."""
+    async def finish(self, run_id: UUID, *, success: bool, counts: dict[str, Any], errors: list[str]) -> None:
+        """Record how the run ended."""
         try:
             async with self._db.begin() as conn:
                 await runs_db.finish_run(
@@ -159,22 +159,14 @@ class RunHistory:
         except DatabaseError as exc:
             # The lease will run out and the run be resumed; the result itself stands.
             log.warning("run_history_not_written", error=str(exc))
-        finally:
-            self._running_here.discard(job)
 
-    async def hand_back(self, job: JobName, run_id: UUID) -> None:
+    async def hand_back(self, run_id: UUID) -> None:
         """Give up a run stopping unfinished: another replica (or our next start) resumes it at once."""
         try:
             async with self._db.begin() as conn:
                 await runs_db.release_lease(conn, run_id, replica=self.replica_id, now=self._clock.now())
         except DatabaseError as exc:
             log.warning("run_history_not_written", error=str(exc))
-        finally:
-            self._running_here.discard(job)
-
-    def forget(self, job: JobName) -> None:
-        """A dry run, or a run that never got its row: nothing to write, the job is free here."""
-        self._running_here.discard(job)
 
     async def release_all(self) -> None:
         """At stop, after the shutdown timeout: give up every run this replica still holds."""

@@ -5,17 +5,19 @@ and the demo round all start their runs through it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import structlog
 
 from scheduler.db.runs import AbandonedRun
+from scheduler.history import THIS_PROCESS
 from scheduler.jobs.catalog import GROUPS
 from scheduler.jobs.result import JobResult
 from scheduler.records import Fire
 from scheduler.runner import Runner
-from scheduler.vocabulary import JobName, Trigger
+from scheduler.vocabulary import JobName, SkipReason, Trigger
 
 log = structlog.get_logger(__name__)
 
@@ -27,32 +29,41 @@ class RunsInFlight:
         self.runner = runner
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def _start(self, name: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
-        if self.runner.lifecycle.stopping:
-            work.close()
+    def _start(
+        self, name: str, jobs: tuple[JobName, ...], work: Callable[[], Coroutine[Any, Any, Any]]
+    ) -> asyncio.Task[Any] | None:
+        """Hold the jobs here, then start `work`; None when stopping or one of them is held."""
+        history = self.runner.history
+        if self.runner.lifecycle.stopping or not history.reserve(jobs):
             return None
-        task = asyncio.create_task(work, name=name)
+        task = asyncio.create_task(work(), name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(partial(self._done, jobs))
         return task
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
+    def _done(self, jobs: tuple[JobName, ...], task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        self.runner.history.release(jobs)
         if not task.cancelled() and task.exception() is not None:
             log.error("run_crashed", task=task.get_name(), exc_info=task.exception())
 
     def run(
         self, job: JobName, trigger: Trigger, *, fire: Fire | None = None, abandoned: AbandonedRun | None = None
     ) -> asyncio.Task[Any] | None:
-        """Start one run; None when stopping."""
-        work = self.runner.run(job, trigger=trigger, fire=fire, abandoned=abandoned)
-        return self._start(f"{trigger.value}:{job.value}", work)
+        """Start one run; None when stopping or a run of the job is in progress here (a fire
+        skipped so is counted; a take-over is simply not needed)."""
+        task = self._start(
+            f"{trigger.value}:{job.value}",
+            (job,),
+            partial(self.runner.run, job, trigger=trigger, fire=fire, abandoned=abandoned),
+        )
+        if task is None and abandoned is None and not self.runner.lifecycle.stopping:
+            self.runner.count_skip(job, SkipReason.ALREADY_RUNNING, THIS_PROCESS, slot=fire.slot if fire else None)
+        return task
 
     def run_sequence(self, name: str, jobs: tuple[JobName, ...], trigger: Trigger) -> asyncio.Task[Any] | None:
         """Start the runs of these jobs one after the other; None when stopping or one is running here."""
-        if self.runner.history.running_here(jobs):
-            return None
-        return self._start(name, self._sequence(jobs, trigger))
+        return self._start(name, jobs, partial(self._sequence, jobs, trigger))
 
     async def _sequence(self, jobs: tuple[JobName, ...], trigger: Trigger) -> list[JobResult]:
         results = []

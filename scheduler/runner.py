@@ -76,9 +76,13 @@ class Runner:
         reason = admission.refused or SkipReason.CLAIMED_ELSEWHERE
         if reason is SkipReason.ALREADY_RUNNING:
             result.errors.append(f"{job.value} is already running (replica {admission.holder})")
-        metrics.job_skipped.labels(job_name=job, reason=reason).inc()
-        log.info("job_skipped", reason=reason.value, holder=admission.holder, slot=None)
+        self.count_skip(job, reason, admission.holder)
         return result
+
+    def count_skip(self, job: JobName, reason: SkipReason, holder: str | None, *, slot: str | None = None) -> None:
+        """A run that did not happen: counted and logged here, wherever it was refused."""
+        self.deps.metrics.job_skipped.labels(job_name=job, reason=reason).inc()
+        log.info("job_skipped", job=job.value, reason=reason.value, holder=holder, slot=slot)
 
     async def _execute(
         self, job: JobName, run_id: UUID, trigger: Trigger, now: datetime, *, dry_run: bool, fire: Fire | None
@@ -102,10 +106,10 @@ class Runner:
         interrupted = self.lifecycle.stopping and not dry_run
         if not dry_run:
             if interrupted:
-                await self.history.hand_back(job, run_id)
+                await self.history.hand_back(run_id)
             else:
                 counts = {record.count_key: result.count}
-                await self.history.finish(job, run_id, success=result.success, counts=counts, errors=result.errors)
+                await self.history.finish(run_id, success=result.success, counts=counts, errors=result.errors)
         self._count(job, result, elapsed)
         log.info(
             "job_finished",

@@ -386,6 +386,12 @@ class Settings(BaseSettings):
         return [value for value in values if len(value) >= 4]
 
 
+def variable_names() -> list[str]:
+    """Every environment variable the daemon reads, SCHEDULE_<JOB> for each job included."""
+    names = [name.upper() for name in Settings.model_fields if name != "schedules"]
+    return names + [f"{SCHEDULE_PREFIX.upper()}{job.value.upper()}" for job in JobName]
+
+
 def _variable_name(loc: tuple[int | str, ...]) -> str:
     return str(loc[0]).upper() if loc else "settings"
 

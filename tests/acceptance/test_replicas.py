@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.db.engine import create_engine
 from scheduler.demo.seed import create_platform_tables
-from scheduler.runner import RUN_LEASE
+from scheduler.limits import PRODUCTION
 from scheduler.schedule import slot_key
 from scheduler.vocabulary import JobName
 from tests.database import to_libpq
@@ -50,7 +50,7 @@ EVERY_MINUTE = "* * * * *"
 POLL_SECONDS = 0.2
 START_TIMEOUT_SECONDS = 30
 SHUTDOWN_TIMEOUT_SECONDS = 10
-TAKE_OVER_TIMEOUT_SECONDS = RUN_LEASE.total_seconds() + 20 + 20  # lease, a reaper round, slack
+TAKE_OVER_TIMEOUT_SECONDS = PRODUCTION.run_lease_seconds + PRODUCTION.reap_seconds + 20  # lease, a reaper round, slack
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float, what: str) -> T:
