@@ -12,9 +12,10 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NoReturn
+from functools import partial
+from typing import Any, NoReturn, Protocol
 
 from pydantic import SecretStr
 
@@ -27,12 +28,19 @@ from scheduler.db.platform import PlatformSchemaError
 from scheduler.jobs.catalog import GROUPS, JOBS, resolve_target, schedule_for, valid_targets
 from scheduler.jobs.report import group_json, result_json
 from scheduler.jobs.result import JobResult
+from scheduler.limits import PRODUCTION, Limits
 from scheduler.logging import configure_logging
 from scheduler.redact import redact_text
 from scheduler.settings import Settings, SettingsError, load_settings
-from scheduler.vocabulary import Trigger
+from scheduler.vocabulary import JobName, Trigger
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class AppFactory(Protocol):
+    """`app.build` with the timings of this program fixed."""
+
+    def __call__(self, settings: Settings, *, demo: bool) -> App: ...
 PROG = "flavor-scheduler"
 
 
@@ -65,8 +73,15 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script and `python -m scheduler`."""
+def main(
+    argv: Sequence[str] | None = None, *, limits: Limits = PRODUCTION, schedules: Mapping[JobName, str] | None = None
+) -> int:
+    """Entry point of the console script and `python -m scheduler`.
+
+    `limits` and `schedules` replace the production timings and the settings' cron expressions
+    (multi-process tests run the real program with second-long leases and schedules in seconds).
+    """
+    make_app = partial(build, limits=limits, schedules=schedules)
     try:
         args = _parser().parse_args(argv)
         if args.dry_run and not args.run_once:
@@ -97,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _terminate_as_interrupt():
         try:
             if args.demo:
-                return _with_demo(args, settings)
-            return asyncio.run(_command(args, settings, demo=False))
+                return _with_demo(args, settings, make_app)
+            return asyncio.run(_command(args, settings, make_app, demo=False))
         except KeyboardInterrupt:
             return EXIT_OK if not args.run_once else EXIT_FAILED
 
@@ -117,7 +132,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _with_demo(args: argparse.Namespace, settings: Settings) -> int:
+def _with_demo(args: argparse.Namespace, settings: Settings, make_app: AppFactory) -> int:
     from scheduler.demo.embedded import EmbeddedPostgresMissing
     from scheduler.demo.setup import demo_server, prepare_demo_database
 
@@ -127,19 +142,19 @@ def _with_demo(args: argparse.Namespace, settings: Settings) -> int:
 
             async def go() -> int:
                 await prepare_demo_database(url, SystemClock(), add_sample_round=not args.check)
-                return await _command(args, demo_settings, demo=True)
+                return await _command(args, demo_settings, make_app, demo=True)
 
             return asyncio.run(go())
     except EmbeddedPostgresMissing as exc:
         return _fail(str(exc), EXIT_USAGE)
 
 
-async def _command(args: argparse.Namespace, settings: Settings, *, demo: bool) -> int:
+async def _command(args: argparse.Namespace, settings: Settings, make_app: AppFactory, *, demo: bool) -> int:
     if args.check:
         from scheduler.check import run_checks
 
         return await run_checks(settings, demo=demo)
-    app = build(settings, demo=demo)
+    app = make_app(settings, demo=demo)
     try:
         if args.run_once:
             return await run_once(app, args.run_once, dry_run=args.dry_run)

@@ -46,7 +46,8 @@ def slot_key(expression: str, tz: tzinfo, scheduled_for: datetime) -> str:
     if cron.fires_at_most_hourly(expression):
         # Through UTC: astimezone() to a datetime's own zone keeps a non-existent wall time as it is.
         return instant.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
-    return instant.strftime("%Y-%m-%dT%H:%MZ")
+    # Seconds only where a fire has them (schedules in seconds, tests only): cron fires on the minute.
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ" if instant.second else "%Y-%m-%dT%H:%MZ")
 
 
 def fires_between(expression: str, tz: tzinfo, start: datetime, end: datetime) -> Iterator[datetime]:

@@ -33,24 +33,50 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.db.engine import create_engine
 from scheduler.demo.seed import create_platform_tables
-from scheduler.limits import PRODUCTION
+from scheduler.limits import Limits
 from scheduler.schedule import slot_key
 from scheduler.vocabulary import JobName
 from tests.database import to_libpq
 from tests.factories import add_booking, fetch, scalar
 from tests.fakes.fixtures import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER
 from tests.fakes.providers import FakeTwilio, Reply
+from tests.program import command
 
 pytestmark = pytest.mark.slow
 
 T = TypeVar("T")
 SECRET = "cron-secret-for-the-tests"
 QUIET = "0 0 1 1 *"  # once a year: nothing fires unless the test triggers it
-EVERY_MINUTE = "* * * * *"
+# Second-long timings instead of production's (a 60 s run lease, fires on real minutes): the
+# daemons are the real program, built with these (tests/program.py).
+PERIOD_SECONDS = 3
+EVERY_PERIOD = f"*/{PERIOD_SECONDS} * * * * *"  # a leading field of seconds
+FAST = Limits(run_lease_seconds=4, run_lease_renew_seconds=1, reap_seconds=1)
 POLL_SECONDS = 0.2
 START_TIMEOUT_SECONDS = 30
 SHUTDOWN_TIMEOUT_SECONDS = 10
-TAKE_OVER_TIMEOUT_SECONDS = PRODUCTION.run_lease_seconds + PRODUCTION.reap_seconds + 20  # lease, a reaper round, slack
+TAKE_OVER_TIMEOUT_SECONDS = FAST.run_lease_seconds + FAST.reap_seconds + 10  # lease, a reaper round, slack
+
+
+def timings(schedules: dict[JobName, str] | None = None) -> dict[str, Any]:
+    """The timings a daemon of these tests is built with (see tests/program.py)."""
+    limits = {name: getattr(FAST, name) for name in ("run_lease_seconds", "run_lease_renew_seconds", "reap_seconds")}
+    return {"limits": limits, "schedules": {job.value: cron for job, cron in (schedules or {}).items()}}
+
+
+def every_job(expression: str) -> dict[JobName, str]:
+    return dict.fromkeys(JobName, expression)
+
+
+PERIOD = timedelta(seconds=PERIOD_SECONDS)
+SETTLE_SECONDS = 2  # a fire's runs of an empty database end within this, even on a loaded machine
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def boundary_after(moment: datetime) -> datetime:
+    """The first fire of EVERY_PERIOD after `moment`."""
+    seconds = (moment.second // PERIOD_SECONDS + 1) * PERIOD_SECONDS
+    return moment.replace(second=0, microsecond=0) + timedelta(seconds=seconds)
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float, what: str) -> T:
@@ -74,11 +100,14 @@ class DaemonProcess:
     log_path: Path
 
     @classmethod
-    def start(cls, name: str, env: dict[str, str], workdir: Path) -> DaemonProcess:
+    def start(
+        cls, name: str, env: dict[str, str], workdir: Path, schedules: dict[JobName, str] | None = None
+    ) -> DaemonProcess:
         log_path = workdir / f"{name}.log"
+        env = {**env, "PYTHONPATH": str(REPOSITORY)}
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "scheduler"], env=env, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT
+                command(timings(schedules)), env=env, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT
             )
         return cls(name, process, log_path)
 
@@ -121,8 +150,14 @@ class DaemonProcess:
 
 
 @contextlib.contextmanager
-def daemons(count: int, env: dict[str, str], workdir: Path, prefix: str = "replica") -> Iterator[list[DaemonProcess]]:
-    started = [DaemonProcess.start(f"{prefix}-{n}", env, workdir) for n in range(count)]
+def daemons(
+    count: int,
+    env: dict[str, str],
+    workdir: Path,
+    prefix: str = "replica",
+    schedules: dict[JobName, str] | None = None,
+) -> Iterator[list[DaemonProcess]]:
+    started = [DaemonProcess.start(f"{prefix}-{n}", env, workdir, schedules) for n in range(count)]
     try:
         yield started
     finally:
@@ -168,7 +203,7 @@ async def stop_gracefully(daemon: DaemonProcess) -> float:
 async def test_replicas_run_every_fire_once_and_take_over_a_dead_replica_s_run(
     database_url: str, engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    """Four daemons, every job every minute. One is killed while it holds a long run (a cleanup
+    """Four daemons, every job every few seconds. One is killed while it holds a long run (a cleanup
     blocked behind a table lock this test holds); the others run every fire exactly once, and
     one of them takes the dead replica's run over when its lease runs out and finishes it."""
     tz = ZoneInfo("Australia/Sydney")
@@ -176,15 +211,13 @@ async def test_replicas_run_every_fire_once_and_take_over_a_dead_replica_s_run(
     stale = [
         await add_booking(engine, status="pending", payment_status="pending", created_at=created) for _ in range(3)
     ]
-    env = daemon_env(
-        database_url, timezone="Australia/Sydney", **{f"schedule_{job.value}": EVERY_MINUTE for job in JobName}
-    )
+    env = daemon_env(database_url, timezone="Australia/Sydney")
 
     lock = await engine.connect()  # held until the take-over: cancelling a stale booking waits on it
     locked = True
     try:
         await lock.execute(text("LOCK TABLE bookings IN SHARE MODE"))
-        with daemons(4, env, tmp_path) as replicas:
+        with daemons(4, env, tmp_path, schedules=every_job(EVERY_PERIOD)) as replicas:
             for replica in replicas:
                 await replica.wait_ready()
             all_ready = datetime.now(UTC)
@@ -227,29 +260,29 @@ async def test_replicas_run_every_fire_once_and_take_over_a_dead_replica_s_run(
 
                 assert await eventually(finished, within=30, what="the resumed run to finish") == "success"
 
-                # Let at least two minute boundaries pass with the survivors all up, then stop them.
+                # Let at least three fires pass with the survivors all up, then stop them.
                 survivors = [replica for replica in replicas if replica is not victim]
-                second_boundary = all_ready.replace(second=0, microsecond=0) + timedelta(minutes=2)
-                await asyncio.sleep(max(0.0, (second_boundary - datetime.now(UTC)).total_seconds() + 5))
+                third_boundary = boundary_after(all_ready) + 2 * PERIOD
+                await asyncio.sleep(max(0.0, (third_boundary - datetime.now(UTC)).total_seconds() + SETTLE_SECONDS))
                 for replica in survivors:
                     async with http.get(f"{replica.url}/metrics") as response:
                         assert response.status == 200
-                # The last boundary whose runs have had 5 s to finish (runs of an empty database take ms).
-                last_boundary = (datetime.now(UTC) - timedelta(seconds=5)).replace(second=0, microsecond=0)
+                # The last boundary whose runs have had time to finish (runs of an empty database take ms).
+                last_boundary = boundary_after(datetime.now(UTC) - timedelta(seconds=SETTLE_SECONDS)) - PERIOD
                 await asyncio.gather(*(stop_gracefully(replica) for replica in survivors))
     finally:
         if locked:
             await lock.rollback()
         await lock.close()
 
-    # Every minute boundary between all-ready and the last one before the stop ran each quick job
-    # exactly once, in one replica: one row, one `job_started` line across all four logs.
+    # Every fire between all-ready and the last one before the stop ran each quick job exactly
+    # once, in one replica: one row, one `job_started` line across all four logs.
     boundaries = []
-    boundary = all_ready.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    boundary = boundary_after(all_ready)
     while boundary <= last_boundary:
         boundaries.append(boundary)
-        boundary += timedelta(minutes=1)
-    assert len(boundaries) >= 2
+        boundary += PERIOD
+    assert len(boundaries) >= 3
     history = await fetch(engine, "SELECT job_name, slot, status, trigger, replica_id FROM flavor_scheduler.job_runs")
     started_lines = Counter(
         (entry["job"], entry["slot"])
@@ -260,7 +293,7 @@ async def test_replicas_run_every_fire_once_and_take_over_a_dead_replica_s_run(
     quick_jobs = [job for job in JobName if job is not JobName.CLEANUP_STALE_BOOKINGS]
     for job in quick_jobs:
         for at in boundaries:
-            slot = slot_key(EVERY_MINUTE, tz, at)
+            slot = slot_key(EVERY_PERIOD, tz, at)
             rows = [row for row in history if row.job_name == job.value and row.slot == slot]
             assert [(row.status, row.trigger) for row in rows] == [("success", "schedule")], (job, slot)
             assert started_lines[(job.value, slot)] == 1, (job, slot)
@@ -442,8 +475,8 @@ async def test_the_daemon_outlives_its_database_going_away(tmp_path: Path) -> No
         finally:
             await platform.dispose()
 
-        env = daemon_env(cluster.url("flavor"), **{f"schedule_{job.value}": EVERY_MINUTE for job in JobName})
-        with daemons(1, env, tmp_path, prefix="outage") as (daemon,):
+        env = daemon_env(cluster.url("flavor"))
+        with daemons(1, env, tmp_path, prefix="outage", schedules=every_job(EVERY_PERIOD)) as (daemon,):
             await daemon.wait_ready()
             async with aiohttp.ClientSession() as http:
 
