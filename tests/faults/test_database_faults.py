@@ -55,8 +55,8 @@ from tests.faults.support import (
     booking_parts,
     cli_env,
     delivery_statuses,
-    expire_leases,
     faults_settings,
+    leases_run_out,
     owed_messages,
     product_logging,
     record,
@@ -349,7 +349,7 @@ async def test_server_stopped_mid_run_and_restarted(own_server: OwnServer, workd
             for server in (twilio, resend):
                 server.script(*[Reply.accept_late(0.2)] * 800)
             env = cli_env(database_url, twilio, resend, WHATSAPP_MAX_PER_SECOND="100", EMAIL_MAX_PER_SECOND="100")
-            cli = await Cli.start("--run-once", "send_booking_reminders", env=env, cwd=workdir)
+            cli = await Cli.start("--run-once", "send_booking_reminders", env=env, cwd=workdir, short_leases=True)
             await wait_until(
                 lambda: not cli.running or len(twilio.accepted) + len(resend.accepted) >= 100,
                 within=60,
@@ -371,7 +371,7 @@ async def test_server_stopped_mid_run_and_restarted(own_server: OwnServer, workd
             assert "database unreachable" in down.stderr
 
             await asyncio.to_thread(own_server.start)
-            held, runs = await expire_leases(engine)
+            held, runs = await leases_run_out(engine)
             again = await run_cli("--run-once", "send_booking_reminders", env=env, cwd=workdir)
             assert_clean_exit(again, code=0)
             drained = await run_cli("--run-once", "deliver_pending_messages", env=env, cwd=workdir)
