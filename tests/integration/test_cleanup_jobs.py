@@ -97,39 +97,42 @@ async def test_deposit_arriving_during_the_run_is_not_cancelled(app: App, engine
     assert await status_of(engine, other) == ("cancelled", "pending")
 
 
-async def test_deposit_committed_while_cancel_waits_is_respected(app: App, engine: AsyncEngine) -> None:
-    """The UPDATE rechecks its condition on the row it finally locks (no cancel after payment)."""
+async def test_deposit_committed_while_the_real_cancel_runs_is_respected(app: App, engine: AsyncEngine) -> None:
+    """The job's own statement (`cancel_stale_bookings`) runs while a payment webhook has paid the
+    booking but not committed yet; the webhook commits while the statement is still running (or
+    once it has passed the row by). Two guards keep the booking: the choice skips rows locked
+    elsewhere, and the UPDATE repeats the staleness condition on the row it finally writes.
+    Either one suffices; without both, this booking would be cancelled with its deposit paid."""
     from scheduler.db import bookings as bookings_db
 
     booking = await add_booking(engine, status="pending", payment_status="pending", created_at=NOW - timedelta(days=2))
-    cutoff = NOW - timedelta(hours=24)
+    other = await add_booking(engine, status="pending", payment_status="pending", created_at=NOW - timedelta(days=3))
     async with engine.connect() as webhook:
-        # The webhook locks the row first; the cancelling statement chose it from an older snapshot.
-        await webhook.execute(text("SELECT 1 FROM bookings WHERE id = :id FOR UPDATE"), {"id": booking["id"]})
-        async with engine.begin() as job_conn:
-            await job_conn.execute(text("SELECT 1"))
-            cancel = asyncio.create_task(
-                job_conn.execute(
-                    text(
-                        "UPDATE bookings SET status = 'cancelled' WHERE id = :id "
-                        "AND status = 'pending' AND payment_status = 'pending' AND created_at < :cutoff RETURNING id"
-                    ),
-                    {"id": booking["id"], "cutoff": cutoff},
+        await webhook.execute(
+            text("UPDATE bookings SET payment_status = 'deposit_paid' WHERE id = :id"), {"id": booking["id"]}
+        )
+
+        async def cancel() -> list[object]:
+            async with app.db.begin() as conn:
+                return list(
+                    await bookings_db.cancel_stale_bookings(conn, cutoff=NOW - timedelta(hours=24), now=NOW, limit=10)
                 )
-            )
-            await _wait_until_blocked(engine)
-            await webhook.execute(
-                text("UPDATE bookings SET payment_status = 'deposit_paid' WHERE id = :id"), {"id": booking["id"]}
-            )
-            await webhook.commit()
-            returned = (await cancel).all()
-    assert returned == []
+
+        cancelling = asyncio.create_task(cancel())
+        await _until_done_or_waiting(engine, cancelling)
+        await webhook.commit()
+        cancelled = await cancelling
+
+    assert cancelled == [other["id"]]
     assert await status_of(engine, booking) == ("pending", "deposit_paid")
-    assert bookings_db  # the job's statement has the same shape: see cancel_stale_bookings
+    assert await status_of(engine, other) == ("cancelled", "pending")
 
 
-async def _wait_until_blocked(engine: AsyncEngine) -> None:
+async def _until_done_or_waiting(engine: AsyncEngine, task: asyncio.Task[list[object]]) -> None:
+    """Return once `task` has finished or its statement waits for a row lock."""
     for _ in range(500):
+        if task.done():
+            return
         waiting = await scalar(
             engine,
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
@@ -137,7 +140,7 @@ async def _wait_until_blocked(engine: AsyncEngine) -> None:
         if waiting:
             return
         await asyncio.sleep(0.01)
-    raise AssertionError("the statement never waited for the lock")
+    raise AssertionError("the cancel neither finished nor waited")
 
 
 async def test_stale_dry_run_reports_and_changes_nothing(app: App, engine: AsyncEngine) -> None:
