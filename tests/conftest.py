@@ -95,5 +95,6 @@ async def app(
     await app.prepare_database()
     try:
         yield app
+        assert app.engine.pool.checkedout() == 0, "the app left a connection checked out"  # type: ignore[attr-defined]
     finally:
         await app.aclose()

@@ -252,8 +252,10 @@ async def test_batches_of_delete_batch_size_each_its_own_transaction(app: App, e
     assert result.count == 12345
     assert result.details["batches"] == 13
     assert await scalar(engine, "SELECT count(*) FROM notifications") == 500
-    counter = app.metrics.rows_deleted.labels(job_name="cleanup_old_notifications", table="notifications")
-    assert counter._value.get() == 12345
+    deleted = app.registry.get_sample_value(
+        "flavor_scheduler_rows_deleted_total", {"job_name": "cleanup_old_notifications", "table": "notifications"}
+    )
+    assert deleted == 12345
     assert xact_before is not None
 
 
@@ -303,8 +305,10 @@ async def test_missing_optional_tables_skip_with_warning(app: App, engine: Async
     assert audits.success and audits.skipped == "table_missing"
     assert notifications.success and notifications.count == 1
     assert stale.success and stale.count == 1
-    skipped = app.metrics.job_skipped.labels(job_name="cleanup_expired_otps", reason="table_missing")
-    assert skipped._value.get() == 1
+    skipped = app.registry.get_sample_value(
+        "flavor_scheduler_job_skipped_total", {"job_name": "cleanup_expired_otps", "reason": "table_missing"}
+    )
+    assert skipped == 1
 
 
 async def test_missing_required_table_is_named(app: App, engine: AsyncEngine) -> None:

@@ -210,8 +210,11 @@ async def test_channel_off_records_skipped(
         assert len(email.sent) == 2
         skipped = await fetch(engine, "SELECT channel FROM flavor_scheduler.deliveries WHERE status = 'skipped'")
         assert [row.channel for row in skipped] == ["whatsapp", "whatsapp"]
-        counter = app.metrics.messages.labels(channel="whatsapp", kind="booking_reminder", outcome="skipped")
-        assert counter._value.get() == 2
+        skipped = app.registry.get_sample_value(
+            "flavor_scheduler_messages_total",
+            {"channel": "whatsapp", "kind": "booking_reminder", "outcome": "skipped"},
+        )
+        assert skipped == 2
     finally:
         await app.aclose()
 
