@@ -97,11 +97,46 @@ def build_trigger(expression: str, timezone: tzinfo) -> BaseTrigger:
         raise CronError(f"{expression!r}: {exc}") from exc
 
 
-def fires_at_most_hourly(expression: str) -> bool:
-    """True when the minute field names one minute, so the job fires at most once an hour.
+HOURS_IN_A_DAY = frozenset(range(24))
 
-    Such jobs run once per local wall-clock slot: on the day clocks fall back, 02:00 happens
-    twice but is one slot. More frequent jobs are keyed on the instant instead.
+
+def _hours(field: str) -> frozenset[int]:
+    """The hours a standard hour field names (`*`, `a`, `a-b`, any with `/step`, comma-separated)."""
+    hours: set[int] = set()
+    for part in field.split(","):
+        body, _, step_text = part.partition("/")
+        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else 1
+        if body == "*":
+            first, last = 0, 23
+        elif "-" in body:
+            start_text, _, end_text = body.partition("-")
+            if not (start_text.isdigit() and end_text.isdigit()):
+                return frozenset()
+            first, last = int(start_text), int(end_text)
+        elif body.isdigit():
+            first = int(body)
+            last = 23 if step_text else first
+        else:
+            return frozenset()  # not standard cron: treated as a fixed time, the cautious reading
+        hours.update(range(first, last + 1, step))
+    return frozenset(hours & HOURS_IN_A_DAY)
+
+
+def is_wildcard(expression: str) -> bool:
+    """True for what Vixie cron calls a wildcard job: its minute field starts with `*` (`*`, `*/5`)
+    or its hour field names every hour (`*`, `*/1`, `0-23`).
+
+    A wildcard job runs whenever the real clock matches, so on the night clocks go back it also
+    runs in the repeated hour (an hourly job runs 25 times that day). Every other job is a
+    fixed-time job: it runs once per local time it names, however often that time occurs.
+    (Vixie also counts `*/2` in the hour field as a wildcard; here a job every other hour names
+    fixed local times, so its repeated 02:00 runs once.)
     """
+    minute, hour = expression.split(" ")[:2]
+    return minute.startswith("*") or _hours(hour) == HOURS_IN_A_DAY
+
+
+def fires_at_most_hourly(expression: str) -> bool:
+    """True when the minute field names one minute, so the job fires at most once an hour."""
     minute = expression.split(" ", maxsplit=1)[0]
     return minute.isdigit()
