@@ -7,7 +7,7 @@ this module translates rather than passing the text through.
 
 from __future__ import annotations
 
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
@@ -66,7 +66,6 @@ def validate(expression: str) -> str:
         return OFF
     if len(text.split(" ")) != 5:
         raise CronError(f"{expression!r} is not a 5-field cron expression (minute hour day month weekday) or 'off'")
-    from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 
     trigger = build_trigger(text, ZoneInfo("UTC"))
@@ -76,8 +75,44 @@ def validate(expression: str) -> str:
     return text
 
 
+class _SkippedTimesTrigger(BaseTrigger):  # type: ignore[misc]
+    """A cron trigger that also fires the job's later times in an hour the clocks skipped.
+
+    APScheduler fires a time that does not exist (02:00 on the night clocks spring forward) at the
+    changeover, then steps on from that instant, which is already past the rest of the skipped
+    hour: `0,30 2 * * *` lost its 02:30. After such a fire this finds the next wall time on a
+    clock without DST (the same expression in UTC, read as wall time), so every time the job
+    names in the skipped hour runs once (02:30 at 03:30).
+    """
+
+    def __init__(self, inner: BaseTrigger, wall_clock: BaseTrigger) -> None:
+        self.inner = inner
+        self.wall_clock = wall_clock
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        if previous_fire_time is None or _exists(previous_fire_time):
+            fire: datetime | None = self.inner.get_next_fire_time(previous_fire_time, now)
+            return fire
+        wall = previous_fire_time.replace(tzinfo=UTC)
+        following: datetime | None = self.wall_clock.get_next_fire_time(wall, wall)
+        return None if following is None else following.replace(tzinfo=previous_fire_time.tzinfo)
+
+    def __str__(self) -> str:
+        return str(self.inner)
+
+
+def _exists(wall: datetime) -> bool:
+    """False for a local time the clocks skipped (its round trip through UTC lands elsewhere)."""
+    tz = wall.tzinfo
+    return wall.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall.replace(tzinfo=None)
+
+
 def build_trigger(expression: str, timezone: tzinfo) -> BaseTrigger:
     """The APScheduler trigger that fires when the standard cron expression does."""
+    return _SkippedTimesTrigger(_cron_trigger(expression, timezone), _cron_trigger(expression, UTC))
+
+
+def _cron_trigger(expression: str, timezone: tzinfo) -> BaseTrigger:
     minute, hour, day, month, weekday = expression.split(" ")
     try:
         weekdays = _standard_weekdays(weekday)

@@ -72,12 +72,16 @@ def slot_key(expression: str, tz: tzinfo, scheduled_for: datetime) -> str:
 
 
 def fires_between(expression: str, tz: tzinfo, start: datetime, end: datetime) -> Iterator[datetime]:
-    """Every fire of the expression in (start, end], in order, as APScheduler would fire them."""
+    """Every fire of the expression in (start, end], in order, as APScheduler would fire them
+    (two wall times at one instant, a skipped 02:00 and 03:00, are one fire: APScheduler coalesces them)."""
     trigger = cron.build_trigger(expression, tz)
     fire = trigger.get_next_fire_time(None, start)
+    last: datetime | None = None
     while fire is not None and fire <= end:
-        if fire > start:
+        # Compared in UTC: within one zone Python compares wall times, and the two 02:00s are equal.
+        if fire > start and (last is None or fire.astimezone(UTC) != last.astimezone(UTC)):
             yield fire
+            last = fire
         fire = trigger.get_next_fire_time(fire, fire)
 
 

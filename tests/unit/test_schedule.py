@@ -147,6 +147,8 @@ EXPECTED_RUNS = [
     ("sydney_spring_forward", "30 2 * * *", 1),
     ("sydney_spring_forward", "59 2 * * *", 1),
     ("sydney_spring_forward", "0 3 * * *", 1),
+    ("sydney_spring_forward", "0,30 2 * * *", 2),  # both skipped times, at 03:00 and 03:30 (APScheduler lost 02:30)
+    ("sydney_spring_forward", "0 2,3 * * *", 1),  # the skipped 02:00 and 03:00 are one instant: one run
     ("adelaide_fall_back", "0 * * * *", 25),
     ("adelaide_fall_back", "30 * * * *", 25),
     ("adelaide_fall_back", "*/5 * * * *", 300),
@@ -155,6 +157,7 @@ EXPECTED_RUNS = [
     ("adelaide_spring_forward", "0 * * * *", 23),
     ("adelaide_spring_forward", "0 2 * * *", 1),
     ("adelaide_spring_forward", "30 2 * * *", 1),
+    ("adelaide_spring_forward", "15,45 2 * * *", 2),
     # Lord Howe: 24.5 hours. No :00 wall time repeats, 01:30 does.
     ("lord_howe_fall_back", "0 * * * *", 24),
     ("lord_howe_fall_back", "30 * * * *", 25),
@@ -168,6 +171,8 @@ EXPECTED_RUNS = [
     ("lord_howe_spring_forward", "0 2 * * *", 1),
     ("lord_howe_spring_forward", "15 2 * * *", 1),
     ("lord_howe_spring_forward", "30 2 * * *", 1),
+    ("lord_howe_spring_forward", "0,15 2 * * *", 2),  # 02:00 at the change (02:30), 02:15 at 02:45
+    ("lord_howe_spring_forward", "0,30 2 * * *", 1),  # the skipped 02:00 is 02:30 itself: one instant
 ]
 
 
@@ -201,6 +206,16 @@ def test_a_fixed_time_in_the_skipped_hour_runs_once_soon_after_the_change(night:
     changeover = datetime(2026, 10, 4, 2, 0, tzinfo=tz).astimezone(UTC)  # the non-existent 02:00 is the change
     assert changeover <= fire.astimezone(UTC) < changeover + timedelta(hours=1)
     assert len(set(slots(expression, tz, day))) == 1
+
+
+def test_every_skipped_time_of_a_job_runs_once_in_order() -> None:
+    tz, day = DST_NIGHTS["sydney_spring_forward"]
+    instants = [fire.astimezone(UTC) for fire in fires("0,20,40 2 * * *", tz, day)]
+    # 02:00, 02:20 and 02:40 AEST never happen: they run at 03:00, 03:20 and 03:40 AEDT.
+    assert instants == [datetime(2026, 10, 3, 16, minute, tzinfo=UTC) for minute in (0, 20, 40)]
+    assert next_fire("0,20,40 2 * * *", tz, instants[-1] + timedelta(seconds=1)) == datetime(
+        2026, 10, 5, 2, 0, tzinfo=tz
+    )
 
 
 def test_the_repeated_hour_s_key_depends_on_the_instant_only() -> None:
