@@ -15,13 +15,13 @@ import contextlib
 import functools
 import logging
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from scheduler.http_log import RateLimitFilter, Tally
 from scheduler.limits import ConnectionLimits
 
 log = structlog.get_logger(__name__)
@@ -71,43 +71,6 @@ def _report_end(task: asyncio.Task[None]) -> None:
         log.error("http_accept_stopped", task=task.get_name(), error=repr(task.exception()))
 
 
-class _Tally:
-    """Counts events and says when a summary line is due: the first one at once, then one per interval."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.counts: dict[str, int] = {}
-        self._logged_at: float | None = None
-
-    def add(self, what: str) -> dict[str, int] | None:
-        """Count one; the counts so far (then reset) when a line is due, else None."""
-        self.counts[what] = self.counts.get(what, 0) + 1
-        now = time.monotonic()
-        if self._logged_at is not None and now - self._logged_at < self.interval:
-            return None
-        self._logged_at = now
-        counts, self.counts = self.counts, {}
-        return counts
-
-
-class _RateLimitFilter(logging.Filter):
-    """Lets aiohttp's per-request error records through at most once per interval (with how many
-    were dropped), so a client sending garbage in a loop cannot flood the log."""
-
-    def __init__(self, interval: float) -> None:
-        super().__init__()
-        self._tally = _Tally(interval)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        counts = self._tally.add("records")
-        if counts is None:
-            return False
-        dropped = counts["records"] - 1
-        if dropped:
-            record.msg = f"{record.msg} ({dropped} similar records dropped in the last interval)"
-        return True
-
-
 _DEADLINE = web.RequestKey("guard_request_deadline", float)
 
 
@@ -122,9 +85,9 @@ class Guard:
         self._sockets: list[socket.socket] = []
         self._accepting: list[asyncio.Task[None]] = []
         self._stopped = False
-        self._tally = _Tally(limits.log_interval_seconds)
+        self._tally = Tally(limits.log_interval_seconds)
         self.logger = logging.getLogger("aiohttp.server.guarded")  # aiohttp's handlers log here
-        self._log_filter = _RateLimitFilter(limits.log_interval_seconds)
+        self._log_filter = RateLimitFilter(limits.log_interval_seconds)
         self.shed = 0  # connections closed to make room
         self.timed_out = 0  # connections closed because their request did not arrive in time
 

@@ -295,7 +295,7 @@ class Settings(BaseSettings):
                 raise ValueError("DATABASE_URL must start with postgresql:// or postgresql+asyncpg://")
             from sqlalchemy.engine import make_url
 
-            from scheduler.db import url as database_url
+            from scheduler import database_url
 
             # libpq's query parameters are translated or refused here, by name (exit 2), rather
             # than reaching asyncpg.connect() as keywords it does not know (a TypeError).
@@ -382,7 +382,7 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             from sqlalchemy.engine import make_url
 
-            from scheduler.db import url as database_url
+            from scheduler import database_url
 
             try:
                 url = make_url(database_url.parse(self.async_database_url() or "").url)

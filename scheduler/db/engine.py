@@ -8,7 +8,7 @@ from uuid import uuid4
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from scheduler.db import url as database_url
+from scheduler import database_url
 
 CONNECT_TIMEOUT_SECONDS = 10  # a database that does not answer in 10 s is down for our purposes
 APPLICATION_NAME = "flavor-scheduler"  # in pg_stat_activity, unless DATABASE_URL names another
@@ -45,7 +45,7 @@ def create_engine(url: str, *, pool_size: int) -> AsyncEngine:
     """An asyncpg engine that relies on no session state: no statement caches, no SET, no advisory locks.
 
     `url` may carry libpq's query parameters (`sslmode`, `connect_timeout`, `application_name`,
-    `options`, `pgbouncer`, ...): they become asyncpg's connect arguments (`db.url`), and one it
+    `options`, `pgbouncer`, ...): they become asyncpg's connect arguments (`database_url.py`), and one it
     cannot honour raises DatabaseUrlError naming it (Settings reports it at start, exit 2).
     """
     target = database_url.parse(url)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from scheduler.db import url as database_url
+from scheduler import database_url
 from scheduler.jobs.catalog import schedule_for
 from scheduler.settings import SettingsError, load_settings
 from scheduler.vocabulary import JobName
