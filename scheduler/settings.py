@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import re
 import unicodedata
 from email.utils import parseaddr
@@ -334,12 +335,27 @@ class Settings(BaseSettings):
         return [value for value in values if len(value) >= 4]
 
 
+def _given_variables(env_file: Any) -> list[str]:
+    """The names in the environment and in the `.env` file the settings are read from."""
+    names = list(os.environ)
+    if isinstance(env_file, str | Path) and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        names += list(dotenv_values(env_file))
+    return names
+
+
 def _variable_name(loc: tuple[int | str, ...]) -> str:
     return str(loc[0]).upper() if loc else "settings"
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings, raising SettingsError with one line per bad variable."""
+    from scheduler.settings_typos import describe, lookalikes
+
+    found = lookalikes(_given_variables(overrides.get("_env_file", ".env")))
+    if found:
+        raise SettingsError(describe(found))
     try:
         return Settings(**overrides)
     except ValidationError as exc:

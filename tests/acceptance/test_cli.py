@@ -105,6 +105,22 @@ def test_bad_setting_exits_2_naming_it(env: dict[str, str], variable: str, value
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("variable", "closest"),
+    [
+        ("SCHEDULE_SEND_BOOKING_REMINDER", "SCHEDULE_SEND_BOOKING_REMINDERS"),
+        ("SCHEDULE_CLEANUP", "SCHEDULE_CLEANUP_"),
+        ("TWILIO_AUTH_TOKN", "TWILIO_AUTH_TOKEN"),
+    ],
+)
+def test_lookalike_variable_exits_2_naming_the_real_one(env: dict[str, str], variable: str, closest: str) -> None:
+    done = run_cli("--run-once", "all", env={**env, variable: "*/30 * * * *"})
+    assert done.code == 2
+    assert variable in done.stderr and closest in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stdout == ""
+
+
 def test_no_database_url_explains_how_to_set_one() -> None:
     done = run_cli("--run-once", "all", env=clean_env())
     assert done.code == 2
