@@ -59,6 +59,45 @@ def _standard_weekdays(field: str) -> str:
     return ",".join(_WEEKDAY_NAMES[day] for day in sorted(days))
 
 
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+# The five fields: name, smallest and largest value, and the names cron accepts for values.
+_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, _MONTH_NAMES),
+    ("day of week", 0, 7, _WEEKDAY_NAMES),
+)
+_FIELD_SHAPE = "a number, a range (1-5), a list (1,3), a step (*/15) or *"
+
+
+def _field_value(field: str, token: str, low: int, high: int, names: tuple[str, ...]) -> int:
+    if token in names:
+        return names.index(token) + (1 if names is _MONTH_NAMES else 0)
+    if not token.isdigit():
+        raise CronError(f"{field} field {token!r} is not {_FIELD_SHAPE}")
+    value = int(token)
+    if not low <= value <= high:
+        raise CronError(f"{field} field value {value} is out of range {low}-{high}")
+    return value
+
+
+def _check_field(field: str, text: str, low: int, high: int, names: tuple[str, ...]) -> None:
+    """Raise CronError naming the field, and its range when a value lies outside it."""
+    for part in text.split(","):
+        body, slash, step = part.partition("/")
+        if slash and (not step.isdigit() or int(step) == 0):
+            raise CronError(f"{field} field step {step!r} is not a positive number")
+        if body == "*":
+            continue
+        first_text, dash, last_text = body.partition("-")
+        first = _field_value(field, first_text, low, high, names)
+        if dash:
+            last = _field_value(field, last_text, low, high, names)
+            if last < first:
+                raise CronError(f"{field} field range {body} runs backwards")
+
+
 def validate(expression: str) -> str:
     """Return the expression normalised (single spaces, lower case) or raise CronError."""
     text = " ".join(expression.split()).lower()
@@ -66,6 +105,8 @@ def validate(expression: str) -> str:
         return OFF
     if len(text.split(" ")) != 5:
         raise CronError(f"{expression!r} is not a 5-field cron expression (minute hour day month weekday) or 'off'")
+    for (field, low, high, names), text_field in zip(_FIELDS, text.split(" "), strict=True):
+        _check_field(field, text_field, low, high, names)
     from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 

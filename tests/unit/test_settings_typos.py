@@ -20,7 +20,9 @@ from scheduler.settings_typos import lookalikes, prefixes, setting_names
         ("log_levle", "LOG_LEVEL"),
     ],
 )
-def test_lookalike_is_refused_naming_the_real_name(monkeypatch: pytest.MonkeyPatch, variable: str, closest: str) -> None:
+def test_lookalike_is_refused_naming_the_real_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, closest: str
+) -> None:
     monkeypatch.setenv(variable, "0 3 * * *")
     with pytest.raises(SettingsError) as raised:
         load_settings(_env_file=None)
@@ -32,12 +34,13 @@ def test_lookalike_is_refused_naming_the_real_name(monkeypatch: pytest.MonkeyPat
 def test_lookalike_in_the_dotenv_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("SCHEDULE_SEND_PAYMENT_REMINDER=off\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SettingsError, match="SCHEDULE_SEND_PAYMENT_REMINDER .*SCHEDULE_SEND_PAYMENT_REMINDERS"):
+    with pytest.raises(SettingsError, match=r"SCHEDULE_SEND_PAYMENT_REMINDER .*SCHEDULE_SEND_PAYMENT_REMINDERS"):
         load_settings()
 
 
 @pytest.mark.parametrize(
-    "variable", ["HTTP_PROXY", "http_proxy", "DATABASE_SERVICE_HOST", "EMAIL_PORT_25_TCP_ADDR", "PATH", "TEST_DATABASE_URL"]
+    "variable",
+    ["HTTP_PROXY", "http_proxy", "DATABASE_SERVICE_HOST", "EMAIL_PORT_25_TCP_ADDR", "PATH", "TEST_DATABASE_URL"],
 )
 def test_other_programs_variables_are_left_alone(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
     monkeypatch.setenv(variable, "x")
