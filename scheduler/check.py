@@ -90,7 +90,7 @@ async def _database_lines(settings: Settings) -> list[CheckLine]:
     except TimeoutError:
         lines.append(CheckLine("FAIL", "database", f"no answer within {CHECK_TIMEOUT_SECONDS:g} s"))
     except (SQLAlchemyError, OSError) as exc:
-        lines.append(CheckLine("FAIL", "database", f"unreachable: {describe_db_error(exc)}"))
+        lines.append(CheckLine("FAIL", "database", describe_db_error(exc, url=url)))
     finally:
         await engine.dispose()
     return lines

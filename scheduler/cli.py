@@ -24,7 +24,7 @@ from scheduler.app import App, build
 from scheduler.catalog import GROUPS, JOBS, JobName, resolve_target, valid_targets
 from scheduler.clock import SystemClock
 from scheduler.cron import OFF, build_trigger
-from scheduler.db.errors import describe_db_error
+from scheduler.db.errors import describe_db_error, explain_connect_error
 from scheduler.db.platform import PlatformSchemaError
 from scheduler.jobs.result import JobResult, group_json
 from scheduler.logging import configure_logging
@@ -160,9 +160,10 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
     except PlatformSchemaError as exc:
         return _fail(f"platform schema problem: {exc}", EXIT_FAILED)
     except (SQLAlchemyError, OSError) as exc:
-        return _fail(
-            f"database unreachable: {redact_text(describe_db_error(exc), app.settings.secret_values())}", EXIT_FAILED
-        )
+        failure = explain_connect_error(exc, app.settings.async_database_url() or "")
+        problem = failure.message if failure is not None else describe_db_error(exc)
+        what = "cannot connect to the database" if failure is not None and failure.fatal else "database unreachable"
+        return _fail(f"{what}: {redact_text(problem, app.settings.secret_values())}", EXIT_FAILED)
     started = app.clock.now()
     results: list[JobResult] = []
     for job in jobs:

@@ -28,7 +28,7 @@ from scheduler import __version__, systemd
 from scheduler.app import App
 from scheduler.catalog import GROUPS, JobName
 from scheduler.db import runs as runs_db
-from scheduler.db.errors import describe_db_error
+from scheduler.db.errors import describe_db_error, explain_connect_error
 from scheduler.db.platform import PlatformSchemaError
 from scheduler.http import HttpServer
 from scheduler.jobs.result import JobResult
@@ -139,9 +139,13 @@ class Daemon:
                 self._exit_code = EXIT_FAILED
                 return False
             except (SQLAlchemyError, OSError) as exc:
-                log.warning(
-                    "database_unavailable", attempt=attempt, retry_in_seconds=delay, error=describe_db_error(exc)
-                )
+                failure = explain_connect_error(exc, self.app.settings.async_database_url() or "")
+                if failure is not None and failure.fatal:  # waiting would not help: say which, exit 1
+                    log.error("database_refused", problem=failure.problem.value, error=failure.message)  # noqa: TRY400 - the message is the whole story
+                    self._exit_code = EXIT_FAILED
+                    return False
+                error = failure.message if failure is not None else describe_db_error(exc)
+                log.warning("database_unavailable", attempt=attempt, retry_in_seconds=delay, error=error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), delay)
                 return False

@@ -240,6 +240,12 @@ class Settings(BaseSettings):
             scheme = self.database_url.get_secret_value().partition("://")[0]
             if scheme not in ("postgresql", "postgres", _ASYNCPG_SCHEME):
                 raise ValueError("DATABASE_URL must start with postgresql:// or postgresql+asyncpg://")
+            if self.database_url.get_secret_value().partition("://")[2].partition("?")[0].count("@") > 1:
+                # user:p@ss@host parses as host "ss@host": say what is wrong, not "host not found".
+                raise ValueError(
+                    "DATABASE_URL has more than one '@': percent-encode an '@' in the user name or password "
+                    "as %40 (and ':' as %3A, '/' as %2F)"
+                )
             from sqlalchemy.engine import make_url
 
             try:
