@@ -55,8 +55,10 @@ async def test_results_count_real_work(env: dict[str, str], engine: AsyncEngine)
 
     dry = run_cli("--run-once", "cleanup", "--dry-run", env=env)
     assert dry.code == 0, dry.stderr
-    assert dry.json()["summary"]["staleBookings"]["cancelled"] == 1
-    assert dry.json()["summary"]["notifications"]["deleted"] == 1
+    summary = dry.json()["summary"]
+    assert summary["staleBookings"] == {"wouldCancel": 1, "bookings": [stale["booking_reference"]], "errors": []}
+    assert summary["notifications"] == {"wouldDelete": 1, "errors": []}
+    assert "cancelled" not in summary["staleBookings"] and dry.json()["dryRun"] is True
     assert await scalar(engine, "SELECT status FROM bookings WHERE id = :id", id=stale["id"]) == "pending"
 
     real = run_cli("--run-once", "cleanup", env=env)
