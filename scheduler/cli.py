@@ -14,23 +14,13 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from pydantic import SecretStr
-from sqlalchemy.exc import SQLAlchemyError
-
-from scheduler import __version__
-from scheduler.app import App, build
 from scheduler.catalog import GROUPS, JOBS, JobName, resolve_target, valid_targets
-from scheduler.clock import SystemClock
-from scheduler.cron import OFF, build_trigger
-from scheduler.db.errors import describe_db_error, explain_connect_error
-from scheduler.db.platform import PlatformSchemaError
-from scheduler.jobs.result import JobResult, group_json
-from scheduler.logging import configure_logging
-from scheduler.redact import redact_text
-from scheduler.runner import Trigger
-from scheduler.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:  # the rest is imported where used: `--help` and `--list-jobs` stay quick
+    from scheduler.app import App
+    from scheduler.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "flavor-scheduler"
@@ -45,6 +35,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _Version(argparse.Action):
+    """--version, reading the installed version only when asked (importlib.metadata is slow to load)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        from scheduler import __version__
+
+        parser.exit(message=f"{PROG} {__version__}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -56,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-jobs", action="store_true", help="list jobs, schedules and next run times")
     parser.add_argument("--check", action="store_true", help="check settings, database and provider credentials")
     parser.add_argument("--demo", action="store_true", help="use an embedded PostgreSQL with demo data; print messages")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     return parser
 
 
@@ -79,13 +78,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return _fail(f"{exc} (see --help)", EXIT_USAGE)
 
+    from scheduler.settings import SettingsError, load_settings
+
     try:
         settings = load_settings()
     except SettingsError as exc:
         return _fail(f"configuration error: {exc}", EXIT_USAGE)
-    configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values())
+    from scheduler.logging import configure_logging
+
+    configure_logging(
+        level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values(), timezone=settings.tz
+    )
 
     if args.list_jobs:
+        from scheduler.clock import SystemClock
+
         print(list_jobs(settings, SystemClock().now()))
         return EXIT_OK
     if not args.demo and settings.database_url is None:
@@ -94,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(or DATABASE_URL_FILE=/path/to/file), or run with --demo to try it on an embedded database",
             EXIT_USAGE,
         )
+    if not (args.run_once or args.check):
+        from scheduler.ports import port_in_use
+
+        if port_in_use(settings.http_host, settings.http_port):
+            return _fail(f"HTTP_PORT {settings.http_port} is in use; set HTTP_PORT to a free port", EXIT_USAGE)
     with _terminate_as_interrupt():
         try:
             if args.demo:
@@ -118,15 +130,18 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _with_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import SecretStr
+
+    from scheduler.clock import SystemClock
     from scheduler.demo.embedded import EmbeddedPostgresMissing
     from scheduler.demo.setup import demo_server, prepare_demo_database
 
     try:
-        with demo_server() as url:
-            demo_settings = settings.model_copy(update={"database_url": SecretStr(url)})
+        with demo_server() as database:
+            demo_settings = settings.model_copy(update={"database_url": SecretStr(database.url)})
 
             async def go() -> int:
-                await prepare_demo_database(url, SystemClock(), add_sample_round=not args.check)
+                await prepare_demo_database(database.url, SystemClock(), reseed=database.owner and not args.check)
                 return await _command(args, demo_settings, demo=True)
 
             return asyncio.run(go())
@@ -139,19 +154,45 @@ async def _command(args: argparse.Namespace, settings: Settings, *, demo: bool) 
         from scheduler.check import run_checks
 
         return await run_checks(settings, demo=demo)
-    app = build(settings, demo=demo)
+    from scheduler.app import build
+
+    # The demo prints its messages: on stdout for the daemon, on stderr where stdout is the result JSON.
+    messages: TextIO = sys.stderr if args.run_once else sys.stdout
+    transports = None
+    if demo:
+        from scheduler.demo.transports import demo_transports
+
+        transports = demo_transports(messages)
+    app = build(settings, demo=demo, transports=transports)
     try:
         if args.run_once:
             return await run_once(app, args.run_once, dry_run=args.dry_run)
-        from scheduler.daemon import run_daemon
+        from scheduler.daemon import Daemon
 
-        return await run_daemon(app, demo=demo)
+        daemon = Daemon(app, demo=demo)
+        if demo:
+            from scheduler.demo.banner import announce_when_ready
+
+            announcing = asyncio.create_task(announce_when_ready(daemon, messages), name="demo_banner")
+        try:
+            return await daemon.run()
+        finally:
+            if demo:
+                announcing.cancel()
     finally:
         await app.aclose()
 
 
 async def run_once(app: App, target: str, *, dry_run: bool) -> int:
     """Run a job or group now and print its result JSON on stdout."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from scheduler.db.errors import describe_db_error, explain_connect_error
+    from scheduler.db.platform import PlatformSchemaError
+    from scheduler.jobs.result import JobResult, group_json
+    from scheduler.redact import redact_text
+    from scheduler.runner import Trigger
+
     jobs = resolve_target(target)
     if jobs is None:
         return _fail(f"unknown job {target!r}; valid names: {', '.join(valid_targets())}", EXIT_USAGE)
@@ -178,6 +219,8 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
 
 def list_jobs(settings: Settings, now: datetime) -> str:
     """A table: job, schedule, time zone, enabled, next run (in the configured zone)."""
+    from scheduler.cron import OFF, build_trigger
+
     rows = [("JOB", "SCHEDULE", "TIMEZONE", "ENABLED", "NEXT RUN")]
     for job in JOBS:
         expression = settings.schedule_for(job)
