@@ -46,15 +46,25 @@ def build_transports(
 
         return {channel: ConsoleTransport(channel, console or sys.stderr) for channel in Channel}
     transports: dict[Channel, Transport] = {}
+    from scheduler.notify.lazy import LazyTransport  # the SDKs load on the first send (memory, start time)
+
     if settings.whatsapp_enabled:
-        from scheduler.notify.twilio import TwilioTransport
-
-        transports[Channel.WHATSAPP] = TwilioTransport(settings, on_request=metrics.observe_provider_request)
+        transports[Channel.WHATSAPP] = LazyTransport(Channel.WHATSAPP, "twilio", lambda: _twilio(settings, metrics))
     if settings.email_enabled:
-        from scheduler.notify.resend import ResendTransport
-
-        transports[Channel.EMAIL] = ResendTransport(settings, on_request=metrics.observe_provider_request)
+        transports[Channel.EMAIL] = LazyTransport(Channel.EMAIL, "resend", lambda: _resend(settings, metrics))
     return transports
+
+
+def _twilio(settings: Settings, metrics: Metrics) -> Transport:
+    from scheduler.notify.twilio import TwilioTransport
+
+    return TwilioTransport(settings, on_request=metrics.observe_provider_request)
+
+
+def _resend(settings: Settings, metrics: Metrics) -> Transport:
+    from scheduler.notify.resend import ResendTransport
+
+    return ResendTransport(settings, on_request=metrics.observe_provider_request)
 
 
 @dataclass

@@ -7,7 +7,6 @@ or the database could not be reached, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import signal
@@ -78,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return _fail(f"{exc} (see --help)", EXIT_USAGE)
 
+    from scheduler.lean_imports import keep_orm_out
+
+    keep_orm_out()
     from scheduler.settings import SettingsError, load_settings
 
     try:
@@ -106,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if port_in_use(settings.http_host, settings.http_port):
             return _fail(f"HTTP_PORT {settings.http_port} is in use; set HTTP_PORT to a free port", EXIT_USAGE)
+    import asyncio
+
     with _terminate_as_interrupt():
         try:
             if args.demo:
@@ -130,6 +134,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _with_demo(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from pydantic import SecretStr
 
     from scheduler.clock import SystemClock
@@ -150,6 +156,8 @@ def _with_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _command(args: argparse.Namespace, settings: Settings, *, demo: bool) -> int:
+    import asyncio
+
     if args.check:
         from scheduler.check import run_checks
 

@@ -8,10 +8,10 @@ this module translates rather than passing the text through.
 from __future__ import annotations
 
 from datetime import tzinfo
+from typing import TYPE_CHECKING
 
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
-from apscheduler.triggers.cron import CronTrigger
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
 
 _WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 OFF = "off"
@@ -119,6 +119,9 @@ def validate(expression: str) -> str:
 
 def build_trigger(expression: str, timezone: tzinfo) -> BaseTrigger:
     """The APScheduler trigger that fires when the standard cron expression does."""
+    from apscheduler.triggers.combining import OrTrigger
+    from apscheduler.triggers.cron import CronTrigger
+
     minute, hour, day, month, weekday = expression.split(" ")
     try:
         weekdays = _standard_weekdays(weekday)

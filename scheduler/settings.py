@@ -7,7 +7,6 @@ import ipaddress
 import os
 import re
 import unicodedata
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -69,6 +68,8 @@ def _email_address(value: str | None) -> str | None:
     """An address, or `Name <address>` as Resend accepts; no line breaks (header injection)."""
     if value is None:
         return None
+    from email.utils import parseaddr
+
     if any(unicodedata.category(ch).startswith("C") for ch in value) or not _EMAIL_ADDRESS.fullmatch(
         parseaddr(value)[1]
     ):
