@@ -77,9 +77,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return _fail(f"{exc} (see --help)", EXIT_USAGE)
 
-    from scheduler.lean_imports import keep_orm_out
-
-    keep_orm_out()
     from scheduler.settings import SettingsError, load_settings
 
     try:
@@ -110,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"HTTP_PORT {settings.http_port} is in use; set HTTP_PORT to a free port", EXIT_USAGE)
     import asyncio
 
+    from scheduler.lean_imports import keep_orm_out
+
+    keep_orm_out()  # before anything imports SQLAlchemy's async engine
     with _terminate_as_interrupt():
         try:
             if args.demo:
