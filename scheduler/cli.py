@@ -140,6 +140,7 @@ def _with_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     from scheduler.clock import SystemClock
     from scheduler.demo.embedded import EmbeddedPostgresMissing
+    from scheduler.demo.guard import DemoAlreadyRunning
     from scheduler.demo.setup import demo_server, prepare_demo_database
 
     try:
@@ -151,7 +152,7 @@ def _with_demo(args: argparse.Namespace, settings: Settings) -> int:
                 return await _command(args, demo_settings, demo=True)
 
             return asyncio.run(go())
-    except EmbeddedPostgresMissing as exc:
+    except (EmbeddedPostgresMissing, DemoAlreadyRunning) as exc:
         return _fail(str(exc), EXIT_USAGE)
 
 
