@@ -113,7 +113,12 @@ async def _migrations_line(engine: AsyncEngine) -> CheckLine:
 
 
 async def _channel_lines(settings: Settings, *, demo: bool) -> list[CheckLine]:
-    transports = build_transports(settings, Metrics.unregistered(), demo=demo)
+    if demo:
+        from scheduler.demo.transports import demo_transports
+
+        transports = demo_transports(sys.stderr)  # as the demo runs: WhatsApp printed, email off
+    else:
+        transports = build_transports(settings, Metrics.unregistered(), demo=False)
     lines: list[CheckLine] = []
     try:
         for channel, variables in ((Channel.WHATSAPP, "TWILIO_*"), (Channel.EMAIL, "RESEND_API_KEY")):
