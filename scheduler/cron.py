@@ -107,6 +107,11 @@ def validate(expression: str) -> str:
         raise CronError(f"{expression!r} is not a 5-field cron expression (minute hour day month weekday) or 'off'")
     for (field, low, high, names), text_field in zip(_FIELDS, text.split(" "), strict=True):
         _check_field(field, text_field, low, high, names)
+    _, _, day, month, _ = text.split(" ")
+    if day == "*" or month == "*":
+        # Every field is in range: with any day of the month, or in every month, a time always comes.
+        # (Most schedules, the defaults included: no trigger to build, APScheduler not even loaded.)
+        return text
     from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 
