@@ -7,7 +7,6 @@ is known here without a second list.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable
 
@@ -46,6 +45,8 @@ def lookalikes(variables: Iterable[str], names: frozenset[str] | None = None) ->
 
 def closest(variable: str, names: Iterable[str]) -> str:
     """The real name most like `variable`, preferring those with the same prefix."""
+    import difflib  # only when there is a look-alike to name
+
     candidates = sorted(names)
     prefix = variable.split("_", 1)[0]
     same_prefix = [name for name in candidates if name.split("_", 1)[0] == prefix] or candidates
