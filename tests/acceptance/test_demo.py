@@ -67,7 +67,9 @@ def test_banner_names_the_urls_and_how_to_stop(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{port}/metrics" in out and f"http://127.0.0.1:{port}/healthz" in out
         assert "Press Ctrl-C to stop" in out
         assert "┌─ whatsapp · booking cancelled · FE-DEMO-01" in out  # messages are blocks on stdout
-        assert "messages  email 7 skipped; whatsapp 6 sent" in out  # email is off in the demo
+        tally = next(line for line in seen if line.strip().startswith("messages"))
+        assert "email 7 skipped" in tally  # email is off in the demo
+        assert "whatsapp 6 sent" in tally or "held" in tally  # WhatsApp waits out quiet hours where they exist
         server = postmaster(tmp_path)
         process.send_signal(signal.SIGINT)
         assert process.wait(STOP_SECONDS) == 0
