@@ -58,17 +58,27 @@ def build_transports(
 
         return {channel: ConsoleTransport(channel, console or sys.stderr) for channel in Channel}
     transports: dict[Channel, Transport] = {}
-    if settings.whatsapp_enabled:
-        from scheduler.notify.twilio import TwilioTransport
+    from scheduler.notify.lazy import LazyTransport  # the SDKs load on the first send (memory, start time)
 
-        transports[Channel.WHATSAPP] = TwilioTransport(
-            settings, on_request=metrics.observe_provider_request, clock=clock
+    if settings.whatsapp_enabled:
+        transports[Channel.WHATSAPP] = LazyTransport(
+            Channel.WHATSAPP, "twilio", lambda: _twilio(settings, metrics, clock)
         )
     if settings.email_enabled:
-        from scheduler.notify.resend import ResendTransport
-
-        transports[Channel.EMAIL] = ResendTransport(settings, on_request=metrics.observe_provider_request, clock=clock)
+        transports[Channel.EMAIL] = LazyTransport(Channel.EMAIL, "resend", lambda: _resend(settings, metrics, clock))
     return transports
+
+
+def _twilio(settings: Settings, metrics: Metrics, clock: Clock) -> Transport:
+    from scheduler.notify.twilio import TwilioTransport
+
+    return TwilioTransport(settings, on_request=metrics.observe_provider_request, clock=clock)
+
+
+def _resend(settings: Settings, metrics: Metrics, clock: Clock) -> Transport:
+    from scheduler.notify.resend import ResendTransport
+
+    return ResendTransport(settings, on_request=metrics.observe_provider_request, clock=clock)
 
 
 @dataclass(eq=False)

@@ -19,7 +19,7 @@ from scheduler.clock import SystemClock
 from scheduler.db import migrate
 from scheduler.db.database import Database
 from scheduler.db.engine import create_engine
-from scheduler.db.errors import DatabaseError
+from scheduler.db.errors import DatabaseError, describe_db_error
 from scheduler.db.platform import PlatformSchemaError, PlatformTables, inspect_platform
 from scheduler.db.tables import OPTIONAL_TABLES
 from scheduler.jobs.catalog import JOBS, enabled_schedules
@@ -92,7 +92,7 @@ async def _database_lines(settings: Settings) -> list[CheckLine]:
     except TimeoutError:
         lines.append(CheckLine("FAIL", "database", f"no answer within {CHECK_TIMEOUT_SECONDS:g} s"))
     except DatabaseError as exc:
-        lines.append(CheckLine("FAIL", "database", f"unreachable: {exc}"))
+        lines.append(CheckLine("FAIL", "database", describe_db_error(exc.__cause__ or exc, url=url)))
     finally:
         await db.dispose()
     return lines
@@ -123,7 +123,12 @@ async def _migrations_line(db: Database) -> CheckLine:
 
 
 async def _channel_lines(settings: Settings, *, demo: bool) -> list[CheckLine]:
-    transports = build_transports(settings, Metrics.unregistered(), SystemClock(), demo=demo)
+    if demo:
+        from scheduler.demo.transports import demo_transports
+
+        transports = demo_transports(sys.stderr)  # as the demo runs: WhatsApp printed, email off
+    else:
+        transports = build_transports(settings, Metrics.unregistered(), SystemClock(), demo=False)
     lines: list[CheckLine] = []
     try:
         for channel, variables in ((Channel.WHATSAPP, "TWILIO_*"), (Channel.EMAIL, "RESEND_API_KEY")):

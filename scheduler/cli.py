@@ -7,7 +7,6 @@ or the database could not be reached, 2 usage or configuration error.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import signal
@@ -15,33 +14,24 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TextIO
 
-from pydantic import SecretStr
-
-from scheduler import __version__
-from scheduler.app import App, build
-from scheduler.clock import SystemClock
-from scheduler.cron import OFF, build_trigger
-from scheduler.db.errors import DatabaseError
-from scheduler.db.platform import PlatformSchemaError
 from scheduler.jobs.catalog import GROUPS, JOBS, resolve_target, schedule_for, valid_targets
-from scheduler.jobs.report import group_json, result_json
-from scheduler.jobs.result import JobResult
 from scheduler.limits import PRODUCTION, Limits
-from scheduler.logging import configure_logging
-from scheduler.redact import redact_text
-from scheduler.settings import Settings, SettingsError, load_settings
-from scheduler.vocabulary import JobName, Trigger
+from scheduler.vocabulary import JobName
+
+if TYPE_CHECKING:  # the rest is imported where used: `--help` and `--list-jobs` stay quick
+    from scheduler.app import App
+    from scheduler.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROG = "flavor-scheduler"
 
 
 class AppFactory(Protocol):
     """`app.build` with the timings of this program fixed."""
 
-    def __call__(self, settings: Settings, *, demo: bool) -> App: ...
-PROG = "flavor-scheduler"
+    def __call__(self, settings: Settings, *, demo: bool, transports: Any = None) -> App: ...
 
 
 class UsageError(Exception):
@@ -51,6 +41,15 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+class _Version(argparse.Action):
+    """--version, reading the installed version only when asked (importlib.metadata is slow to load)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        from scheduler import __version__
+
+        parser.exit(message=f"{PROG} {__version__}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-jobs", action="store_true", help="list jobs, schedules and next run times")
     parser.add_argument("--check", action="store_true", help="check settings, database and provider credentials")
     parser.add_argument("--demo", action="store_true", help="use an embedded PostgreSQL with demo data; print messages")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     return parser
 
 
@@ -81,7 +80,6 @@ def main(
     `limits` and `schedules` replace the production timings and the settings' cron expressions
     (multi-process tests run the real program with second-long leases and schedules in seconds).
     """
-    make_app = partial(build, limits=limits, schedules=schedules)
     try:
         args = _parser().parse_args(argv)
         if args.dry_run and not args.run_once:
@@ -94,13 +92,21 @@ def main(
     except UsageError as exc:
         return _fail(f"{exc} (see --help)", EXIT_USAGE)
 
+    from scheduler.settings import SettingsError, load_settings
+
     try:
         settings = load_settings()
     except SettingsError as exc:
         return _fail(f"configuration error: {exc}", EXIT_USAGE)
-    configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values())
+    from scheduler.logging import configure_logging
+
+    configure_logging(
+        level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values(), timezone=settings.tz
+    )
 
     if args.list_jobs:
+        from scheduler.clock import SystemClock
+
         print(list_jobs(settings, SystemClock().now()))
         return EXIT_OK
     if not args.demo and settings.database_url is None:
@@ -109,6 +115,16 @@ def main(
             "(or DATABASE_URL_FILE=/path/to/file), or run with --demo to try it on an embedded database",
             EXIT_USAGE,
         )
+    if not (args.run_once or args.check):
+        from scheduler.ports import port_in_use
+
+        if port_in_use(settings.http_host, settings.http_port):
+            return _fail(f"HTTP_PORT {settings.http_port} is in use; set HTTP_PORT to a free port", EXIT_USAGE)
+    import asyncio
+
+    from scheduler.app import build
+
+    make_app: AppFactory = partial(build, limits=limits, schedules=schedules)
     with _terminate_as_interrupt():
         try:
             if args.demo:
@@ -133,40 +149,71 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _with_demo(args: argparse.Namespace, settings: Settings, make_app: AppFactory) -> int:
+    import asyncio
+
+    from pydantic import SecretStr
+
+    from scheduler.clock import SystemClock
     from scheduler.demo.embedded import EmbeddedPostgresMissing
+    from scheduler.demo.guard import DemoAlreadyRunning
     from scheduler.demo.setup import demo_server, prepare_demo_database
 
     try:
-        with demo_server() as url:
-            demo_settings = settings.model_copy(update={"database_url": SecretStr(url)})
+        with demo_server() as database:
+            demo_settings = settings.model_copy(update={"database_url": SecretStr(database.url)})
 
             async def go() -> int:
-                await prepare_demo_database(url, SystemClock(), add_sample_round=not args.check)
+                await prepare_demo_database(database.url, SystemClock(), reseed=database.owner and not args.check)
                 return await _command(args, demo_settings, make_app, demo=True)
 
             return asyncio.run(go())
-    except EmbeddedPostgresMissing as exc:
+    except (EmbeddedPostgresMissing, DemoAlreadyRunning) as exc:
         return _fail(str(exc), EXIT_USAGE)
 
 
 async def _command(args: argparse.Namespace, settings: Settings, make_app: AppFactory, *, demo: bool) -> int:
+    import asyncio
+
     if args.check:
         from scheduler.check import run_checks
 
         return await run_checks(settings, demo=demo)
-    app = make_app(settings, demo=demo)
+    # The demo prints its messages: on stdout for the daemon, on stderr where stdout is the result JSON.
+    messages: TextIO = sys.stderr if args.run_once else sys.stdout
+    transports = None
+    if demo:
+        from scheduler.demo.transports import demo_transports
+
+        transports = demo_transports(messages)
+    app = make_app(settings, demo=demo, transports=transports)
     try:
         if args.run_once:
             return await run_once(app, args.run_once, dry_run=args.dry_run)
-        from scheduler.daemon import run_daemon
+        from scheduler.daemon import Daemon
 
-        return await run_daemon(app, demo=demo)
+        daemon = Daemon(app, demo=demo)
+        if demo:
+            from scheduler.demo.banner import announce_when_ready
+
+            announcing = asyncio.create_task(announce_when_ready(app, messages), name="demo_banner")
+        try:
+            return await daemon.run()
+        finally:
+            if demo:
+                announcing.cancel()
     finally:
         await app.aclose()
 
 
 async def run_once(app: App, target: str, *, dry_run: bool) -> int:
     """Run a job or group now and print its result JSON on stdout."""
+    from scheduler.db.errors import DatabaseError, explain_connect_error
+    from scheduler.db.platform import PlatformSchemaError
+    from scheduler.jobs.report import group_json, result_json
+    from scheduler.jobs.result import JobResult
+    from scheduler.redact import redact_text
+    from scheduler.vocabulary import Trigger
+
     jobs = resolve_target(target)
     if jobs is None:
         return _fail(f"unknown job {target!r}; valid names: {', '.join(valid_targets())}", EXIT_USAGE)
@@ -175,7 +222,10 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
     except PlatformSchemaError as exc:
         return _fail(f"platform schema problem: {exc}", EXIT_FAILED)
     except DatabaseError as exc:
-        return _fail(f"database unreachable: {redact_text(str(exc), app.settings.secret_values())}", EXIT_FAILED)
+        failure = explain_connect_error(exc.__cause__ or exc, app.settings.async_database_url() or "")
+        problem = failure.message if failure is not None else str(exc)
+        what = "cannot connect to the database" if failure is not None and failure.fatal else "database unreachable"
+        return _fail(f"{what}: {redact_text(problem, app.settings.secret_values())}", EXIT_FAILED)
     started = app.clock.now()
     results: list[JobResult] = []
     for job in jobs:
@@ -190,6 +240,9 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
 
 def list_jobs(settings: Settings, now: datetime) -> str:
     """A table: job, schedule, time zone, enabled, next run (in the configured zone)."""
+    from scheduler.cron import OFF
+    from scheduler.triggers import build_trigger
+
     rows = [("JOB", "SCHEDULE", "TIMEZONE", "ENABLED", "NEXT RUN")]
     for job in JOBS:
         expression = schedule_for(settings, job)

@@ -7,12 +7,6 @@ this module translates rather than passing the text through.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, tzinfo
-
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
-from apscheduler.triggers.cron import CronTrigger
-
 _WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 OFF = "off"
 
@@ -30,7 +24,7 @@ def _weekday_number(token: str) -> int:
     return int(token) % 7
 
 
-def _standard_weekdays(field: str) -> str:
+def standard_weekdays(field: str) -> str:
     """Rewrite a standard day-of-week field (0 and 7 = Sunday) as APScheduler weekday names."""
     if field == "*":
         return "*"
@@ -59,6 +53,45 @@ def _standard_weekdays(field: str) -> str:
     return ",".join(_WEEKDAY_NAMES[day] for day in sorted(days))
 
 
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+# The five fields: name, smallest and largest value, and the names cron accepts for values.
+_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, _MONTH_NAMES),
+    ("day of week", 0, 7, _WEEKDAY_NAMES),
+)
+_FIELD_SHAPE = "a number, a range (1-5), a list (1,3), a step (*/15) or *"
+
+
+def _field_value(field: str, token: str, low: int, high: int, names: tuple[str, ...]) -> int:
+    if token in names:
+        return names.index(token) + (1 if names is _MONTH_NAMES else 0)
+    if not token.isdigit():
+        raise CronError(f"{field} field {token!r} is not {_FIELD_SHAPE}")
+    value = int(token)
+    if not low <= value <= high:
+        raise CronError(f"{field} field value {value} is out of range {low}-{high}")
+    return value
+
+
+def _check_field(field: str, text: str, low: int, high: int, names: tuple[str, ...]) -> None:
+    """Raise CronError naming the field, and its range when a value lies outside it."""
+    for part in text.split(","):
+        body, slash, step = part.partition("/")
+        if slash and (not step.isdigit() or int(step) == 0):
+            raise CronError(f"{field} field step {step!r} is not a positive number")
+        if body == "*":
+            continue
+        first_text, dash, last_text = body.partition("-")
+        first = _field_value(field, first_text, low, high, names)
+        if dash:
+            last = _field_value(field, last_text, low, high, names)
+            if last < first:
+                raise CronError(f"{field} field range {body} runs backwards")
+
+
 def validate(expression: str) -> str:
     """Return the expression normalised (single spaces, lower case) or raise CronError."""
     text = " ".join(expression.split()).lower()
@@ -66,80 +99,19 @@ def validate(expression: str) -> str:
         return OFF
     if len(text.split(" ")) != 5:
         raise CronError(f"{expression!r} is not a 5-field cron expression (minute hour day month weekday) or 'off'")
-    from zoneinfo import ZoneInfo
+    for (field, low, high, names), text_field in zip(_FIELDS, text.split(" "), strict=True):
+        _check_field(field, text_field, low, high, names)
+    _, _, day, month, _ = text.split(" ")
+    if day == "*" or month == "*":
+        # Every field is in range: with any day of the month, or in every month, a time always comes.
+        # (Most schedules, the defaults included: no trigger to build, APScheduler not even loaded.)
+        return text
+    from scheduler.triggers import fires_ever  # APScheduler, only for the rare dated schedule
 
-    trigger = build_trigger(text, ZoneInfo("UTC"))
-    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+    if not fires_ever(text):
         # "0 0 31 2 *" parses but names a day that never comes: the job would silently never run.
         raise CronError(f"{expression!r} never fires (no such date); use 'off' to disable a job")
     return text
-
-
-class _SkippedTimesTrigger(BaseTrigger):  # type: ignore[misc]
-    """A cron trigger that also fires the job's later times in an hour the clocks skipped.
-
-    APScheduler fires a time that does not exist (02:00 on the night clocks spring forward) at the
-    changeover, then steps on from that instant, which is already past the rest of the skipped
-    hour: `0,30 2 * * *` lost its 02:30. After such a fire this finds the next wall time on a
-    clock without DST (the same expression in UTC, read as wall time), so every time the job
-    names in the skipped hour runs once (02:30 at 03:30).
-    """
-
-    def __init__(self, inner: BaseTrigger, wall_clock: BaseTrigger) -> None:
-        self.inner = inner
-        self.wall_clock = wall_clock
-
-    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        if previous_fire_time is None or _exists(previous_fire_time):
-            fire: datetime | None = self.inner.get_next_fire_time(previous_fire_time, now)
-            return fire
-        wall = previous_fire_time.replace(tzinfo=UTC)
-        following: datetime | None = self.wall_clock.get_next_fire_time(wall, wall)
-        return None if following is None else following.replace(tzinfo=previous_fire_time.tzinfo)
-
-    def __str__(self) -> str:
-        return str(self.inner)
-
-
-def _exists(wall: datetime) -> bool:
-    """False for a local time the clocks skipped (its round trip through UTC lands elsewhere)."""
-    tz = wall.tzinfo
-    return wall.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall.replace(tzinfo=None)
-
-
-def build_trigger(expression: str, timezone: tzinfo) -> BaseTrigger:
-    """The APScheduler trigger that fires when the standard cron expression does.
-
-    A sixth, leading field of seconds is accepted here (never from the settings, which take five):
-    tests and benchmarks schedule in seconds instead of waiting for real minutes.
-    """
-    return _SkippedTimesTrigger(_cron_trigger(expression, timezone), _cron_trigger(expression, UTC))
-
-
-def _with_seconds(expression: str) -> bool:
-    return len(expression.split(" ")) == 6
-
-
-def _cron_trigger(expression: str, timezone: tzinfo) -> BaseTrigger:
-    fields = expression.split(" ")
-    second = fields.pop(0) if len(fields) == 6 else "0"
-    minute, hour, day, month, weekday = fields
-    try:
-        weekdays = _standard_weekdays(weekday)
-        common = {"second": second, "minute": minute, "hour": hour, "month": month, "timezone": timezone}
-        if day != "*" and weekday != "*":
-            # Cron fires when either the day of month or the weekday matches.
-            return OrTrigger(
-                [
-                    CronTrigger(day=day, **common),
-                    CronTrigger(day_of_week=weekdays, **common),
-                ]
-            )
-        return CronTrigger(day=day, day_of_week=weekdays, **common)
-    except CronError:
-        raise
-    except ValueError as exc:
-        raise CronError(f"{expression!r}: {exc}") from exc
 
 
 HOURS_IN_A_DAY = frozenset(range(24))
@@ -177,7 +149,7 @@ def is_wildcard(expression: str) -> bool:
     (Vixie also counts `*/2` in the hour field as a wildcard; here a job every other hour names
     fixed local times, so its repeated 02:00 runs once.)
     """
-    if _with_seconds(expression):  # seconds first (tests): fires on the real clock, every minute or more
+    if with_seconds(expression):  # seconds first (tests): fires on the real clock, every minute or more
         return True
     minute, hour = expression.split(" ")[:2]
     return minute.startswith("*") or _hours(hour) == HOURS_IN_A_DAY
@@ -185,7 +157,12 @@ def is_wildcard(expression: str) -> bool:
 
 def fires_at_most_hourly(expression: str) -> bool:
     """True when the minute field names one minute, so the job fires at most once an hour."""
-    if _with_seconds(expression):
+    if with_seconds(expression):
         return False
     minute = expression.split(" ", maxsplit=1)[0]
     return minute.isdigit()
+
+
+def with_seconds(expression: str) -> bool:
+    """A schedule with a leading field of seconds (tests and benchmarks only; see triggers.py)."""
+    return len(expression.split(" ")) == 6

@@ -25,7 +25,7 @@ import structlog
 
 from scheduler import __version__, systemd
 from scheduler.app import App
-from scheduler.db.errors import DatabaseError
+from scheduler.db.errors import DatabaseError, explain_connect_error
 from scheduler.db.platform import PlatformSchemaError
 from scheduler.jobs.catalog import GROUPS
 from scheduler.lifecycle import Phase
@@ -112,7 +112,13 @@ class Daemon:
                 self._exit_code = EXIT_FAILED
                 return False
             except DatabaseError as exc:
-                log.warning("database_unavailable", attempt=attempt, retry_in_seconds=delay, error=str(exc))
+                failure = explain_connect_error(exc.__cause__ or exc, self.app.settings.async_database_url() or "")
+                if failure is not None and failure.fatal:  # waiting would not help: say which, exit 1
+                    log.error("database_refused", problem=failure.problem.value, error=failure.message)  # noqa: TRY400 - the message is the whole story
+                    self._exit_code = EXIT_FAILED
+                    return False
+                error = failure.message if failure is not None else str(exc)
+                log.warning("database_unavailable", attempt=attempt, retry_in_seconds=delay, error=error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.app.lifecycle.reached(Phase.STOPPING), delay)
                 return False

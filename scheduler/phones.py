@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import phonenumbers
-
 DEFAULT_REGION = "AU"  # the platform's customers write national numbers like 0412 345 678
 
 
@@ -13,6 +11,8 @@ class InvalidPhoneNumber(ValueError):
 
 def to_e164(raw: str) -> str:
     """`0412 345 678` -> `+61412345678`; raise InvalidPhoneNumber when it cannot be a real number."""
+    import phonenumbers  # here: its metadata takes a while to load, and most commands never dial
+
     text = raw.strip()
     if text.lower().startswith("whatsapp:"):
         text = text[len("whatsapp:") :]

@@ -15,7 +15,7 @@ from apscheduler.executors.base import BaseExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from scheduler import cron
+from scheduler import cron, triggers
 from scheduler.clock import Clock
 from scheduler.vocabulary import JobName
 
@@ -65,7 +65,7 @@ def slot_key(expression: str, tz: tzinfo, scheduled_for: datetime) -> str:
 def fires_between(expression: str, tz: tzinfo, start: datetime, end: datetime) -> Iterator[datetime]:
     """Every fire of the expression in (start, end], in order, as APScheduler would fire them
     (two wall times at one instant, a skipped 02:00 and 03:00, are one fire: APScheduler coalesces them)."""
-    trigger = cron.build_trigger(expression, tz)
+    trigger = triggers.build_trigger(expression, tz)
     fire = trigger.get_next_fire_time(None, start)
     last: datetime | None = None
     while fire is not None and fire <= end:
@@ -95,7 +95,7 @@ def next_fire(expression: str, tz: tzinfo, now: datetime) -> datetime | None:
     """The first fire at or after `now` (None for `off`)."""
     if expression == cron.OFF:
         return None
-    fire: datetime | None = cron.build_trigger(expression, tz).get_next_fire_time(None, now.astimezone(tz))
+    fire: datetime | None = triggers.build_trigger(expression, tz).get_next_fire_time(None, now.astimezone(tz))
     return fire
 
 
@@ -149,7 +149,7 @@ class Schedule:
             },
         )
         for job, expression in self.schedules.items():
-            self.scheduler.add_job(_handed_over, cron.build_trigger(expression, tz), id=job.value, name=job.value)
+            self.scheduler.add_job(_handed_over, triggers.build_trigger(expression, tz), id=job.value, name=job.value)
 
     def _hand_over(self, job: JobName, scheduled_for: datetime) -> None:
         if self._on_fire is not None:

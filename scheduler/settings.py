@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import ipaddress
+import os
 import re
 import unicodedata
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -77,6 +77,8 @@ def _email_address(value: str | None) -> str | None:
     """An address, or `Name <address>` as Resend accepts; no line breaks (header injection)."""
     if value is None:
         return None
+    from email.utils import parseaddr
+
     if any(unicodedata.category(ch).startswith("C") for ch in value) or not _EMAIL_ADDRESS.fullmatch(
         parseaddr(value)[1]
     ):
@@ -293,6 +295,12 @@ class Settings(BaseSettings):
             scheme = self.database_url.get_secret_value().partition("://")[0]
             if scheme not in ("postgresql", "postgres", _ASYNCPG_SCHEME):
                 raise ValueError("DATABASE_URL must start with postgresql:// or postgresql+asyncpg://")
+            if self.database_url.get_secret_value().partition("://")[2].partition("?")[0].count("@") > 1:
+                # user:p@ss@host parses as host "ss@host": say what is wrong, not "host not found".
+                raise ValueError(
+                    "DATABASE_URL has more than one '@': percent-encode an '@' in the user name or password "
+                    "as %40 (and ':' as %3A, '/' as %2F)"
+                )
             from sqlalchemy.engine import make_url
 
             from scheduler import database_url
@@ -400,12 +408,27 @@ def variable_names() -> list[str]:
     return names + [f"{SCHEDULE_PREFIX.upper()}{job.value.upper()}" for job in JobName]
 
 
+def _given_variables(env_file: Any) -> list[str]:
+    """The names in the environment and in the `.env` file the settings are read from."""
+    names = list(os.environ)
+    if isinstance(env_file, str | Path) and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        names += list(dotenv_values(env_file))
+    return names
+
+
 def _variable_name(loc: tuple[int | str, ...]) -> str:
     return str(loc[0]).upper() if loc else "settings"
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings, raising SettingsError with one line per bad variable."""
+    from scheduler.settings_typos import describe, lookalikes
+
+    found = lookalikes(_given_variables(overrides.get("_env_file", ".env")))
+    if found:
+        raise SettingsError(describe(found))
     try:
         return Settings(**overrides)
     except ValidationError as exc:

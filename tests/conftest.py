@@ -14,6 +14,7 @@ from scheduler.clock import FrozenClock
 from scheduler.db.engine import create_engine
 from scheduler.notify.recording import RecordingTransport
 from scheduler.settings import Settings, variable_names
+from scheduler.settings_typos import prefixes
 from scheduler.vocabulary import Channel
 from tests.database import DatabaseFactory, server_url, to_libpq
 from tests.fakes.fixtures import *  # noqa: F403 - the stand-in provider fixtures
@@ -23,7 +24,7 @@ NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 
 # The first word of every variable the daemon reads (DATABASE, SCHEDULE, TWILIO, ...): a machine's
 # variable that starts so is the daemon's, or a look-alike of one.
-_SETTINGS_PREFIXES = tuple(sorted({name.split("_", 1)[0] + ("_" if "_" in name else "") for name in variable_names()}))
+_SETTINGS_PREFIXES = tuple(sorted(prefixes(variable_names())))
 
 
 @pytest.fixture(autouse=True)

@@ -1,12 +1,157 @@
-"""Database failures in one line, as results, logs and --check show them."""
+"""Database failures in one line, as results, logs and --check show them.
+
+A failure to connect says which of the usual causes it is (host not found, connection refused,
+credentials refused, database missing, TLS), naming the host, port, user or database from
+DATABASE_URL; never its password.
+"""
 
 from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
 
-def describe_db_error(exc: BaseException) -> str:
-    """One line naming a database failure, without the statement or its parameters."""
+class ConnectProblem(StrEnum):
+    HOST_NOT_FOUND = "host_not_found"
+    REFUSED = "connection_refused"
+    TIMEOUT = "timeout"
+    CREDENTIALS = "credentials_refused"
+    DATABASE_MISSING = "database_missing"
+    TLS_REQUIRED = "tls_required"
+    TLS_UNAVAILABLE = "tls_unavailable"
+    PRIVILEGE = "insufficient_privilege"
+
+
+# Problems that waiting does not cure: the daemon stops at start instead of retrying (CONTRACT §5).
+FATAL_PROBLEMS = frozenset(
+    {
+        ConnectProblem.CREDENTIALS,
+        ConnectProblem.DATABASE_MISSING,
+        ConnectProblem.TLS_REQUIRED,
+        ConnectProblem.TLS_UNAVAILABLE,
+        ConnectProblem.PRIVILEGE,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailure:
+    problem: ConnectProblem
+    message: str
+
+    @property
+    def fatal(self) -> bool:
+        return self.problem in FATAL_PROBLEMS
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    host: str
+    port: int
+    user: str
+    database: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}" if not self.host.startswith("/") else f"{self.host} (port {self.port})"
+
+
+def _target(url: str) -> _Target:
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # an unparseable URL was refused by the settings already; say nothing of it
+        return _Target("the database host", 5432, "?", "?")
+    query: dict[str, Any] = dict(parsed.query)
+
+    def first(value: Any) -> str | None:
+        return str(value[0] if isinstance(value, tuple) else value) if value else None
+
+    host = parsed.host or first(query.get("host")) or "localhost"
+    port = parsed.port or int(first(query.get("port")) or 5432)
+    return _Target(host, port, parsed.username or "?", parsed.database or "?")
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The driver's own exception inside SQLAlchemy's wrappers."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        inner: BaseException = exc.orig
+        return inner.__cause__ if inner.__cause__ is not None else inner
+    return exc
+
+
+def explain_connect_error(exc: BaseException, url: str) -> ConnectFailure | None:  # noqa: PLR0911 - one return per cause
+    """Which of the usual reasons a connection to DATABASE_URL failed, or None when it is another error."""
+    target = _target(url)
+    error = _driver_error(exc)
+    name = type(error).__name__
+    text = str(error)
+    if isinstance(error, socket.gaierror):
+        return ConnectFailure(
+            ConnectProblem.HOST_NOT_FOUND, f"database host {target.host!r} not found (check the host in DATABASE_URL)"
+        )
+    if isinstance(error, ConnectionRefusedError) or (isinstance(error, OSError) and "Connect call failed" in text):
+        return ConnectFailure(
+            ConnectProblem.REFUSED,
+            f"connection refused by {target.address}: is PostgreSQL running there and listening on that port?",
+        )
+    if "rejected SSL upgrade" in text or "does not support SSL" in text:
+        return ConnectFailure(
+            ConnectProblem.TLS_UNAVAILABLE,
+            f"the server at {target.address} does not offer TLS, but DATABASE_URL asks for it (sslmode)",
+        )
+    if name == "InvalidPasswordError" or "password authentication failed" in text:
+        return ConnectFailure(
+            ConnectProblem.CREDENTIALS,
+            f"the server at {target.address} refused the credentials of user {target.user!r} "
+            "(check the user name and password in DATABASE_URL)",
+        )
+    if name == "InvalidCatalogNameError":
+        return ConnectFailure(
+            ConnectProblem.DATABASE_MISSING, f"database {target.database!r} does not exist on {target.address}"
+        )
+    if name == "InvalidAuthorizationSpecificationError" or "pg_hba.conf" in text:
+        if "no encryption" in text or "SSL off" in text:
+            return ConnectFailure(
+                ConnectProblem.TLS_REQUIRED,
+                f"the server at {target.address} requires TLS: add ?sslmode=require to DATABASE_URL",
+            )
+        if "role" in text and "does not exist" in text:
+            reason = "no such role"
+        elif "not permitted to log in" in text:
+            reason = "the role may not log in"
+        else:
+            reason = "not allowed from this host (pg_hba.conf)"
+        return ConnectFailure(
+            ConnectProblem.CREDENTIALS,
+            f"the server at {target.address} refused user {target.user!r}: {reason}",
+        )
+    if name == "InsufficientPrivilegeError":
+        # At start: the daemon creates and migrates its own schema in this database.
+        return ConnectFailure(
+            ConnectProblem.PRIVILEGE,
+            f"user {target.user!r} lacks a privilege in database {target.database!r}: {text.strip()} "
+            "(the daemon creates its schema flavor_scheduler there; see docs/platform-schema.md)",
+        )
+    if isinstance(error, TimeoutError):
+        return ConnectFailure(ConnectProblem.TIMEOUT, f"no answer from {target.address} in time")
+    return None
+
+
+def describe_db_error(exc: BaseException, *, url: str | None = None) -> str:
+    """One line naming a database failure, without the statement or its parameters.
+
+    With DATABASE_URL given, a failure to connect says which one it is (see explain_connect_error).
+    """
+    if url is not None:
+        failure = explain_connect_error(exc, url)
+        if failure is not None:
+            return failure.message
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         inner: BaseException = exc.orig
         # SQLAlchemy's asyncpg adapter wraps the driver's error in a generic `Error`; name the driver's.

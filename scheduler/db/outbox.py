@@ -251,6 +251,17 @@ async def unfinished_by_channel(conn: AsyncConnection) -> dict[str, int]:
     return {row[0]: int(row[1]) for row in await conn.execute(statement)}
 
 
+async def count_by_channel_and_status(conn: AsyncConnection) -> dict[str, dict[str, int]]:
+    """How many messages stand in each status, per channel: `{channel: {status: count}}`."""
+    statement = select(deliveries.c.channel, deliveries.c.status, func.count()).group_by(
+        deliveries.c.channel, deliveries.c.status
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for channel, status, count in await conn.execute(statement):
+        counts.setdefault(str(channel), {})[str(status)] = int(count)
+    return counts
+
+
 async def record_provider_status(
     conn: AsyncConnection, *, provider_id: str, status: str, error_code: str | None, now: datetime
 ) -> str | None:

@@ -1,4 +1,5 @@
-"""The demo's platform tables and sample data: bookings in every state, so every job has work."""
+"""The demo's platform tables and data: the same people and bookings every start, dated relative to now,
+one booking for each path through the jobs."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from importlib.resources import files
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid5
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from scheduler.db.tables import (
+    OWN_SCHEMA,
     audit_logs,
     bookings,
     clients,
@@ -43,57 +45,53 @@ async def ensure_database(admin: AsyncEngine, name: str) -> None:
             await conn.execute(text(f'CREATE DATABASE "{name}"'))
 
 
-_PERFORMERS: tuple[tuple[str, str, str | None, str], ...] = (
-    ("Scarlett Blaze", "Sarah", "0412 345 678", "scarlett@example.com"),
-    ("Velvet Storm", "Vanessa", "+61 423 456 789", "velvet@example.com"),
-    ("Midnight Rose", "Rosa", None, "rose@example.com"),
+# Stable ids: the same people and bookings every start, so the data never piles up.
+_NAMESPACE = UUID("6f1c7f0e-9d1a-4c51-b7a4-2c3f3d0d5e11")
+DEMO_REFERENCE_PREFIX = "FE-DEMO-"
+# The WhatsApp message of this booking's client fails once as if the provider timed out, so the
+# demo shows a message retried (see scheduler/demo/transports.py).
+FLAKY_REFERENCE = f"{DEMO_REFERENCE_PREFIX}03"
+
+
+def _id(name: str) -> UUID:
+    return uuid5(_NAMESPACE, name)
+
+
+# (key, stage name, first name, phone, email)
+_PERFORMERS: tuple[tuple[str, str, str, str | None, str | None], ...] = (
+    ("scarlett", "Scarlett Blaze", "Sarah", "0412 345 678", "scarlett@example.com"),
+    ("velvet", "Velvet Storm", "Vanessa", "+61 423 456 789", "velvet@example.com"),
+    ("rose", "Midnight Rose", "Rosa", None, "rose@example.com"),  # no phone: no WhatsApp, not an error
 )
-_CLIENTS: tuple[tuple[str, str, str, str | None], ...] = (
-    ("Jack", "Taylor", "0434 567 890", "jack.taylor@example.com"),
-    ("Mia", "Nguyen", "0445 678 901", None),
-    ("Oliver", "Smith", "12345", "oliver@example.com"),  # an invalid phone: reported, not fatal
+# (key, first name, last name, phone, email)
+_CLIENTS: tuple[tuple[str, str, str, str | None, str | None], ...] = (
+    ("jack", "Jack", "Taylor", "0434 567 890", "jack.taylor@example.com"),
+    ("mia", "Mia", "Nguyen", "0445 678 901", "mia.nguyen@example.com"),  # has turned WhatsApp off
+    ("oliver", "Oliver", "Smith", "0456 789 012", None),  # no email address
 )
 _VENUES = ("The Aviary, 140 Murray St, Perth WA 6000", "Crown Perth, Great Eastern Hwy, Burswood WA 6100")
 
 
-async def insert_demo_round(conn: AsyncConnection, now: datetime) -> int:
-    """Add one round of demo rows, dated relative to `now`; returns the round number."""
-    round_no = int(await conn.scalar(text("SELECT count(*) FROM clients")) or 0) // len(_CLIENTS) + 1
-    client_ids, performer_ids = [], []
-    for first, last, client_phone, client_email in _CLIENTS:
-        client_id = uuid4()
-        client_ids.append(client_id)
-        await conn.execute(
-            clients.insert().values(
-                id=client_id, user_id=uuid4(), first_name=first, last_name=last, phone=client_phone, email=client_email
-            )
-        )
-    for stage, first, phone, email in _PERFORMERS:
-        performer_id = uuid4()
-        performer_ids.append(performer_id)
-        await conn.execute(
-            performers.insert().values(
-                id=performer_id,
-                user_id=uuid4(),
-                stage_name=stage,
-                first_name=first,
-                last_name="",
-                phone=phone,
-                email=email,
-            )
-        )
+def _next_quarter_hour(moment: datetime) -> datetime:
+    past = timedelta(minutes=moment.minute % 15, seconds=moment.second, microseconds=moment.microsecond)
+    return moment - past + timedelta(minutes=15) if past else moment
 
-    def booking(n: int, **values: Any) -> dict[str, Any]:
-        base: dict[str, Any] = {
-            "id": uuid4(),
-            "booking_reference": f"FE-D{round_no:02d}-{n:02d}",
-            "client_id": client_ids[n % len(client_ids)],
-            "performer_id": performer_ids[n % len(performer_ids)],
+
+def _demo_bookings(now: datetime) -> list[dict[str, Any]]:
+    """One booking per path through the jobs, dated relative to `now`."""
+
+    def booking(n: int, client: str, performer: str, **values: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "id": _id(f"booking:{n}"),
+            "booking_reference": f"{DEMO_REFERENCE_PREFIX}{n:02d}",
+            "client_id": _id(f"client:{client}"),
+            "performer_id": _id(f"performer:{performer}"),
             "event_type": "birthday_party",
             "event_date": now + timedelta(days=10),
             "duration_hours": Decimal(2),
             "guest_count": 30,
             "venue_address": _VENUES[n % len(_VENUES)],
+            "special_requirements": None,
             "total_amount": Decimal("1250.00"),
             "deposit_amount": Decimal("250.00"),
             "status": "confirmed",
@@ -102,69 +100,108 @@ async def insert_demo_round(conn: AsyncConnection, now: datetime) -> int:
             "created_at": now - timedelta(days=5),
             "updated_at": now - timedelta(days=5),
         }
-        base.update(values)
-        return base
+        row.update(values)
+        return row
 
-    rows = [
-        # stale: pending for two days without a deposit -> cancelled
-        booking(1, status="pending", payment_status="pending", created_at=now - timedelta(hours=50)),
-        booking(2, status="pending", payment_status="pending", created_at=now - timedelta(hours=30)),
-        # pending but recent -> left alone
-        booking(3, status="pending", payment_status="pending", created_at=now - timedelta(hours=3)),
-        # event tomorrow -> booking reminder; balance due -> payment reminder
-        booking(4, event_date=now + timedelta(hours=20)),
-        booking(5, event_date=now + timedelta(hours=6), payment_status="paid", deposit_amount=Decimal("1250.00")),
-        # balance due in two days -> payment reminder only
-        booking(6, event_date=now + timedelta(days=2), status="in_progress"),
-        # too close (30 minutes) -> nothing
-        booking(7, event_date=now + timedelta(minutes=30)),
+    unpaid = {"status": "pending", "payment_status": "pending"}
+    now = _next_quarter_hour(now)  # events at 7:15 pm rather than 7:13 pm; every window still holds
+    return [
+        # pending two days without a deposit -> cancelled; both sides notified
+        booking(1, "jack", "scarlett", **unpaid, created_at=now - timedelta(hours=50)),
+        # pending, but booked three hours ago -> left alone
+        booking(2, "oliver", "velvet", **unpaid, created_at=now - timedelta(hours=3)),
+        # event in 20 hours, balance due -> event reminder to both, balance reminder to the client
+        booking(3, "jack", "velvet", event_date=now + timedelta(hours=20), event_type="hens_night"),
+        # event in 6 hours, paid in full -> event reminder only; Mia gets hers by email, not WhatsApp
+        booking(
+            4,
+            "mia",
+            "rose",
+            event_date=now + timedelta(hours=6),
+            payment_status="paid",
+            deposit_amount=Decimal("1250.00"),
+        ),
+        # under way, event in two days, balance due -> balance reminder only
+        booking(5, "oliver", "scarlett", event_date=now + timedelta(days=2), status="in_progress"),
+        # event in 30 minutes: too close to remind -> nothing
+        booking(6, "jack", "rose", event_date=now + timedelta(minutes=30)),
         # far away, completed, cancelled -> nothing
-        booking(8),
-        booking(9, status="completed", event_date=now - timedelta(days=3)),
-        booking(10, status="cancelled", payment_status="refunded"),
+        booking(7, "mia", "scarlett"),
+        booking(8, "oliver", "velvet", status="completed", event_date=now - timedelta(days=3), payment_status="paid"),
+        booking(9, "jack", "scarlett", status="cancelled", payment_status="refunded"),
     ]
-    await conn.execute(bookings.insert(), rows)
+
+
+async def reset_demo_data(conn: AsyncConnection, now: datetime) -> None:
+    """Lay the demo data afresh: the platform's rows, and none of the daemon's own state for them."""
+    await conn.execute(
+        text("TRUNCATE bookings, clients, performers, notifications, otp_codes, audit_logs, notification_preferences")
+    )
+    own = await conn.scalars(
+        text(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
+            "WHERE schemaname = :schema AND tablename <> 'alembic_version'"
+        ),
+        {"schema": OWN_SCHEMA},
+    )
+    own_tables = list(own)
+    if own_tables:  # the run history, the reminder ledger and the outbox of the previous start
+        await conn.execute(text(f"TRUNCATE {', '.join(own_tables)}"))
+    await insert_demo_data(conn, now)
+
+
+async def insert_demo_data(conn: AsyncConnection, now: datetime) -> None:
+    """The demo's people and bookings (one for every path through the jobs), dated relative to `now`."""
+    await conn.execute(
+        clients.insert(),
+        [
+            {
+                "id": _id(f"client:{key}"),
+                "user_id": _id(f"user:client:{key}"),
+                "first_name": first,
+                "last_name": last,
+                "phone": phone,
+                "email": email,
+            }
+            for key, first, last, phone, email in _CLIENTS
+        ],
+    )
+    await conn.execute(
+        performers.insert(),
+        [
+            {
+                "id": _id(f"performer:{key}"),
+                "user_id": _id(f"user:performer:{key}"),
+                "stage_name": stage,
+                "first_name": first,
+                "last_name": "",
+                "phone": phone,
+                "email": email,
+            }
+            for key, stage, first, phone, email in _PERFORMERS
+        ],
+    )
+    await conn.execute(bookings.insert(), _demo_bookings(now))
     await conn.execute(
         notification_preferences.insert().values(
-            user_id=await conn.scalar(
-                clients.select().with_only_columns(clients.c.user_id).where(clients.c.id == client_ids[1])
-            ),
-            email_notifications=True,
-            sms_notifications=False,
-            payment_reminders=True,
+            user_id=_id("user:client:mia"), email_notifications=True, sms_notifications=False, payment_reminders=True
         )
     )
     old, recent = now - timedelta(days=45), now - timedelta(days=2)
+    notices = [("Old and read", True, old), ("Old, unread: kept", False, old), ("Recent", True, recent)]
     await conn.execute(
         notifications.insert(),
         [
             {
-                "id": uuid4(),
-                "user_id": uuid4(),
+                "id": _id(f"notification:{n}"),
+                "user_id": _id("user:client:jack"),
                 "type": "info",
-                "title": "Old and read",
+                "title": title,
                 "message": "-",
-                "is_read": True,
-                "created_at": old,
-            },
-            {
-                "id": uuid4(),
-                "user_id": uuid4(),
-                "type": "info",
-                "title": "Old, unread",
-                "message": "-",
-                "is_read": False,
-                "created_at": old,
-            },
-            {
-                "id": uuid4(),
-                "user_id": uuid4(),
-                "type": "info",
-                "title": "Recent",
-                "message": "-",
-                "is_read": True,
-                "created_at": recent,
-            },
+                "is_read": is_read,
+                "created_at": created,
+            }
+            for n, (title, is_read, created) in enumerate(notices)
         ],
     )
     await conn.execute(
@@ -175,19 +212,12 @@ async def insert_demo_round(conn: AsyncConnection, now: datetime) -> int:
         audit_logs.insert(),
         [
             {
-                "id": uuid4(),
-                "event_type": "login",
-                "action": "signed_in",
+                "id": _id(f"audit:{n}"),
+                "event_type": event_type,
+                "action": action,
                 "details": {},
                 "timestamp": now - timedelta(days=120),
-            },
-            {
-                "id": uuid4(),
-                "event_type": "security",
-                "action": "password_reset",
-                "details": {},
-                "timestamp": now - timedelta(days=120),
-            },
+            }
+            for n, (event_type, action) in enumerate((("login", "signed_in"), ("security", "password_reset")))
         ],
     )
-    return round_no

@@ -44,17 +44,29 @@ def result_json(result: JobResult) -> dict[str, Any]:
     return body
 
 
+# A dry run did nothing: its counts say what a real run would do, under keys that say so.
+DRY_RUN_COUNTS = {"cancelled": "wouldCancel", "deleted": "wouldDelete", "sent": "wouldSend"}
+
+
 def group_json(group: str, results: Sequence[JobResult], timestamp: datetime) -> dict[str, Any]:
-    """`{"success", "timestamp", "summary"}` for a group run, keyed as the old routes keyed it."""
+    """`{"success", "timestamp", "summary"}` for a group run, keyed as the old routes keyed it.
+
+    In a dry run each entry counts under `wouldCancel`, `wouldDelete` or `wouldSend` instead,
+    with what the job's own dry run lists (`bookings`: the references it would cancel or remind).
+    """
     summary: dict[str, Any] = {}
     by_job = {result.job: result for result in results}
     for job in GROUPS[group]:
         info = JOBS[job]
         result = by_job.get(job)
+        dry_run = result is not None and result.dry_run
+        count_key = DRY_RUN_COUNTS[info.summary_count] if dry_run else info.summary_count
         entry: dict[str, Any] = {
-            info.summary_count: result.count if result else 0,
+            count_key: result.count if result else 0,
             "errors": list(result.errors) if result else [f"{job.value} did not run"],
         }
+        if result is not None and dry_run:
+            entry.update(result.details)
         if result is not None and result.skipped:
             entry["skipped"] = result.skipped.value
         summary[info.summary_key] = entry

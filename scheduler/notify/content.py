@@ -24,10 +24,12 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 from scheduler.records import BookingFacts
 from scheduler.vocabulary import Channel, MessageKind, Role
@@ -156,16 +158,25 @@ class Renderer:
 
     def __init__(self, timezone: ZoneInfo) -> None:
         self._tz = timezone
-        self._env = Environment(
+
+    # The templates load on first use: a run with nothing to send never imports Jinja.
+    @cached_property
+    def _env(self) -> Environment:
+        from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+        return Environment(
             loader=PackageLoader("scheduler.notify", "templates"),
             autoescape=select_autoescape(["html"]),  # plain text must reach people unescaped
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
         )
+
+    @cached_property
+    def _defaults(self) -> dict[str, str]:
         # Fallback wording for missing data is wording too, so it lives with the templates.
         module = self._env.get_template("_defaults.txt").module
-        self._defaults = {name: str(getattr(module, name)) for name in _FALLBACKS}
+        return {name: str(getattr(module, name)) for name in _FALLBACKS}
 
     def format_when(self, moment: datetime) -> str:
         """The event's date and time in this renderer's time zone."""

@@ -56,8 +56,10 @@ async def test_results_count_real_work(env: dict[str, str], engine: AsyncEngine)
 
     dry = run_cli("--run-once", "cleanup", "--dry-run", env=env)
     assert dry.code == 0, dry.stderr
-    assert dry.json()["summary"]["staleBookings"]["cancelled"] == 1
-    assert dry.json()["summary"]["notifications"]["deleted"] == 1
+    summary = dry.json()["summary"]
+    assert summary["staleBookings"] == {"wouldCancel": 1, "bookings": [stale["booking_reference"]], "errors": []}
+    assert summary["notifications"] == {"wouldDelete": 1, "errors": []}
+    assert "cancelled" not in summary["staleBookings"] and dry.json()["dryRun"] is True
     assert await scalar(engine, "SELECT status FROM bookings WHERE id = :id", id=stale["id"]) == "pending"
 
     real = run_cli("--run-once", "cleanup", env=env)
@@ -104,6 +106,22 @@ def test_bad_setting_exits_2_naming_it(env: dict[str, str], variable: str, value
     assert variable in done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "closest"),
+    [
+        ("SCHEDULE_SEND_BOOKING_REMINDER", "SCHEDULE_SEND_BOOKING_REMINDERS"),
+        ("SCHEDULE_CLEANUP", "SCHEDULE_CLEANUP_"),
+        ("TWILIO_AUTH_TOKN", "TWILIO_AUTH_TOKEN"),
+    ],
+)
+def test_lookalike_variable_exits_2_naming_the_real_one(env: dict[str, str], variable: str, closest: str) -> None:
+    done = run_cli("--run-once", "all", env={**env, variable: "*/30 * * * *"})
+    assert done.code == 2
+    assert variable in done.stderr and closest in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stdout == ""
 
 
 def test_no_database_url_explains_how_to_set_one() -> None:
@@ -159,16 +177,21 @@ def test_missing_required_table_is_named(env: dict[str, str], database_url: str)
 
 def test_demo_run_once_all_on_the_embedded_server(tmp_path: Path) -> None:
     done = run_cli("--demo", "--run-once", "all", env=clean_env(), cwd=tmp_path)
-    assert done.code in (0, 1), done.stderr
-    body = done.json()
-    summary = body["summary"]
-    assert summary["staleBookings"]["cancelled"] >= 1
-    assert summary["bookingReminders"]["sent"] >= 1
-    assert summary["paymentReminders"]["sent"] >= 1
-    assert summary["notifications"]["deleted"] >= 1
+    assert done.code == 0, done.stderr  # every path of the demo ends well: no planted failure
+    summary = done.json()["summary"]
+    assert summary["staleBookings"] == {"cancelled": 1, "errors": []}
+    assert summary["bookingReminders"] == {"sent": 2, "errors": []}
+    assert summary["paymentReminders"] == {"sent": 2, "errors": []}
+    assert summary["notifications"]["deleted"] == 1
+    assert "message_retrying" in done.stderr  # one message fails once and is retried
+    assert "whatsapp · booking reminder · FE-DEMO-03" in done.stderr  # printed, not on stdout (the JSON)
     assert (tmp_path / ".demo-pgdata" / "PG_VERSION").exists()
-    # A second start reuses the data folder and still finds work (a fresh round of demo bookings).
-    again = run_cli("--demo", "--run-once", "reminders", env=clean_env(), cwd=tmp_path)
-    assert again.json()["summary"]["bookingReminders"]["sent"] >= 1
+    # Each start lays the same demo data afresh, dry runs included: nothing piles up.
+    dry = run_cli("--demo", "--run-once", "all", "--dry-run", env=clean_env(), cwd=tmp_path)
+    assert dry.code == 0, dry.stderr
+    assert dry.json()["summary"]["staleBookings"] == {"wouldCancel": 1, "bookings": ["FE-DEMO-01"], "errors": []}
+    again = run_cli("--demo", "--run-once", "all", env=clean_env(), cwd=tmp_path)
+    assert again.code == 0, again.stderr
+    assert again.json()["summary"] == summary
     # The embedded server was stopped on exit.
     assert not (tmp_path / ".demo-pgdata" / "postmaster.pid").exists()

@@ -28,11 +28,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
-from scheduler.cron import OFF, build_trigger
+from scheduler.cron import OFF
 from scheduler.jobs.catalog import schedule_for
 from scheduler.limits import PRODUCTION
 from scheduler.phones import InvalidPhoneNumber, to_e164
 from scheduler.settings import Settings, SettingsError, load_settings, variable_names
+from scheduler.triggers import build_trigger
 from scheduler.vocabulary import JobName
 from tests.faults.support import (
     CRON_SECRET,

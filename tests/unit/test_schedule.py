@@ -24,7 +24,7 @@ from scheduler.schedule import (
     next_fire,
     slot_key,
 )
-from scheduler.settings import Settings
+from scheduler.settings import Settings, SettingsError, load_settings
 from scheduler.vocabulary import JobName
 
 SYDNEY = ZoneInfo("Australia/Sydney")
@@ -404,3 +404,38 @@ async def test_each_fire_is_handed_over_with_its_scheduled_time_and_late_ones_ar
         assert [entry["job"] for entry in logs if entry["event"] == "fire_missed"] == ["cleanup_expired_otps"]
     finally:
         schedule.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("61 * * * *", "minute field value 61 is out of range 0-59"),
+        ("0 24 * * *", "hour field value 24 is out of range 0-23"),
+        ("0 0 0 * *", "day of month field value 0 is out of range 1-31"),
+        ("0 0 32 * *", "day of month field value 32 is out of range 1-31"),
+        ("0 0 * 13 *", "month field value 13 is out of range 1-12"),
+        ("0 0 * * 8", "day of week field value 8 is out of range 0-7"),
+        ("0 1-60/5 * * *", "hour field value 60 is out of range 0-23"),
+        ("5x * * * *", "minute field '5x' is not a number"),
+        ("*/0 * * * *", "minute field step '0' is not a positive number"),
+        ("0 5-2 * * *", "hour field range 5-2 runs backwards"),
+    ],
+)
+def test_cron_errors_name_the_field_and_its_range(expression: str, message: str) -> None:
+    with pytest.raises(cron.CronError) as raised:
+        cron.validate(expression)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "expression", ["0 0 * jan-mar mon-fri", "59 23 31 12 7", "1,2 */4 1-15/2 * sun", "0 2 * * 0-7"]
+)
+def test_cron_accepts_names_lists_ranges_and_steps(expression: str) -> None:
+    assert cron.validate(expression) == expression
+
+
+def test_cron_error_in_settings_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEDULE_SEND_BOOKING_REMINDERS", "61 * * * *")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(_env_file=None)
+    assert str(raised.value) == "SCHEDULE_SEND_BOOKING_REMINDERS: minute field value 61 is out of range 0-59"

@@ -1,0 +1,46 @@
+"""The line that tells a demo's user it is up, where to look and how to stop it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from scheduler.app import App
+
+
+def banner(*, host: str, port: int, timezone: str, messages: dict[str, dict[str, int]]) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - naming, not binding
+    tally = "; ".join(
+        f"{channel} " + ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+        for channel, statuses in sorted(messages.items())
+    )
+    return "\n".join(
+        [
+            "",
+            f"  flavor-scheduler demo is ready: every job ran once, now each runs on its schedule ({timezone}).",
+            f"    metrics   http://{shown}:{port}/metrics",
+            f"    health    http://{shown}:{port}/healthz",
+            f"    messages  {tally or 'none'}",
+            "              WhatsApp is printed above; email is off in the demo (no RESEND_API_KEY): skipped.",
+            "  Press Ctrl-C to stop.",
+            "",
+        ]
+    )
+
+
+async def announce_when_ready(app: App, stream: TextIO) -> None:
+    """Once the daemon is ready and the demo's first round is done, print the banner."""
+    from scheduler.db import outbox as outbox_db
+    from scheduler.lifecycle import Phase
+
+    await app.lifecycle.reached(Phase.READY)
+    await app.inflight.idle()
+    if app.lifecycle.stopping:
+        return
+    async with app.db.connect() as conn:
+        tally = await outbox_db.count_by_channel_and_status(conn)
+    settings = app.settings
+    port = app.http.port if app.http.port is not None else settings.http_port
+    text = banner(host=settings.http_host, port=port, timezone=settings.timezone, messages=tally)
+    stream.write(text + "\n")
+    stream.flush()
