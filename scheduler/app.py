@@ -93,6 +93,7 @@ class App:
         if missing:
             log.warning("optional_tables_missing", tables=missing, effect="jobs needing them skip with a warning")
         self.ready = True
+        self.metrics.set_ready(True)
 
     async def aclose(self) -> None:
         """Close transports, then the engine (the shutdown order's last steps)."""

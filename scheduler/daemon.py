@@ -168,6 +168,7 @@ class Daemon:
         callbacks need it until the runs are done. The CLI closes transports and engine after."""
         self._stopping = True
         self.app.stopping = True  # jobs finish the item in hand and return
+        self.app.metrics.set_ready(False)
         self.stop()  # STOPPING=1 if no signal said it yet
         self.schedule.shutdown()
         for task in self._background:
@@ -368,8 +369,7 @@ class Daemon:
         """Prove the loop alive (/healthz) and keep the next-run gauges current after each fire."""
         while True:
             self._last_beat = time.monotonic()
-            if self.schedule.running:
-                self._publish_next_runs()
+            self._publish_next_runs()  # from the first beat on: known before the database answers
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     def _liveness(self) -> str | None:

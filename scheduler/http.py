@@ -97,6 +97,8 @@ class HttpServer:
     # Observability -----------------------------------------------------------
 
     async def metrics(self, _request: web.Request) -> web.Response:
+        # The ready gauge is what /readyz would answer now: a database lost while running shows too.
+        self.app.metrics.set_ready(await self._readiness_problem() is None)
         return web.Response(body=generate_latest(self.app.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, _request: web.Request) -> web.Response:

@@ -168,10 +168,16 @@ async def test_ready_only_once_the_database_answers(
             assert "waiting for the database" in (await response.json())["problem"]
         async with http.get(f"{running.url}/api/cron/cleanup", headers=bearer(SECRET)) as response:
             assert response.status == 503
+        waiting = await scrape(http, running)
+        assert value(waiting, "flavor_scheduler_ready", "flavor_scheduler_ready") == 0
+        next_run = "flavor_scheduler_job_next_run_timestamp_seconds"
+        for job in JobName:  # known from the schedule before the database answers
+            assert value(waiting, next_run, next_run, job_name=job) > datetime.now(UTC).timestamp(), job
         await _allow_connections(test_databases, name, allowed=True)
         await until(running.daemon.ready, running.task)
         async with http.get(f"{running.url}/readyz") as response:
             assert response.status == 200
+        assert value(await scrape(http, running), "flavor_scheduler_ready", "flavor_scheduler_ready") == 1
         (unavailable, *_) = running.events("database_unavailable")
         assert unavailable["attempt"] == 1
         assert "connections" in unavailable["error"]
@@ -261,6 +267,7 @@ CONTRACT_METRICS: dict[str, tuple[str, set[str]]] = {
     "flavor_scheduler_message_status_total": ("counter", {"channel", "status"}),
     "flavor_scheduler_provider_request_duration_seconds": ("histogram", {"provider", "outcome"}),
     "flavor_scheduler_build_info": ("gauge", {"version"}),
+    "flavor_scheduler_ready": ("gauge", set()),
 }
 
 
@@ -298,6 +305,8 @@ async def test_metrics_are_the_contract_s_names_types_and_labels(
             assert set(sample.labels) - {"le"} == labels, (sample.name, sample.labels)
             if kind == "counter":
                 assert sample.name == name
+    assert families["flavor_scheduler_ready"].samples[0].value == 1
+    assert {"process_resident_memory_bytes", "process_open_fds", "process_max_fds"} <= set(families)
 
 
 async def test_every_job_s_series_exist_at_zero_from_start(database_url: str, http: aiohttp.ClientSession) -> None:
