@@ -79,7 +79,8 @@ def test_labels_used_by_rules_and_dashboard_exist() -> None:
     for expr in [*_expressions(dashboard), _rule_text()]:
         for name, selector in re.findall(r"\b(flavor_scheduler_[a-z_]+)\{([^}]*)\}", expr):
             used = set(re.findall(r"([a-z_]+)\s*(?:=~|!~|!=|=)", selector))
-            assert used <= labels[name] | {"job", "instance"}, f"{name}{{{selector}}} in {expr!r}"
+            # The target's labels: job and instance from Prometheus, environment from the scrape config.
+            assert used <= labels[name] | {"job", "instance", "environment"}, f"{name}{{{selector}}} in {expr!r}"
 
 
 def test_promtool_check_metrics_accepts_the_exposition() -> None:
