@@ -140,8 +140,8 @@ def _bar_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_bars_add_up_to_the_true_count(dashboard: dict[str, Any]) -> None:
     """`increase(x[$__rate_interval])` per bar counts every event in several bars (the windows are
-    longer than the step); each bar must be the rise over its own interval, and no interval
-    shorter than a scrape or two."""
+    longer than the step); each bar must be the rise over its own interval (a replica's last
+    samples before it stopped included), and no interval shorter than a scrape or two."""
     bars = _bar_panels(dashboard)
     assert len(bars) == 8
     for panel in bars:
@@ -150,7 +150,8 @@ def test_bars_add_up_to_the_true_count(dashboard: dict[str, Any]) -> None:
             expr = target["expr"]
             assert "$__rate_interval" not in expr, panel["title"]
             assert "$__range" not in expr, panel["title"]
-            assert "offset $__interval" in expr, panel["title"]
+            # The last sample in the bar's interval minus the last one before it.
+            assert re.search(r"last_over_time\((\w+\{[^}]*\})\[\$__interval\]\) - \1 offset \$__interval", expr), expr
 
 
 def test_readiness_is_shown_per_replica(dashboard: dict[str, Any]) -> None:
