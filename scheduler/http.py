@@ -64,6 +64,7 @@ class HttpServer:
         self._liveness = liveness
         self._head_revision = migrate.head_revision()
         self._runner: web.AppRunner | None = None
+        self._probe: asyncio.Future[str | None] | None = None  # the readiness probe in flight
         self.port: int | None = None  # the bound port (HTTP_PORT=0 picks a free one)
 
         web_app = web.Application(middlewares=[_limit_body], client_max_size=MAX_BODY_BYTES)
@@ -114,6 +115,13 @@ class HttpServer:
         return web.json_response({"status": "ready"})
 
     async def _readiness_problem(self) -> str | None:
+        """What /readyz and the ready gauge report. Requests that come while a probe is in flight
+        share it: a flood of probes or scrapes costs the database one query, not one each."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._probe_readiness())
+        return await asyncio.shield(self._probe)  # one caller going away does not cancel the others'
+
+    async def _probe_readiness(self) -> str | None:
         if self.app.stopping:
             return "stopping"
         if not self.app.ready:

@@ -26,6 +26,7 @@ from twilio.request_validator import RequestValidator
 from scheduler.app import App, build
 from scheduler.catalog import JobName
 from scheduler.daemon import Daemon
+from scheduler.db import migrate
 from scheduler.db.engine import create_engine
 from scheduler.db.tables import deliveries, job_runs
 from scheduler.metrics import RunOutcome, SkipReason
@@ -197,6 +198,32 @@ async def _allow_connections(databases: test_database.DatabaseFactory, name: str
                 )
     finally:
         await engine.dispose()
+
+
+async def test_probes_and_scrapes_in_flight_share_one_readiness_query(
+    database_url: str, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/readyz and the ready gauge ask the database; a flood of them must not be a flood of queries."""
+    async with started(daemon_settings(database_url)) as running:
+        original = migrate.current_revision
+        queries = 0
+
+        async def slow_revision(engine: AsyncEngine) -> str | None:
+            nonlocal queries
+            queries += 1
+            await asyncio.sleep(0.3)
+            return await original(engine)
+
+        monkeypatch.setattr(migrate, "current_revision", slow_revision)
+
+        async def status(path: str) -> int:
+            async with http.get(f"{running.url}{path}") as response:
+                return response.status
+
+        statuses = await asyncio.gather(*(status(path) for path in ("/readyz", "/metrics") * 50))
+        assert set(statuses) == {200}
+        assert queries == 1
+        assert value(await scrape(http, running), "flavor_scheduler_ready", "flavor_scheduler_ready") == 1
 
 
 async def test_a_missing_required_table_stops_the_start_with_exit_1(database_url: str, engine: AsyncEngine) -> None:
