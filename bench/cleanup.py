@@ -23,12 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.support import bench_server, drop_database, fresh_database
 from scheduler.app import build
-from scheduler.catalog import JobName
 from scheduler.clock import FrozenClock
 from scheduler.db.engine import create_engine
 from scheduler.logging import configure_logging
-from scheduler.runner import Trigger
 from scheduler.settings import Settings
+from scheduler.vocabulary import JobName, Trigger
 
 NOW = datetime(2026, 11, 29, 18, 0, tzinfo=UTC)
 

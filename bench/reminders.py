@@ -29,11 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.support import bench_server, drop_database, fresh_database
 from scheduler.app import build
-from scheduler.catalog import JobName
 from scheduler.db.engine import create_engine
 from scheduler.logging import configure_logging
-from scheduler.runner import Trigger
 from scheduler.settings import Settings
+from scheduler.vocabulary import JobName, Trigger
 from tests.fakes.fixtures import RESEND_API_KEY, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER
 from tests.fakes.providers import max_in_window
 

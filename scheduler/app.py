@@ -1,12 +1,14 @@
-"""The composition root: build(settings) wires engine, transports, metrics and runner together,
-and owns the order of start-up and shutdown."""
+"""The composition root: `build(settings)` returns everything the process runs, fully wired
+(database, transports, metrics, dispatcher, run history, runner, schedule, HTTP server), and
+`App` owns the steps of start-up and shutdown that touch them."""
 
 from __future__ import annotations
 
 import os
 import socket
 import sys
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TextIO
 from uuid import uuid4
 
@@ -17,17 +19,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler import __version__
 from scheduler.clock import Clock, SystemClock
 from scheduler.db import migrate
-from scheduler.db import runs as runs_db
+from scheduler.db.database import Database, translated_errors
 from scheduler.db.engine import create_engine
 from scheduler.db.platform import PlatformTables, inspect_platform
+from scheduler.db.tables import OPTIONAL_TABLES
+from scheduler.history import RunHistory
+from scheduler.http import HttpServer
+from scheduler.inflight import RunsInFlight
+from scheduler.jobs.catalog import enabled_schedules
+from scheduler.jobs.context import Dependencies
+from scheduler.lifecycle import Lifecycle, Phase
+from scheduler.limits import PRODUCTION, Limits
 from scheduler.metrics import Metrics
 from scheduler.notify.content import Renderer
 from scheduler.notify.dispatcher import Dispatcher
-from scheduler.notify.message import Channel, MessageKind
-from scheduler.notify.outbox import MessagePlanner
+from scheduler.notify.planner import MessagePlanner
 from scheduler.notify.transport import Transport
-from scheduler.runner import Dependencies, Runner
+from scheduler.runner import Runner
+from scheduler.schedule import Schedule
 from scheduler.settings import Settings
+from scheduler.vocabulary import Channel, JobName, MessageKind
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +49,7 @@ def replica_name() -> str:
 
 
 def build_transports(
-    settings: Settings, metrics: Metrics, *, demo: bool, console: TextIO | None = None
+    settings: Settings, metrics: Metrics, clock: Clock, *, demo: bool, console: TextIO | None = None
 ) -> dict[Channel, Transport]:
     """The enabled channels' transports: console ones in the demo, else those with credentials."""
     if demo:
@@ -49,51 +60,65 @@ def build_transports(
     if settings.whatsapp_enabled:
         from scheduler.notify.twilio import TwilioTransport
 
-        transports[Channel.WHATSAPP] = TwilioTransport(settings, on_request=metrics.observe_provider_request)
+        transports[Channel.WHATSAPP] = TwilioTransport(
+            settings, on_request=metrics.observe_provider_request, clock=clock
+        )
     if settings.email_enabled:
         from scheduler.notify.resend import ResendTransport
 
-        transports[Channel.EMAIL] = ResendTransport(settings, on_request=metrics.observe_provider_request)
+        transports[Channel.EMAIL] = ResendTransport(settings, on_request=metrics.observe_provider_request, clock=clock)
     return transports
 
 
-@dataclass
+@dataclass(eq=False)
 class App:
     """Everything the daemon and the CLI use, built once from the settings."""
 
     settings: Settings
-    engine: AsyncEngine
     clock: Clock
-    metrics: Metrics
+    limits: Limits
+    db: Database
     registry: CollectorRegistry
+    metrics: Metrics
     transports: dict[Channel, Transport]
-    replica_id: str
+    deps: Dependencies
+    lifecycle: Lifecycle
+    history: RunHistory
     runner: Runner
-    dispatcher: Dispatcher
-    ready: bool = False
-    stopping: bool = False
+    inflight: RunsInFlight
+    schedule: Schedule
+    http: HttpServer
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.db.engine
 
     @property
     def tables(self) -> PlatformTables:
-        return self.runner.deps.tables
+        return self.deps.tables
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self.deps.dispatcher
+
+    @property
+    def replica_id(self) -> str:
+        return self.history.replica_id
 
     async def prepare_database(self) -> None:
-        """Migrate our schema, check the platform's tables, seed the last-success gauges."""
-        await migrate.upgrade(self.engine)
-        async with self.engine.begin() as conn:
-            self.runner.deps = replace(self.runner.deps, tables=await inspect_platform(conn))
-            await runs_db.ensure_installed(conn, now=self.clock.now())
-            successes = await runs_db.last_successes(conn)
-        for job_name, finished in successes.items():
+        """Migrate our schema, check the platform's tables, seed the last-success gauges.
+
+        Raises DatabaseError (unreachable, refused) or PlatformSchemaError (a table is missing).
+        """
+        await migrate.upgrade(self.db)
+        async with self.db.begin() as conn:
+            await inspect_platform(conn, self.tables)
+        for job_name, finished in (await self.history.prepare()).items():
             if finished is not None:
                 self.metrics.job_last_success.labels(job_name=job_name).set(finished.timestamp())
-        missing = [
-            name for name in ("otp_codes", "audit_logs", "notification_preferences") if not self.tables.has(name)
-        ]
+        missing = self.tables.missing(table.name for table in OPTIONAL_TABLES)
         if missing:
             log.warning("optional_tables_missing", tables=missing, effect="jobs needing them skip with a warning")
-        self.ready = True
-        self.metrics.set_ready(True)
 
     async def aclose(self) -> None:
         """Close transports, then the engine (the shutdown order's last steps)."""
@@ -102,7 +127,7 @@ class App:
                 await transport.aclose()
             except Exception:
                 log.warning("transport_close_failed", provider=transport.provider)
-        await self.engine.dispose()
+        await self.db.dispose()
 
 
 def build(
@@ -111,16 +136,61 @@ def build(
     clock: Clock | None = None,
     transports: dict[Channel, Transport] | None = None,
     registry: CollectorRegistry | None = None,
+    limits: Limits = PRODUCTION,
+    schedules: Mapping[JobName, str] | None = None,
     demo: bool = False,
 ) -> App:
-    """Wire the application; connects to nothing yet (see App.prepare_database)."""
+    """Wire the application; connects to nothing yet (see App.prepare_database).
+
+    `schedules` replaces the settings' cron expressions (tests give second-level ones).
+    """
     url = settings.async_database_url()
     if url is None:
         raise ValueError("DATABASE_URL is not set")
+    clock = clock or SystemClock()
     registry = registry or CollectorRegistry()
     metrics = Metrics(registry, __version__)
     if transports is None:
-        transports = build_transports(settings, metrics, demo=demo)
+        transports = build_transports(settings, metrics, clock, demo=demo)
+    _warn_about_channels(settings, transports, demo=demo)
+    with translated_errors():
+        db = Database(create_engine(url, pool_size=settings.database_pool_size))
+    replica_id = replica_name()
+    dispatcher = Dispatcher(
+        db,
+        transports,
+        ceilings={Channel.WHATSAPP: settings.whatsapp_max_per_second, Channel.EMAIL: settings.email_max_per_second},
+        limits=limits,
+        clock=clock,
+        metrics=metrics,
+        claimer=replica_id,
+    )
+    planner = MessagePlanner(
+        Renderer(settings.tz),
+        enabled_channels=transports.keys(),
+        content_sids={kind: settings.content_sid(kind.value) for kind in MessageKind},
+    )
+    deps = Dependencies(settings, db, PlatformTables(), metrics, planner, dispatcher, limits)
+    schedule = Schedule(schedules if schedules is not None else enabled_schedules(settings), settings.tz, clock)
+    lifecycle = Lifecycle(
+        clock,
+        health_stale_seconds=limits.health_stale_seconds,
+        scheduler_running=lambda: schedule.running,
+        on_change=lambda phase: metrics.set_ready(phase is Phase.READY),
+    )
+    history = RunHistory(db, clock, limits, replica_id)
+    runner = Runner(deps, history, lifecycle, clock)
+    inflight = RunsInFlight(runner)
+    http = HttpServer(
+        settings, registry=registry, lifecycle=lifecycle, db=db, metrics=metrics, clock=clock, inflight=inflight
+    )
+    return App(
+        settings, clock, limits, db, registry, metrics, transports, deps, lifecycle, history, runner, inflight,
+        schedule, http,
+    )  # fmt: skip
+
+
+def _warn_about_channels(settings: Settings, transports: Mapping[Channel, Transport], *, demo: bool) -> None:
     for channel in Channel:
         if channel not in transports:
             log.warning(
@@ -134,42 +204,3 @@ def build(
                 kinds=without_template,
                 effect="free-text WhatsApp outside a 24-hour session fails with 63016; set TWILIO_CONTENT_SID_<KIND>",
             )
-    clock = clock or SystemClock()
-    engine = create_engine(url, pool_size=settings.database_pool_size)
-    replica_id = replica_name()
-    planner = MessagePlanner(
-        Renderer(settings.tz),
-        enabled_channels=transports.keys(),
-        content_sids={kind: settings.content_sid(kind.value) for kind in MessageKind},
-    )
-    dispatcher = Dispatcher(
-        engine,
-        transports,
-        limits={Channel.WHATSAPP: settings.whatsapp_max_per_second, Channel.EMAIL: settings.email_max_per_second},
-        clock=clock,
-        metrics=metrics,
-        claimer=replica_id,
-    )
-    deps = Dependencies(
-        settings=settings,
-        engine=engine,
-        tables=PlatformTables.everything(),
-        metrics=metrics,
-        planner=planner,
-        dispatcher=dispatcher,
-        clock=clock,
-        replica_id=replica_id,
-    )
-    app = App(
-        settings=settings,
-        engine=engine,
-        clock=clock,
-        metrics=metrics,
-        registry=registry,
-        transports=transports,
-        replica_id=replica_id,
-        runner=Runner(deps),
-        dispatcher=dispatcher,
-    )
-    app.runner.should_stop = lambda: app.stopping
-    return app

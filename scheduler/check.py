@@ -13,21 +13,21 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.app import build_transports
-from scheduler.catalog import JOBS
-from scheduler.cron import OFF
+from scheduler.clock import SystemClock
 from scheduler.db import migrate
+from scheduler.db.database import Database
 from scheduler.db.engine import create_engine
-from scheduler.db.errors import describe_db_error
-from scheduler.db.platform import PlatformSchemaError, inspect_platform
+from scheduler.db.errors import DatabaseError
+from scheduler.db.platform import PlatformSchemaError, PlatformTables, inspect_platform
+from scheduler.db.tables import OPTIONAL_TABLES
+from scheduler.jobs.catalog import JOBS, enabled_schedules
 from scheduler.metrics import Metrics
-from scheduler.notify.message import Channel
 from scheduler.notify.transport import SendError
 from scheduler.redact import redact_text
 from scheduler.settings import Settings
+from scheduler.vocabulary import Channel
 
 CHECK_TIMEOUT_SECONDS = 15.0  # each check; a provider or database slower than this is a finding
 
@@ -59,7 +59,7 @@ async def run_checks(settings: Settings, *, demo: bool = False, out: TextIO | No
 
 
 def _settings_line(settings: Settings) -> CheckLine:
-    enabled = [job for job in JOBS if settings.schedule_for(job) != OFF]
+    enabled = enabled_schedules(settings)
     return CheckLine("ok", "settings", f"valid; {len(enabled)} of {len(JOBS)} jobs scheduled in {settings.timezone}")
 
 
@@ -67,17 +67,16 @@ async def _database_lines(settings: Settings) -> list[CheckLine]:
     url = settings.async_database_url()
     if url is None:
         return [CheckLine("FAIL", "database", "DATABASE_URL is not set")]
-    engine = create_engine(url, pool_size=1)
+    db = Database(create_engine(url, pool_size=1))
     lines: list[CheckLine] = []
     try:
-        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), engine.connect() as conn:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), db.connect() as conn:
             version = await conn.scalar(text("SHOW server_version"))
             lines.append(CheckLine("ok", "database", f"reachable (PostgreSQL {version})"))
             try:
-                tables = await inspect_platform(conn)
-                missing = [
-                    name for name in ("otp_codes", "audit_logs", "notification_preferences") if not tables.has(name)
-                ]
+                tables = PlatformTables()
+                await inspect_platform(conn, tables)
+                missing = tables.missing(table.name for table in OPTIONAL_TABLES)
                 if missing:
                     lines.append(
                         CheckLine("warn", "tables", f"required present; optional missing: {', '.join(missing)}")
@@ -86,19 +85,19 @@ async def _database_lines(settings: Settings) -> list[CheckLine]:
                     lines.append(CheckLine("ok", "tables", "required and optional platform tables present"))
             except PlatformSchemaError as exc:
                 lines.append(CheckLine("FAIL", "tables", str(exc)))
-        lines.append(await _migrations_line(engine))
+        lines.append(await _migrations_line(db))
     except TimeoutError:
         lines.append(CheckLine("FAIL", "database", f"no answer within {CHECK_TIMEOUT_SECONDS:g} s"))
-    except (SQLAlchemyError, OSError) as exc:
-        lines.append(CheckLine("FAIL", "database", f"unreachable: {describe_db_error(exc)}"))
+    except DatabaseError as exc:
+        lines.append(CheckLine("FAIL", "database", f"unreachable: {exc}"))
     finally:
-        await engine.dispose()
+        await db.dispose()
     return lines
 
 
-async def _migrations_line(engine: AsyncEngine) -> CheckLine:
+async def _migrations_line(db: Database) -> CheckLine:
     head = migrate.head_revision()
-    current = await migrate.current_revision(engine)
+    current = await migrate.current_revision(db)
     if current == head:
         return CheckLine("ok", "migrations", f"schema flavor_scheduler at {head}")
     if current is None:
@@ -113,7 +112,7 @@ async def _migrations_line(engine: AsyncEngine) -> CheckLine:
 
 
 async def _channel_lines(settings: Settings, *, demo: bool) -> list[CheckLine]:
-    transports = build_transports(settings, Metrics.unregistered(), demo=demo)
+    transports = build_transports(settings, Metrics.unregistered(), SystemClock(), demo=demo)
     lines: list[CheckLine] = []
     try:
         for channel, variables in ((Channel.WHATSAPP, "TWILIO_*"), (Channel.EMAIL, "RESEND_API_KEY")):

@@ -12,27 +12,35 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NoReturn
+from functools import partial
+from typing import Any, NoReturn, Protocol
 
 from pydantic import SecretStr
-from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler import __version__
 from scheduler.app import App, build
-from scheduler.catalog import GROUPS, JOBS, JobName, resolve_target, valid_targets
 from scheduler.clock import SystemClock
 from scheduler.cron import OFF, build_trigger
-from scheduler.db.errors import describe_db_error
+from scheduler.db.errors import DatabaseError
 from scheduler.db.platform import PlatformSchemaError
-from scheduler.jobs.result import JobResult, group_json
+from scheduler.jobs.catalog import GROUPS, JOBS, resolve_target, schedule_for, valid_targets
+from scheduler.jobs.report import group_json, result_json
+from scheduler.jobs.result import JobResult
+from scheduler.limits import PRODUCTION, Limits
 from scheduler.logging import configure_logging
 from scheduler.redact import redact_text
-from scheduler.runner import Trigger
 from scheduler.settings import Settings, SettingsError, load_settings
+from scheduler.vocabulary import JobName, Trigger
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class AppFactory(Protocol):
+    """`app.build` with the timings of this program fixed."""
+
+    def __call__(self, settings: Settings, *, demo: bool) -> App: ...
 PROG = "flavor-scheduler"
 
 
@@ -49,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Background jobs of the Flavor Entertainers platform: nightly cleanups, hourly reminders.",
-        epilog=f"Jobs: {', '.join(job.value for job in JobName)}. Groups: {', '.join(GROUPS)}.",
+        epilog=f"Jobs: {', '.join(job.value for job in JOBS)}. Groups: {', '.join(GROUPS)}.",
     )
     parser.add_argument("--run-once", metavar="JOB", help="run one job or group now, print its result as JSON, exit")
     parser.add_argument("--dry-run", action="store_true", help="with --run-once: report, change nothing, send nothing")
@@ -65,8 +73,15 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script and `python -m scheduler`."""
+def main(
+    argv: Sequence[str] | None = None, *, limits: Limits = PRODUCTION, schedules: Mapping[JobName, str] | None = None
+) -> int:
+    """Entry point of the console script and `python -m scheduler`.
+
+    `limits` and `schedules` replace the production timings and the settings' cron expressions
+    (multi-process tests run the real program with second-long leases and schedules in seconds).
+    """
+    make_app = partial(build, limits=limits, schedules=schedules)
     try:
         args = _parser().parse_args(argv)
         if args.dry_run and not args.run_once:
@@ -97,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _terminate_as_interrupt():
         try:
             if args.demo:
-                return _with_demo(args, settings)
-            return asyncio.run(_command(args, settings, demo=False))
+                return _with_demo(args, settings, make_app)
+            return asyncio.run(_command(args, settings, make_app, demo=False))
         except KeyboardInterrupt:
             return EXIT_OK if not args.run_once else EXIT_FAILED
 
@@ -117,7 +132,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _with_demo(args: argparse.Namespace, settings: Settings) -> int:
+def _with_demo(args: argparse.Namespace, settings: Settings, make_app: AppFactory) -> int:
     from scheduler.demo.embedded import EmbeddedPostgresMissing
     from scheduler.demo.setup import demo_server, prepare_demo_database
 
@@ -127,19 +142,19 @@ def _with_demo(args: argparse.Namespace, settings: Settings) -> int:
 
             async def go() -> int:
                 await prepare_demo_database(url, SystemClock(), add_sample_round=not args.check)
-                return await _command(args, demo_settings, demo=True)
+                return await _command(args, demo_settings, make_app, demo=True)
 
             return asyncio.run(go())
     except EmbeddedPostgresMissing as exc:
         return _fail(str(exc), EXIT_USAGE)
 
 
-async def _command(args: argparse.Namespace, settings: Settings, *, demo: bool) -> int:
+async def _command(args: argparse.Namespace, settings: Settings, make_app: AppFactory, *, demo: bool) -> int:
     if args.check:
         from scheduler.check import run_checks
 
         return await run_checks(settings, demo=demo)
-    app = build(settings, demo=demo)
+    app = make_app(settings, demo=demo)
     try:
         if args.run_once:
             return await run_once(app, args.run_once, dry_run=args.dry_run)
@@ -159,10 +174,8 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
         await app.prepare_database()
     except PlatformSchemaError as exc:
         return _fail(f"platform schema problem: {exc}", EXIT_FAILED)
-    except (SQLAlchemyError, OSError) as exc:
-        return _fail(
-            f"database unreachable: {redact_text(describe_db_error(exc), app.settings.secret_values())}", EXIT_FAILED
-        )
+    except DatabaseError as exc:
+        return _fail(f"database unreachable: {redact_text(str(exc), app.settings.secret_values())}", EXIT_FAILED)
     started = app.clock.now()
     results: list[JobResult] = []
     for job in jobs:
@@ -170,7 +183,7 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
     secrets = app.settings.secret_values()
     for result in results:
         result.errors = [redact_text(error, secrets) for error in result.errors]
-    body = group_json(target, results, started) if target in GROUPS else results[0].to_json()
+    body = group_json(target, results, started) if target in GROUPS else result_json(results[0])
     print(json.dumps(body, ensure_ascii=False, default=str))
     return EXIT_OK if all(result.success for result in results) else EXIT_FAILED
 
@@ -179,7 +192,7 @@ def list_jobs(settings: Settings, now: datetime) -> str:
     """A table: job, schedule, time zone, enabled, next run (in the configured zone)."""
     rows = [("JOB", "SCHEDULE", "TIMEZONE", "ENABLED", "NEXT RUN")]
     for job in JOBS:
-        expression = settings.schedule_for(job)
+        expression = schedule_for(settings, job)
         if expression == OFF:
             rows.append((job.value, OFF, settings.timezone, "no", "-"))
             continue

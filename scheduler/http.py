@@ -1,28 +1,31 @@
 """The daemon's HTTP side (CONTRACT §6): /metrics, /healthz, /readyz, the platform's old cron
 routes as authenticated triggers, and Twilio's message-status callbacks.
 
-It runs nothing itself: a trigger goes to the daemon's `run_group`, which knows what is running.
+It runs nothing itself: a trigger goes to the runs in flight, which know what is running here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.exc import SQLAlchemyError
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from scheduler.app import App
+from scheduler.clock import Clock
 from scheduler.db import migrate
 from scheduler.db import outbox as outbox_db
-from scheduler.db.errors import describe_db_error
-from scheduler.jobs.result import JobResult, group_json
-from scheduler.metrics import SkipReason
-from scheduler.notify.message import Channel
+from scheduler.db.database import Database
+from scheduler.db.errors import DatabaseError
+from scheduler.inflight import RunsInFlight
+from scheduler.jobs.report import group_json
+from scheduler.lifecycle import Lifecycle
+from scheduler.metrics import Metrics
 from scheduler.redact import redact_text
+from scheduler.settings import Settings
+from scheduler.vocabulary import Channel, SkipReason, Trigger
 
 log = structlog.get_logger(__name__)
 
@@ -38,12 +41,6 @@ TWILIO_STATUSES = frozenset(
     }
 )  # fmt: skip
 
-GroupRunner = Callable[[str], Awaitable[Sequence[JobResult] | None]]
-"""Runs a group now and returns its results; None when one of its jobs is already running here."""
-
-Liveness = Callable[[], str | None]
-"""None while the daemon is alive, else what is wrong (for /healthz)."""
-
 
 @web.middleware
 async def _limit_body(
@@ -58,10 +55,24 @@ async def _limit_body(
 class HttpServer:
     """The aiohttp application and its listening socket."""
 
-    def __init__(self, app: App, *, run_group: GroupRunner, liveness: Liveness) -> None:
-        self.app = app
-        self._run_group = run_group
-        self._liveness = liveness
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry,
+        lifecycle: Lifecycle,
+        db: Database,
+        metrics: Metrics,
+        clock: Clock,
+        inflight: RunsInFlight,
+    ) -> None:
+        self.settings = settings
+        self._registry = registry
+        self._lifecycle = lifecycle
+        self._db = db
+        self._metrics = metrics
+        self._clock = clock
+        self._inflight = inflight
         self._head_revision = migrate.head_revision()
         self._runner: web.AppRunner | None = None
         self._probe: asyncio.Future[str | None] | None = None  # the readiness probe in flight
@@ -79,7 +90,7 @@ class HttpServer:
 
     async def start(self) -> int:
         """Listen on HTTP_HOST:HTTP_PORT; returns the port bound."""
-        settings = self.app.settings
+        settings = self.settings
         runner = web.AppRunner(
             self.web_app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
         )
@@ -99,11 +110,11 @@ class HttpServer:
 
     async def metrics(self, _request: web.Request) -> web.Response:
         # The ready gauge is what /readyz would answer now: a database lost while running shows too.
-        self.app.metrics.set_ready(await self._readiness_problem() is None)
-        return web.Response(body=generate_latest(self.app.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        self._metrics.set_ready(await self._readiness_problem() is None)
+        return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, _request: web.Request) -> web.Response:
-        problem = self._liveness()
+        problem = self._lifecycle.liveness_problem()
         if problem is not None:
             return web.json_response({"status": "unhealthy", "problem": problem}, status=503)
         return web.json_response({"status": "ok"})
@@ -122,17 +133,17 @@ class HttpServer:
         return await asyncio.shield(self._probe)  # one caller going away does not cancel the others'
 
     async def _probe_readiness(self) -> str | None:
-        if self.app.stopping:
+        if self._lifecycle.stopping:
             return "stopping"
-        if not self.app.ready:
+        if not self._lifecycle.ready:
             return "starting: waiting for the database"
         try:
             async with asyncio.timeout(READY_PROBE_TIMEOUT_SECONDS):
-                revision = await migrate.current_revision(self.app.engine)
+                revision = await migrate.current_revision(self._db)
         except TimeoutError:
             return f"database did not answer within {READY_PROBE_TIMEOUT_SECONDS:g} s"
-        except (SQLAlchemyError, OSError) as exc:
-            return redact_text(f"database unreachable: {describe_db_error(exc)}", self.app.settings.secret_values())
+        except DatabaseError as exc:
+            return redact_text(f"database unreachable: {exc}", self.settings.secret_values())
         if revision != self._head_revision:
             return f"schema at revision {revision}, expected {self._head_revision}"
         return None
@@ -142,7 +153,7 @@ class HttpServer:
     async def cron_trigger(self, request: web.Request) -> web.Response:
         """Run a group now, as the platform's old cron route did, and answer its result JSON."""
         group = request.path.rsplit("/", 1)[-1]
-        secret = self.app.settings.cron_secret
+        secret = self.settings.cron_secret
         if secret is None:
             raise web.HTTPNotFound
         if not _bearer_matches(request.headers.get("Authorization", ""), secret.get_secret_value()):
@@ -150,15 +161,15 @@ class HttpServer:
             return web.json_response(
                 {"success": False, "error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
             )
-        if self.app.stopping or not self.app.ready:
-            state = "stopping" if self.app.stopping else "starting"
+        if not self._lifecycle.ready:
+            state = "stopping" if self._lifecycle.stopping else "starting"
             return web.json_response({"success": False, "error": f"the daemon is {state}"}, status=503)
-        started = self.app.clock.now()
+        started = self._clock.now()
         log.info("cron_trigger", group=group)
-        results = await self._run_group(group)
+        results = await self._inflight.run_group(group, Trigger.HTTP)
         if results is None:
             return web.json_response({"success": False, "error": f"{group} is already running"}, status=409)
-        secrets = self.app.settings.secret_values()
+        secrets = self.settings.secret_values()
         for result in results:
             result.errors = [redact_text(error, secrets) for error in result.errors]
         body = group_json(group, results, started)
@@ -170,7 +181,7 @@ class HttpServer:
 
     async def twilio_status(self, request: web.Request) -> web.Response:
         """Record a message's later status (delivered, read, failed with its error code, ...)."""
-        settings = self.app.settings
+        settings = self.settings
         url, token = settings.twilio_status_callback_url, settings.twilio_auth_token
         if url is None or token is None:
             raise web.HTTPNotFound
@@ -193,14 +204,14 @@ class HttpServer:
         if not provider_id or not status:
             return web.json_response({"error": "MessageSid and MessageStatus are required"}, status=400)
         try:
-            async with self.app.engine.begin() as conn:
+            async with self._db.begin() as conn:
                 channel = await outbox_db.record_provider_status(
-                    conn, provider_id=provider_id, status=status, error_code=error_code, now=self.app.clock.now()
+                    conn, provider_id=provider_id, status=status, error_code=error_code, now=self._clock.now()
                 )
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning("message_status_not_recorded", provider_id=provider_id, error=describe_db_error(exc))
+        except DatabaseError as exc:
+            log.warning("message_status_not_recorded", provider_id=provider_id, error=str(exc))
             return web.json_response({"error": "database unavailable"}, status=503)
-        self.app.metrics.message_status.labels(
+        self._metrics.message_status.labels(
             channel=channel or Channel.WHATSAPP, status=status if status in TWILIO_STATUSES else "other"
         ).inc()
         if channel is None:

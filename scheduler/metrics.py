@@ -3,40 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 
-from scheduler.catalog import JobName
-from scheduler.notify.message import Channel, MessageKind
+from scheduler.records import OwedDelivery
+from scheduler.vocabulary import (
+    IN_APP,
+    Channel,
+    JobName,
+    MessageKind,
+    MessageOutcome,
+    ReminderKind,
+    RunOutcome,
+    SkipReason,
+)
 
 PREFIX = "flavor_scheduler"
 
 
-class RunOutcome(StrEnum):
-    SUCCESS = "success"
-    ERROR = "error"
-
-
-class SkipReason(StrEnum):
-    ALREADY_RUNNING = "already_running"
-    CLAIMED_ELSEWHERE = "claimed_elsewhere"
-    TABLE_MISSING = "table_missing"
-
-
-class MessageOutcome(StrEnum):
-    SENT = "sent"
-    FAILED = "failed"
-    RETRIED = "retried"
-    SKIPPED = "skipped"
-
-
-class ReminderKind(StrEnum):
-    BOOKING = "booking"
-    PAYMENT = "payment"
-
-
-IN_APP = "in_app"
 # The later statuses Twilio's callbacks report (others are counted as they come).
 PROVIDER_STATUSES = ("sent", "delivered", "read", "undelivered", "failed")
 
@@ -173,10 +157,10 @@ class Metrics:
         """Follow readiness (CONTRACT §7: 1 exactly when /readyz would answer 200)."""
         self.ready.set(1 if ready else 0)
 
-    def count_recorded(self, settled: Iterable[tuple[Channel, str]], kind: MessageKind) -> None:
+    def count_recorded(self, settled: Iterable[OwedDelivery]) -> None:
         """Count messages finished as they were recorded: skipped (channel off) or failed (bad address)."""
-        for channel, outcome in settled:
-            self.messages.labels(channel=channel, kind=kind, outcome=MessageOutcome(outcome)).inc()
+        for row in settled:
+            self.messages.labels(channel=row.channel, kind=row.kind, outcome=MessageOutcome(row.status.value)).inc()
 
     def observe_provider_request(self, provider: str, outcome: str, seconds: float) -> None:
         """The transports' callback for each provider call."""

@@ -16,8 +16,8 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from scheduler import cron
-from scheduler.catalog import JobName
-from scheduler.settings import Settings
+from scheduler.clock import Clock
+from scheduler.vocabulary import JobName
 
 log = structlog.get_logger(__name__)
 
@@ -29,18 +29,8 @@ MISFIRE_GRACE_SECONDS = int(CATCH_UP_WINDOW.total_seconds())
 OnFire = Callable[[JobName, datetime], None]
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _handed_over() -> None:
     """The APScheduler job function, never called: _HandOffExecutor hands fires to `on_fire` instead."""
-
-
-def enabled_schedules(settings: Settings) -> dict[JobName, str]:
-    """Each enabled job's cron expression, in catalog order; jobs set to `off` are left out."""
-    schedules = {job: settings.schedule_for(job) for job in JobName}
-    return {job: expression for job, expression in schedules.items() if expression != cron.OFF}
 
 
 def slot_key(expression: str, tz: tzinfo, scheduled_for: datetime) -> str:
@@ -56,7 +46,8 @@ def slot_key(expression: str, tz: tzinfo, scheduled_for: datetime) -> str:
     if cron.fires_at_most_hourly(expression):
         # Through UTC: astimezone() to a datetime's own zone keeps a non-existent wall time as it is.
         return instant.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
-    return instant.strftime("%Y-%m-%dT%H:%MZ")
+    # Seconds only where a fire has them (schedules in seconds, tests only): cron fires on the minute.
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ" if instant.second else "%Y-%m-%dT%H:%MZ")
 
 
 def fires_between(expression: str, tz: tzinfo, start: datetime, end: datetime) -> Iterator[datetime]:
@@ -69,13 +60,15 @@ def fires_between(expression: str, tz: tzinfo, start: datetime, end: datetime) -
         fire = trigger.get_next_fire_time(fire, fire)
 
 
-def missed_fire(expression: str, tz: tzinfo, *, installed_at: datetime, now: datetime) -> datetime | None:
-    """The fire the start-up catch-up should run: the latest one in (max(now - 6 h, installed_at), now].
+def missed_fire(
+    expression: str, tz: tzinfo, *, installed_at: datetime, now: datetime, window: timedelta = CATCH_UP_WINDOW
+) -> datetime | None:
+    """The fire the start-up catch-up should run: the latest one in (max(now - window, installed_at), now].
 
     Only the latest counts: jobs work on the database's current state, so running a missed
     hour's reminders and then the next hour's would do the same work twice (coalescing).
     """
-    start = max(now - CATCH_UP_WINDOW, installed_at)
+    start = max(now - window, installed_at)
     latest = None
     for fire in fires_between(expression, tz, start, now):
         latest = fire
@@ -98,10 +91,10 @@ class _HandOffExecutor(BaseExecutor):  # type: ignore[misc]
     executor only applies the misfire rule and hands over.
     """
 
-    def __init__(self, on_fire: OnFire, now: Callable[[], datetime]) -> None:
+    def __init__(self, on_fire: OnFire, clock: Clock) -> None:
         super().__init__()
         self._on_fire = on_fire
-        self._now = now
+        self._clock = clock
 
     def submit_job(self, job: Any, run_times: list[datetime]) -> None:
         # No instance accounting: a hand-over ends at once; the daemon skips a fire whose job is
@@ -110,7 +103,7 @@ class _HandOffExecutor(BaseExecutor):  # type: ignore[misc]
 
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
         scheduled_for = run_times[-1].astimezone(UTC)  # coalesce=True: one time, the latest
-        late = self._now() - scheduled_for
+        late = self._clock.now() - scheduled_for
         if late > timedelta(seconds=job.misfire_grace_time):
             log.warning(
                 "fire_missed",
@@ -125,21 +118,15 @@ class _HandOffExecutor(BaseExecutor):  # type: ignore[misc]
 class Schedule:
     """An AsyncIOScheduler with one cron job per enabled job; every fire goes to `on_fire(job, scheduled_for)`."""
 
-    def __init__(
-        self,
-        schedules: Mapping[JobName, str],
-        tz: tzinfo,
-        on_fire: OnFire,
-        *,
-        now: Callable[[], datetime] = _utc_now,
-    ) -> None:
+    def __init__(self, schedules: Mapping[JobName, str], tz: tzinfo, clock: Clock) -> None:
         self.schedules = dict(schedules)
         self.tz = tz
-        self._now = now
+        self._clock = clock
+        self._on_fire: OnFire | None = None
         self.scheduler = AsyncIOScheduler(
             timezone=tz,  # APScheduler's default is the host's zone
             jobstores={"default": MemoryJobStore()},  # fires missed while down are ours to catch up
-            executors={"default": _HandOffExecutor(on_fire, now)},
+            executors={"default": _HandOffExecutor(self._hand_over, clock)},
             job_defaults={
                 "misfire_grace_time": MISFIRE_GRACE_SECONDS,  # APScheduler's default is 1 s
                 "coalesce": True,  # fires piled up by a delay run once
@@ -149,12 +136,13 @@ class Schedule:
         for job, expression in self.schedules.items():
             self.scheduler.add_job(_handed_over, cron.build_trigger(expression, tz), id=job.value, name=job.value)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, on_fire: OnFire, *, now: Callable[[], datetime] = _utc_now) -> Schedule:
-        return cls(enabled_schedules(settings), settings.tz, on_fire, now=now)
+    def _hand_over(self, job: JobName, scheduled_for: datetime) -> None:
+        if self._on_fire is not None:
+            self._on_fire(job, scheduled_for)
 
-    def start(self) -> None:
-        """Start firing; must be called from the running event loop."""
+    def start(self, on_fire: OnFire) -> None:
+        """Start handing every fire to `on_fire`; must be called from the running event loop."""
+        self._on_fire = on_fire
         self.scheduler.start()
 
     def shutdown(self) -> None:
@@ -177,7 +165,7 @@ class Schedule:
         asked, so the next runs are known from the first scrape (CONTRACT §5).
         """
         times: dict[JobName, datetime | None] = dict.fromkeys(JobName)
-        now = self._now()
+        now = self._clock.now()
         for scheduled in self.scheduler.get_jobs():
             # Jobs have no next_run_time until the scheduler has started.
             at = getattr(scheduled, "next_run_time", None)

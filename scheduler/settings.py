@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import ipaddress
 import re
 import unicodedata
@@ -20,11 +21,19 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from scheduler import cron
-from scheduler.catalog import JOBS, JobName
+from scheduler.vocabulary import JobName
 
+SCHEDULE_PREFIX = "schedule_"  # SCHEDULE_<JOB>, case-insensitive like every variable
 SECRET_NAMES = ("database_url", "twilio_auth_token", "resend_api_key", "cron_secret")
 _ASYNCPG_SCHEME = "postgresql+asyncpg"
 
@@ -75,8 +84,40 @@ def _email_address(value: str | None) -> str | None:
     return value
 
 
+class _ScheduleVariables(PydanticBaseSettingsSource):
+    """SCHEDULE_<JOB> variables (the environment over `.env`) gathered into `schedules`: the jobs
+    are the catalog's, so the settings need no field per job."""
+
+    def __init__(self, settings_cls: type[BaseSettings], *sources: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._sources = [source for source in sources if isinstance(source, EnvSettingsSource)]
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # this source fills `schedules` as a whole, in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, str] = {}
+        for source in reversed(self._sources):  # lowest priority first: the environment wins
+            for name, value in source.env_vars.items():
+                if name.lower().startswith(SCHEDULE_PREFIX) and value:
+                    found[name.lower().removeprefix(SCHEDULE_PREFIX)] = value
+        return {"schedules": found} if found else {}
+
+
 class Settings(BaseSettings):
     """The daemon's configuration (CONTRACT §4). Built once, at start, by the CLI."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        schedules = _ScheduleVariables(settings_cls, env_settings, dotenv_settings)
+        return init_settings, env_settings, dotenv_settings, schedules, file_secret_settings
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -93,13 +134,8 @@ class Settings(BaseSettings):
 
     timezone: str = "Australia/Perth"
 
-    schedule_cleanup_stale_bookings: str = JOBS[JobName.CLEANUP_STALE_BOOKINGS].default_schedule
-    schedule_cleanup_old_notifications: str = JOBS[JobName.CLEANUP_OLD_NOTIFICATIONS].default_schedule
-    schedule_cleanup_expired_otps: str = JOBS[JobName.CLEANUP_EXPIRED_OTPS].default_schedule
-    schedule_cleanup_old_audit_logs: str = JOBS[JobName.CLEANUP_OLD_AUDIT_LOGS].default_schedule
-    schedule_send_booking_reminders: str = JOBS[JobName.SEND_BOOKING_REMINDERS].default_schedule
-    schedule_send_payment_reminders: str = JOBS[JobName.SEND_PAYMENT_REMINDERS].default_schedule
-    schedule_deliver_pending_messages: str = JOBS[JobName.DELIVER_PENDING_MESSAGES].default_schedule
+    # SCHEDULE_<JOB>: the cron expressions that replace a job's default (see _ScheduleVariables).
+    schedules: dict[str, str] = Field(default_factory=dict)
 
     stale_booking_hours: Hours = 24
     notification_retention_days: Days = 30
@@ -149,21 +185,38 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Australia/Perth)") from exc
         return value
 
-    @field_validator(
-        "schedule_cleanup_stale_bookings",
-        "schedule_cleanup_old_notifications",
-        "schedule_cleanup_expired_otps",
-        "schedule_cleanup_old_audit_logs",
-        "schedule_send_booking_reminders",
-        "schedule_send_payment_reminders",
-        "schedule_deliver_pending_messages",
-    )
+    @model_validator(mode="before")
     @classmethod
-    def _cron_or_off(cls, value: str) -> str:
-        try:
-            return cron.validate(value)
-        except cron.CronError as exc:
-            raise ValueError(str(exc)) from exc
+    def _schedule_keywords(cls, data: Any) -> Any:
+        """`Settings(schedule_<job>=...)` keywords, as the environment variables are gathered."""
+        if isinstance(data, dict):
+            given = {key: value for key, value in data.items() if str(key).lower().startswith(SCHEDULE_PREFIX)}
+            if given:
+                data = {key: value for key, value in data.items() if key not in given}
+                named = {str(key).lower().removeprefix(SCHEDULE_PREFIX): value for key, value in given.items()}
+                data["schedules"] = {**data.get("schedules", {}), **named}
+        return data
+
+    @field_validator("schedules")
+    @classmethod
+    def _known_jobs_cron_or_off(cls, value: dict[str, str]) -> dict[str, str]:
+        problems, schedules = [], {}
+        names = [job.value for job in JobName]
+        for key, expression in value.items():
+            job = key.lower()
+            variable = f"SCHEDULE_{job.upper()}"
+            if job not in names:
+                close = difflib.get_close_matches(job, names, n=1)
+                hint = f"; did you mean SCHEDULE_{close[0].upper()}?" if close else ""
+                problems.append(f"{variable} names no job{hint}")
+                continue
+            try:
+                schedules[job] = cron.validate(expression)
+            except cron.CronError as exc:
+                problems.append(f"{variable}: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return schedules
 
     @field_validator("audit_log_keep_event_types", mode="before")
     @classmethod
@@ -197,7 +250,7 @@ class Settings(BaseSettings):
     def _sender_number(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        from scheduler.notify.phones import InvalidPhoneNumber, to_e164
+        from scheduler.phones import InvalidPhoneNumber, to_e164  # phonenumbers is slow to import
 
         try:
             return to_e164(value)
@@ -287,10 +340,9 @@ class Settings(BaseSettings):
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def schedule_for(self, job: JobName) -> str:
-        """The job's cron expression, or 'off'."""
-        value: str = getattr(self, f"schedule_{job.value}")
-        return value
+    def schedule_override(self, job: JobName) -> str | None:
+        """SCHEDULE_<JOB> when set (a cron expression or 'off'); the job's default is the catalog's."""
+        return self.schedules.get(job.value)
 
     def async_database_url(self) -> str | None:
         """DATABASE_URL with the asyncpg driver named, whatever scheme the operator wrote."""
@@ -334,6 +386,12 @@ class Settings(BaseSettings):
         return [value for value in values if len(value) >= 4]
 
 
+def variable_names() -> list[str]:
+    """Every environment variable the daemon reads, SCHEDULE_<JOB> for each job included."""
+    names = [name.upper() for name in Settings.model_fields if name != "schedules"]
+    return names + [f"{SCHEDULE_PREFIX.upper()}{job.value.upper()}" for job in JobName]
+
+
 def _variable_name(loc: tuple[int | str, ...]) -> str:
     return str(loc[0]).upper() if loc else "settings"
 
@@ -346,7 +404,7 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for error in exc.errors(include_input=False, include_url=False):
             message = str(error["msg"]).removeprefix("Value error, ")
-            if error["loc"]:
+            if error["loc"] and error["loc"][0] != "schedules":  # those messages name their variable
                 lines.append(f"{_variable_name(error['loc'])}: {message}")
             else:
                 lines.append(message)

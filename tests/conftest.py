@@ -12,26 +12,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler.app import App, build
 from scheduler.clock import FrozenClock
 from scheduler.db.engine import create_engine
-from scheduler.notify.message import Channel
 from scheduler.notify.recording import RecordingTransport
-from scheduler.settings import Settings
+from scheduler.settings import Settings, variable_names
+from scheduler.vocabulary import Channel
 from tests.database import DatabaseFactory, server_url, to_libpq
 from tests.fakes.fixtures import *  # noqa: F403 - the stand-in provider fixtures
 
 # A Sunday evening in Perth (UTC+8, no daylight saving): 2026-11-29 18:00 local.
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 
-_SETTINGS_PREFIXES = (
-    "DATABASE_", "TIMEZONE", "SCHEDULE_", "STALE_", "NOTIFICATION_", "AUDIT_", "BOOKING_", "PAYMENT_",
-    "REMINDER_", "DELETE_", "TWILIO_", "RESEND_", "EMAIL_", "WHATSAPP_", "CRON_", "HTTP_", "LOG_", "SHUTDOWN_",
-)  # fmt: skip
+# The first word of every variable the daemon reads (DATABASE, SCHEDULE, TWILIO, ...): a machine's
+# variable that starts so is the daemon's, or a look-alike of one.
+_SETTINGS_PREFIXES = tuple(sorted({name.split("_", 1)[0] + ("_" if "_" in name else "") for name in variable_names()}))
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No setting leaks in from the machine running the tests."""
     for name in list(os.environ):
-        if name.startswith(_SETTINGS_PREFIXES):
+        if name.upper().startswith(_SETTINGS_PREFIXES):
             monkeypatch.delenv(name)
 
 
@@ -96,5 +95,6 @@ async def app(
     await app.prepare_database()
     try:
         yield app
+        assert app.engine.pool.checkedout() == 0, "the app left a connection checked out"  # type: ignore[attr-defined]
     finally:
         await app.aclose()

@@ -4,7 +4,6 @@ the messages about a booking need to know (its client, its performer, their pref
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -32,33 +31,9 @@ from scheduler.db.tables import (
     notifications,
     performers,
 )
-from scheduler.notify.content import BookingFacts
+from scheduler.records import AuditEntry, BookingFacts, BookingRecord, Contact, InAppNotification
 
 ACTIVE_STATUSES = ("confirmed", "in_progress")
-
-
-@dataclass(frozen=True, slots=True)
-class Contact:
-    """A client or performer as far as messages are concerned, preferences applied."""
-
-    user_id: UUID | None
-    first_name: str | None
-    phone: str | None
-    email: str | None
-    wants_email: bool = True
-    wants_whatsapp: bool = True
-    wants_payment_reminders: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class BookingRecord:
-    """A booking with everything its messages need. A contact is None when its row is missing."""
-
-    id: UUID
-    event_date: datetime | None
-    facts: BookingFacts
-    client: Contact | None
-    performer: Contact | None
 
 
 # --- stale bookings ------------------------------------------------------------------------
@@ -266,23 +241,6 @@ async def claim_reminders(
 
 
 # --- the platform's own records of what we did ----------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class InAppNotification:
-    user_id: UUID
-    booking_id: UUID
-    type: str
-    title: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    event_type: str
-    action: str
-    booking_id: UUID | None
-    details: dict[str, Any]
 
 
 async def insert_notifications(conn: AsyncConnection, rows: Sequence[InAppNotification], *, now: datetime) -> None:

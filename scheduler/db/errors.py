@@ -17,3 +17,17 @@ def describe_db_error(exc: BaseException) -> str:
         # asyncpg's command timeout says nothing; say what it means.
         text = "no answer from the database in time (a lost connection, or a lock held elsewhere)"
     return f"{type(exc).__name__}: {text}"
+
+
+class DatabaseError(Exception):
+    """Any failure to talk to the database, wrapped once at the database layer.
+
+    The layers above catch this, never the driver's or SQLAlchemy's exceptions; its message is
+    `describe_db_error` of the cause: one line, no statement, no parameters.
+    """
+
+    @classmethod
+    def wrapping(cls, cause: BaseException) -> DatabaseError:
+        error = cls(describe_db_error(cause))
+        error.__cause__ = cause
+        return error

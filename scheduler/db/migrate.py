@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler.db.database import Database
 from scheduler.db.tables import OWN_SCHEMA
 
 if TYPE_CHECKING:
@@ -53,22 +53,22 @@ def alembic_head() -> str | None:
     return head
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
+async def current_revision(db: Database) -> str | None:
     """The revision the database is at, or None when the schema was never migrated."""
-    async with engine.connect() as conn:
+    async with db.connect() as conn:
         if not await conn.scalar(_VERSION_TABLE_SQL):
             return None
         revision: str | None = await conn.scalar(_VERSION_SQL)
         return revision
 
 
-async def upgrade(engine: AsyncEngine) -> None:
+async def upgrade(db: Database) -> None:
     """Create or upgrade schema `flavor_scheduler` to the head revision, in one transaction."""
-    if await current_revision(engine) == HEAD_REVISION:
+    if await current_revision(db) == HEAD_REVISION:
         return
     from alembic import command
 
-    async with engine.begin() as conn:
+    async with db.begin() as conn:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
         await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{OWN_SCHEMA}"'))
         await conn.run_sync(lambda sync: command.upgrade(_config(sync), "head"))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -12,33 +12,21 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.db.tables import deliveries
-
-_UNFINISHED = ("pending", "sending")
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedDelivery:
-    """A delivery this process now holds the lease on."""
-
-    id: UUID
-    booking_id: UUID
-    booking_reference: str
-    kind: str
-    channel: str
-    recipient_role: str
-    address: str | None
-    subject: str | None
-    body_text: str
-    body_html: str | None
-    content_sid: str | None
-    content_variables: dict[str, str]
-    attempts: int  # including this one
-    ambiguous_since: datetime | None
-    created_at: datetime
+from scheduler.db.tables import OWN_SCHEMA, deliveries
+from scheduler.records import ClaimedDelivery, OutgoingMessage, OwedDelivery
+from scheduler.vocabulary import UNFINISHED_DELIVERIES, Channel, DeliveryStatus, MessageKind, Role
 
 
-async def record_owed(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> list[UUID]:
+def _row(owed: OwedDelivery) -> dict[str, Any]:
+    row = {name: getattr(owed, name) for name in _OWED_COLUMNS}
+    row.update(attempts=0, next_attempt_at=owed.created_at, updated_at=owed.created_at)
+    return row
+
+
+_OWED_COLUMNS = tuple(field.name for field in dataclasses.fields(OwedDelivery))
+
+
+async def record_owed(conn: AsyncConnection, rows: Sequence[OwedDelivery]) -> list[UUID]:
     """Insert owed deliveries; one already owed (same dedupe key) is left as it is.
 
     Returns the ids actually inserted. SQLAlchemy sends the rows as multi-row INSERTs, as many
@@ -47,7 +35,7 @@ async def record_owed(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> 
     if not rows:
         return []
     statement = insert(deliveries).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(deliveries.c.id)
-    return list((await conn.scalars(statement, list(rows))).all())
+    return list((await conn.scalars(statement, [_row(owed) for owed in rows])).all())
 
 
 # Chooses deliveries that are due: pending ones whose next attempt has come, and ones left
@@ -56,9 +44,9 @@ async def record_owed(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> 
 # MATERIALIZED CTE so it runs once: as an IN (subquery) the planner may rescan it per row and
 # lock more than `limit` rows.
 _CLAIM_SQL = text(
-    """
+    f"""
     WITH chosen AS MATERIALIZED (
-        SELECT id FROM flavor_scheduler.deliveries
+        SELECT id FROM {OWN_SCHEMA}.deliveries
         WHERE channel = :channel
           AND ((status = 'pending' AND next_attempt_at <= :now)
                OR (status = 'sending' AND lease_expires_at < :now))
@@ -67,7 +55,7 @@ _CLAIM_SQL = text(
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     )
-    UPDATE flavor_scheduler.deliveries AS d
+    UPDATE {OWN_SCHEMA}.deliveries AS d
     SET status = 'sending',
         attempts = d.attempts + 1,
         lease_expires_at = :lease_until,
@@ -105,32 +93,40 @@ async def claim_due(
         "only_ids": list(only_ids) if only_ids is not None else None,
     }
     rows = await conn.execute(_CLAIM_SQL, params)
-    claimed = [
-        ClaimedDelivery(
-            id=row.id,
-            booking_id=row.booking_id,
-            booking_reference=row.booking_reference,
-            kind=row.kind,
-            channel=row.channel,
-            recipient_role=row.recipient_role,
-            address=row.address,
-            subject=row.subject,
-            body_text=row.body_text,
-            body_html=row.body_html,
-            content_sid=row.content_sid,
-            content_variables=dict(row.content_variables or {}),
-            attempts=row.attempts,
-            ambiguous_since=row.ambiguous_since,
-            created_at=row.created_at,
-        )
-        for row in rows
-    ]
+    claimed = [_claimed(row) for row in rows]
     claimed.sort(key=lambda d: (d.created_at, str(d.id)))
     return claimed
 
 
+def _claimed(row: Any) -> ClaimedDelivery:
+    message = OutgoingMessage(
+        delivery_id=row.id,
+        channel=Channel(row.channel),
+        kind=MessageKind(row.kind),
+        to=row.address or "",
+        booking_reference=row.booking_reference,
+        text=row.body_text,
+        subject=row.subject,
+        html=row.body_html,
+        content_sid=row.content_sid,
+        content_variables=dict(row.content_variables or {}),
+        ambiguous_since=row.ambiguous_since,
+    )
+    return ClaimedDelivery(
+        message=message,
+        booking_id=row.booking_id,
+        recipient_role=Role(row.recipient_role),
+        attempts=row.attempts,
+        created_at=row.created_at,
+    )
+
+
 def _mine(delivery_id: UUID, claimer: str) -> Any:
-    return (deliveries.c.id == delivery_id) & (deliveries.c.claimed_by == claimer) & (deliveries.c.status == "sending")
+    return (
+        (deliveries.c.id == delivery_id)
+        & (deliveries.c.claimed_by == claimer)
+        & (deliveries.c.status == DeliveryStatus.SENDING)
+    )
 
 
 async def mark_sent(
@@ -140,7 +136,7 @@ async def mark_sent(
         update(deliveries)
         .where(_mine(delivery_id, claimer))
         .values(
-            status="sent",
+            status=DeliveryStatus.SENT,
             provider_message_id=provider_id,
             sent_at=now,
             updated_at=now,
@@ -159,7 +155,7 @@ async def mark_failed(
         update(deliveries)
         .where(_mine(delivery_id, claimer))
         .values(
-            status="failed",
+            status=DeliveryStatus.FAILED,
             last_error=reason,
             updated_at=now,
             lease_expires_at=None,
@@ -183,7 +179,7 @@ async def mark_retry(
         update(deliveries)
         .where(_mine(delivery_id, claimer))
         .values(
-            status="pending",
+            status=DeliveryStatus.PENDING,
             last_error=reason,
             next_attempt_at=next_attempt_at,
             ambiguous_since=ambiguous_since,
@@ -201,9 +197,13 @@ async def release_unsent(conn: AsyncConnection, ids: Sequence[UUID], *, claimer:
         return
     await conn.execute(
         update(deliveries)
-        .where(deliveries.c.id.in_(list(ids)), deliveries.c.claimed_by == claimer, deliveries.c.status == "sending")
+        .where(
+            deliveries.c.id.in_(list(ids)),
+            deliveries.c.claimed_by == claimer,
+            deliveries.c.status == DeliveryStatus.SENDING,
+        )
         .values(
-            status="pending",
+            status=DeliveryStatus.PENDING,
             claimed_by=None,
             lease_expires_at=None,
             attempts=deliveries.c.attempts - 1,
@@ -216,7 +216,7 @@ async def unfinished_by_channel(conn: AsyncConnection) -> dict[str, int]:
     """How many messages are still owed, per channel (the messages_pending gauge)."""
     statement = (
         select(deliveries.c.channel, func.count())
-        .where(deliveries.c.status.in_(_UNFINISHED))
+        .where(deliveries.c.status.in_(UNFINISHED_DELIVERIES))
         .group_by(deliveries.c.channel)
     )
     return {row[0]: int(row[1]) for row in await conn.execute(statement)}

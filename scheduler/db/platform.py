@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -14,18 +14,24 @@ class PlatformSchemaError(Exception):
     """A required platform table or column is missing; the message names it."""
 
 
-@dataclass(frozen=True, slots=True)
 class PlatformTables:
-    """The optional tables present in this database (the required ones always are)."""
+    """The optional tables present in this database (the required ones always are).
 
-    optional_present: frozenset[str]
+    Built by the app before the database answers, as if every table existed; `inspect_platform`
+    fills in what it found at start, and every holder of this object sees it.
+    """
+
+    def __init__(self, optional_present: frozenset[str] | None = None) -> None:
+        self.optional_present = (
+            optional_present if optional_present is not None else frozenset(t.name for t in OPTIONAL_TABLES)
+        )
 
     def has(self, table: str) -> bool:
         return table in self.optional_present
 
-    @classmethod
-    def everything(cls) -> PlatformTables:
-        return cls(frozenset(table.name for table in OPTIONAL_TABLES))
+    def missing(self, tables: Iterable[str]) -> list[str]:
+        """Those of `tables` that do not exist (only optional tables can be missing)."""
+        return [table for table in tables if not self.has(table)]
 
 
 _COLUMNS_SQL = text(
@@ -38,8 +44,9 @@ _COLUMNS_SQL = text(
 )
 
 
-async def inspect_platform(conn: AsyncConnection) -> PlatformTables:
-    """Check the platform's tables and columns; raise PlatformSchemaError naming what is missing."""
+async def inspect_platform(conn: AsyncConnection, tables: PlatformTables) -> None:
+    """Check the platform's tables and columns, noting in `tables` which optional ones exist;
+    raise PlatformSchemaError naming what is missing."""
     wanted = [table.name for table in (*REQUIRED_TABLES, *OPTIONAL_TABLES)]
     found: dict[str, set[str]] = {}
     for row in await conn.execute(_COLUMNS_SQL, {"names": wanted}):
@@ -63,4 +70,4 @@ async def inspect_platform(conn: AsyncConnection) -> PlatformTables:
         present.add(table.name)
     if problems:
         raise PlatformSchemaError("; ".join(problems))
-    return PlatformTables(frozenset(present))
+    tables.optional_present = frozenset(present)

@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import and_, func, select, text, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.db.tables import job_runs
+from scheduler.db.tables import installation, job_runs
+from scheduler.vocabulary import RunStatus, SkipReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +21,7 @@ class Claim:
     """The outcome of trying to start a run: the run id, or why not."""
 
     run_id: UUID | None
-    refused_because: str | None = None  # "claimed_elsewhere" or "already_running"
+    refused_because: SkipReason | None = None  # claimed_elsewhere or already_running
     holder: str | None = None  # the replica that has it
 
 
@@ -59,10 +60,10 @@ async def claim_run(
             update(job_runs)
             .where(
                 job_runs.c.job_name == job,
-                job_runs.c.status == "running",
+                job_runs.c.status == RunStatus.RUNNING,
                 job_runs.c.lease_expires_at < now,
             )
-            .values(status="interrupted", finished_at=now, lease_expires_at=None)
+            .values(status=RunStatus.INTERRUPTED, finished_at=now, lease_expires_at=None)
         )
     statement = (
         insert(job_runs)
@@ -72,7 +73,7 @@ async def claim_run(
             slot=slot,
             scheduled_for=scheduled_for,
             trigger=trigger,
-            status="running",
+            status=RunStatus.RUNNING,
             replica_id=replica,
             dry_run=False,
             attempt=1,
@@ -89,18 +90,18 @@ async def claim_run(
             select(job_runs.c.replica_id).where(job_runs.c.job_name == job, job_runs.c.slot == slot)
         )
         if holder is not None:
-            return Claim(None, "claimed_elsewhere", holder)
+            return Claim(None, SkipReason.CLAIMED_ELSEWHERE, holder)
     holder = await conn.scalar(
-        select(job_runs.c.replica_id).where(job_runs.c.job_name == job, job_runs.c.status == "running")
+        select(job_runs.c.replica_id).where(job_runs.c.job_name == job, job_runs.c.status == RunStatus.RUNNING)
     )
-    return Claim(None, "already_running", holder)
+    return Claim(None, SkipReason.ALREADY_RUNNING, holder)
 
 
 async def renew_lease(conn: AsyncConnection, run_id: UUID, *, replica: str, now: datetime, lease: timedelta) -> bool:
     """Extend a running run's lease; False when the run is no longer ours (taken over)."""
     result = await conn.execute(
         update(job_runs)
-        .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica, job_runs.c.status == "running")
+        .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica, job_runs.c.status == RunStatus.RUNNING)
         .values(lease_expires_at=now + lease)
     )
     return bool(result.rowcount)
@@ -111,7 +112,7 @@ async def finish_run(
     run_id: UUID,
     *,
     replica: str,
-    status: str,
+    status: RunStatus,
     counts: dict[str, Any],
     errors: Sequence[str],
     now: datetime,
@@ -127,7 +128,7 @@ async def release_lease(conn: AsyncConnection, run_id: UUID, *, replica: str, no
     """Give up a run that is stopping unfinished: another replica (or our next start) resumes it."""
     await conn.execute(
         update(job_runs)
-        .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica, job_runs.c.status == "running")
+        .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica, job_runs.c.status == RunStatus.RUNNING)
         .values(lease_expires_at=now)
     )
 
@@ -142,7 +143,7 @@ async def find_abandoned(conn: AsyncConnection, *, now: datetime) -> list[Abando
             job_runs.c.scheduled_for,
             job_runs.c.trigger,
             job_runs.c.replica_id,
-        ).where(job_runs.c.status == "running", job_runs.c.lease_expires_at < now)
+        ).where(job_runs.c.status == RunStatus.RUNNING, job_runs.c.lease_expires_at < now)
     )
     return [AbandonedRun(**row._mapping) for row in rows]
 
@@ -151,7 +152,7 @@ async def take_over(conn: AsyncConnection, run_id: UUID, *, replica: str, now: d
     """Take an abandoned run; only one replica can win it."""
     result = await conn.execute(
         update(job_runs)
-        .where(job_runs.c.id == run_id, job_runs.c.status == "running", job_runs.c.lease_expires_at < now)
+        .where(job_runs.c.id == run_id, job_runs.c.status == RunStatus.RUNNING, job_runs.c.lease_expires_at < now)
         .values(replica_id=replica, lease_expires_at=now + lease, attempt=job_runs.c.attempt + 1)
     )
     return bool(result.rowcount)
@@ -161,7 +162,7 @@ async def last_successes(conn: AsyncConnection) -> dict[str, datetime]:
     """Each job's last successful finish, from any replica (seeds the last-success gauge)."""
     rows = await conn.execute(
         select(job_runs.c.job_name, func.max(job_runs.c.finished_at))
-        .where(job_runs.c.status == "success")
+        .where(job_runs.c.status == RunStatus.SUCCESS)
         .group_by(job_runs.c.job_name)
     )
     return {row[0]: row[1] for row in rows}
@@ -179,13 +180,8 @@ async def recorded_slots(conn: AsyncConnection, *, job: str, slots: Sequence[str
 
 async def ensure_installed(conn: AsyncConnection, *, now: datetime) -> datetime:
     """When the daemon first ran against this database (recorded on the first start)."""
-    await conn.execute(
-        text(
-            "INSERT INTO flavor_scheduler.installation (id, installed_at) VALUES (1, :now) ON CONFLICT (id) DO NOTHING"
-        ),
-        {"now": now},
-    )
-    installed: datetime = await conn.scalar(text("SELECT installed_at FROM flavor_scheduler.installation WHERE id = 1"))
+    await conn.execute(insert(installation).values(id=1, installed_at=now).on_conflict_do_nothing())
+    installed: datetime = (await conn.execute(select(installation.c.installed_at))).scalar_one()
     return installed
 
 
@@ -194,7 +190,7 @@ async def release_replica_leases(conn: AsyncConnection, *, replica: str, now: da
     resumed elsewhere at once instead of after their lease. Returns how many."""
     result = await conn.execute(
         update(job_runs)
-        .where(job_runs.c.replica_id == replica, job_runs.c.status == "running")
+        .where(job_runs.c.replica_id == replica, job_runs.c.status == RunStatus.RUNNING)
         .values(lease_expires_at=now)
     )
     return int(result.rowcount)

@@ -115,6 +115,13 @@ OPTIONAL_TABLES: tuple[Table, ...] = (otp_codes, audit_logs, notification_prefer
 
 own = MetaData(schema=OWN_SCHEMA)
 
+installation = Table(
+    "installation",
+    own,
+    Column("id", Integer, primary_key=True),  # always 1: a single row
+    Column("installed_at", DateTime(timezone=True), nullable=False),
+)
+
 job_runs = Table(
     "job_runs",
     own,

@@ -5,22 +5,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from scheduler.catalog import JobName
 from scheduler.db import bookings as bookings_db
 from scheduler.db import cleanup as cleanup_db
 from scheduler.db import outbox as outbox_db
-from scheduler.db.bookings import AuditEntry
 from scheduler.db.cleanup import START_OF_TABLE, Purge
-from scheduler.db.errors import describe_db_error
+from scheduler.db.errors import DatabaseError
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
 from scheduler.notify.content import ContentError
-from scheduler.notify.message import MessageKind, Role
-from scheduler.notify.outbox import OwedMessages
+from scheduler.notify.planner import OwedMessages
+from scheduler.records import AuditEntry, BookingRecord
+from scheduler.vocabulary import JobName, MessageKind, Role
 
-CANCEL_BATCH_SIZE = 100  # bookings per cancelling transaction: each also writes notices and messages
 STALE_REASON = "Deposit not received within {hours} hours of booking"
 
 
@@ -30,24 +26,26 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
     Each batch is one transaction: the cancellation, its audit row, the in-app notices and the
     owed WhatsApp and email messages commit together or not at all. The messages go out after commit.
     """
+    deps = ctx.deps
     result = JobResult(JobName.CLEANUP_STALE_BOOKINGS, started_at=now, dry_run=ctx.dry_run)
-    hours = ctx.settings.stale_booking_hours
+    hours = deps.settings.stale_booking_hours
     cutoff = now - timedelta(hours=hours)
+    batch_size = deps.limits.cancel_batch_size
     if ctx.dry_run:
-        async with ctx.engine.connect() as conn:
+        async with deps.db.connect() as conn:
             references = await bookings_db.find_stale_references(conn, cutoff=cutoff)
         result.count = len(references)
         result.details["bookings"] = references
         return result
 
     owed_ids: list[UUID] = []
-    has_audit = ctx.tables.has("audit_logs")
+    has_audit = deps.tables.has("audit_logs")
     while not ctx.should_stop():
         try:
-            async with ctx.engine.begin() as conn:
-                ids = await bookings_db.cancel_stale_bookings(conn, cutoff=cutoff, now=now, limit=CANCEL_BATCH_SIZE)
+            async with deps.db.begin() as conn:
+                ids = await bookings_db.cancel_stale_bookings(conn, cutoff=cutoff, now=now, limit=batch_size)
                 records = await bookings_db.load_booking_records(
-                    conn, ids, with_preferences=ctx.tables.has("notification_preferences")
+                    conn, ids, with_preferences=deps.tables.has("notification_preferences")
                 )
                 owed = _owe_cancellation(ctx, records, now)
                 await bookings_db.insert_notifications(conn, owed.notices, now=now)
@@ -70,31 +68,31 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
                         now=now,
                     )
                 inserted = await outbox_db.record_owed(conn, owed.deliveries)
-        except SQLAlchemyError as exc:
-            result.errors.append(f"cancelling a batch of stale bookings failed: {describe_db_error(exc)}")
+        except DatabaseError as exc:
+            result.errors.append(f"cancelling a batch of stale bookings failed: {exc}")
             break
         result.count += len(ids)
         result.errors += owed.errors
-        ctx.metrics.bookings_cancelled.inc(len(ids))
-        ctx.metrics.count_recorded(owed.settled(inserted), MessageKind.BOOKING_CANCELLED)
+        deps.metrics.bookings_cancelled.inc(len(ids))
+        deps.metrics.count_recorded(owed.settled(inserted))
         owed_ids += inserted
         for record in records:
             ctx.log.info("booking_cancelled", booking=record.facts.reference, reason="stale")
-        if len(ids) < CANCEL_BATCH_SIZE:
+        if len(ids) < batch_size:
             break
 
-    report = await ctx.dispatcher.deliver(only_ids=owed_ids, should_stop=ctx.should_stop)
+    report = await deps.dispatcher.deliver(only_ids=owed_ids, should_stop=ctx.should_stop)
     result.errors += report.errors
     result.details["messagesSent"] = report.sent
     return result
 
 
-def _owe_cancellation(ctx: JobContext, records: list[bookings_db.BookingRecord], now: datetime) -> OwedMessages:
+def _owe_cancellation(ctx: JobContext, records: list[BookingRecord], now: datetime) -> OwedMessages:
     owed = OwedMessages()
     for record in records:
         try:
             owed.extend(
-                ctx.planner.plan(
+                ctx.deps.planner.plan(
                     MessageKind.BOOKING_CANCELLED, record, (Role.CLIENT, Role.PERFORMER), now=now, run_id=ctx.run_id
                 )
             )
@@ -106,11 +104,12 @@ def _owe_cancellation(ctx: JobContext, records: list[bookings_db.BookingRecord],
 
 async def cleanup_old_notifications(ctx: JobContext, now: datetime) -> JobResult:
     """Delete read notifications older than NOTIFICATION_RETENTION_DAYS; unread ones are kept forever."""
-    cutoff = now - timedelta(days=ctx.settings.notification_retention_days)
+    deps = ctx.deps
+    cutoff = now - timedelta(days=deps.settings.notification_retention_days)
     result = await _purge(ctx, JobName.CLEANUP_OLD_NOTIFICATIONS, cleanup_db.READ_NOTIFICATIONS, now, cutoff)
-    if result.count and not ctx.dry_run and ctx.tables.has("audit_logs"):
+    if result.count and not ctx.dry_run and deps.tables.has("audit_logs"):
         try:
-            async with ctx.engine.begin() as conn:
+            async with deps.db.begin() as conn:
                 await bookings_db.insert_audit_entries(
                     conn,
                     [
@@ -123,8 +122,8 @@ async def cleanup_old_notifications(ctx: JobContext, now: datetime) -> JobResult
                     ],
                     now=now,
                 )
-        except SQLAlchemyError as exc:
-            result.errors.append(f"writing the audit row failed: {describe_db_error(exc)}")
+        except DatabaseError as exc:
+            result.errors.append(f"writing the audit row failed: {exc}")
     return result
 
 
@@ -135,20 +134,17 @@ async def cleanup_expired_otps(ctx: JobContext, now: datetime) -> JobResult:
 
 async def cleanup_old_audit_logs(ctx: JobContext, now: datetime) -> JobResult:
     """Delete audit rows older than AUDIT_LOG_RETENTION_DAYS, keeping AUDIT_LOG_KEEP_EVENT_TYPES forever."""
-    cutoff = now - timedelta(days=ctx.settings.audit_log_retention_days)
+    cutoff = now - timedelta(days=ctx.deps.settings.audit_log_retention_days)
     return await _purge(ctx, JobName.CLEANUP_OLD_AUDIT_LOGS, cleanup_db.OLD_AUDIT_LOGS, now, cutoff)
 
 
 async def _purge(ctx: JobContext, job: JobName, purge: Purge, now: datetime, cutoff: datetime) -> JobResult:
     """Delete in batches of DELETE_BATCH_SIZE, each its own transaction; a failed batch ends the run."""
+    deps = ctx.deps
     result = JobResult(job, started_at=now, dry_run=ctx.dry_run)
-    if purge.table != "notifications" and not ctx.tables.has(purge.table):
-        result.skipped = "table_missing"
-        ctx.log.warning("job_skipped_table_missing", table=purge.table)
-        return result
-    params = cleanup_db.purge_params(cutoff, ctx.settings.audit_log_keep_event_types)
+    params = cleanup_db.purge_params(cutoff, deps.settings.audit_log_keep_event_types)
     if ctx.dry_run:
-        async with ctx.engine.connect() as conn:
+        async with deps.db.connect() as conn:
             result.count = await cleanup_db.count_matching(conn, purge, params)
         return result
 
@@ -156,17 +152,17 @@ async def _purge(ctx: JobContext, job: JobName, purge: Purge, now: datetime, cut
     batches = 0
     try:
         # One connection for the whole purge (no pool round trip per batch); one transaction per batch.
-        async with ctx.engine.connect() as conn:
+        async with deps.db.connect() as conn:
             while after is not None and not ctx.should_stop():
                 async with conn.begin():
                     outcome = await cleanup_db.delete_batch(
-                        conn, purge, params, after=after, batch_size=ctx.settings.delete_batch_size
+                        conn, purge, params, after=after, batch_size=deps.settings.delete_batch_size
                     )
                 batches += 1
                 result.count += outcome.deleted
-                ctx.metrics.rows_deleted.labels(job_name=job, table=purge.table).inc(outcome.deleted)
+                deps.metrics.rows_deleted.labels(job_name=job, table=purge.table).inc(outcome.deleted)
                 after = outcome.resume_after
-    except SQLAlchemyError as exc:
-        result.errors.append(f"deleting from {purge.table} failed after {result.count} rows: {describe_db_error(exc)}")
+    except DatabaseError as exc:
+        result.errors.append(f"deleting from {purge.table} failed after {result.count} rows: {exc}")
     result.details["batches"] = batches
     return result

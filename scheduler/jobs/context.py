@@ -1,4 +1,4 @@
-"""What a job is handed: its dependencies, built once by the app, and the facts of this run."""
+"""What a job is handed: the dependencies the app built once, and the facts of this run."""
 
 from __future__ import annotations
 
@@ -7,13 +7,27 @@ from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler.db.database import Database
 from scheduler.db.platform import PlatformTables
+from scheduler.limits import Limits
 from scheduler.metrics import Metrics
 from scheduler.notify.dispatcher import Dispatcher
-from scheduler.notify.outbox import MessagePlanner
+from scheduler.notify.planner import MessagePlanner
 from scheduler.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """What every job may use, built once by the app (`tables` is filled in at start)."""
+
+    settings: Settings
+    db: Database
+    tables: PlatformTables
+    metrics: Metrics
+    planner: MessagePlanner
+    dispatcher: Dispatcher
+    limits: Limits
 
 
 def _never() -> bool:
@@ -22,14 +36,11 @@ def _never() -> bool:
 
 @dataclass(frozen=True, slots=True)
 class JobContext:
-    settings: Settings
-    engine: AsyncEngine
-    tables: PlatformTables
-    metrics: Metrics
-    planner: MessagePlanner
-    dispatcher: Dispatcher
+    """One run of a job: its dependencies, its id, and whether it should stop early."""
+
+    deps: Dependencies
     run_id: UUID = field(default_factory=uuid4)
     dry_run: bool = False
-    # True once the daemon is stopping: a job finishes the item in hand and returns.
+    # True once the daemon is stopping (or the run's lease was lost): finish the item in hand, return.
     should_stop: Callable[[], bool] = _never
     log: structlog.stdlib.BoundLogger = field(default_factory=lambda: structlog.get_logger("scheduler.jobs"))

@@ -5,22 +5,22 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from scheduler.catalog import JobName
 from scheduler.db import outbox as outbox_db
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
+from scheduler.vocabulary import JobName
 
 
 async def deliver_pending_messages(ctx: JobContext, now: datetime) -> JobResult:
     """Send every due pending delivery, oldest first."""
     result = JobResult(JobName.DELIVER_PENDING_MESSAGES, started_at=now, dry_run=ctx.dry_run)
     if ctx.dry_run:
-        async with ctx.engine.connect() as conn:
+        async with ctx.deps.db.connect() as conn:
             pending = await outbox_db.unfinished_by_channel(conn)
         result.count = sum(pending.values())
         result.details["pending"] = pending
         return result
-    report = await ctx.dispatcher.deliver(should_stop=ctx.should_stop)
+    report = await ctx.deps.dispatcher.deliver(should_stop=ctx.should_stop)
     result.count = report.sent
     result.errors += report.errors
     result.details["deferred"] = report.deferred

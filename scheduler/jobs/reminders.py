@@ -12,22 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.catalog import JobName
 from scheduler.db import bookings as bookings_db
 from scheduler.db import outbox as outbox_db
-from scheduler.db.bookings import AuditEntry, BookingRecord
-from scheduler.db.errors import describe_db_error
+from scheduler.db.errors import DatabaseError
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
-from scheduler.metrics import IN_APP, ReminderKind
 from scheduler.notify.content import ContentError
-from scheduler.notify.message import MessageKind, Role
-from scheduler.notify.outbox import OwedMessages
-
-REMINDER_BATCH_SIZE = 500  # bookings per transaction: a constant number of statements each
+from scheduler.notify.planner import OwedMessages
+from scheduler.records import AuditEntry, BookingRecord
+from scheduler.vocabulary import IN_APP, JobName, MessageKind, ReminderKind, Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,25 +48,27 @@ PAYMENT_REMINDER = ReminderRule(
 
 async def send_booking_reminders(ctx: JobContext, now: datetime) -> JobResult:
     """Remind client and performer of an event within BOOKING_REMINDER_HOURS, once per event_date."""
-    horizon = timedelta(hours=ctx.settings.booking_reminder_hours)
+    horizon = timedelta(hours=ctx.deps.settings.booking_reminder_hours)
     return await _remind(ctx, BOOKING_REMINDER, now, horizon)
 
 
 async def send_payment_reminders(ctx: JobContext, now: datetime) -> JobResult:
     """Remind the client of a balance due for an event within PAYMENT_REMINDER_DAYS, once per event_date."""
-    horizon = timedelta(days=ctx.settings.payment_reminder_days)
+    horizon = timedelta(days=ctx.deps.settings.payment_reminder_days)
     return await _remind(ctx, PAYMENT_REMINDER, now, horizon)
 
 
 async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: timedelta) -> JobResult:
     result = JobResult(rule.job, started_at=now, dry_run=ctx.dry_run)
-    earliest = now + timedelta(minutes=ctx.settings.reminder_min_lead_minutes)
+    earliest = now + timedelta(minutes=ctx.deps.settings.reminder_min_lead_minutes)
     latest = now + horizon
-    with_preferences = ctx.tables.has("notification_preferences")
+    deps = ctx.deps
+    with_preferences = deps.tables.has("notification_preferences")
+    batch_size = deps.limits.reminder_batch_size
 
     if ctx.dry_run:
-        async with ctx.engine.connect() as conn:
-            due = await _find_all_due(conn, rule, earliest, latest, with_preferences)
+        async with deps.db.connect() as conn:
+            due = await _find_all_due(conn, rule, earliest, latest, with_preferences, batch_size=batch_size)
         result.count = len(due)
         result.details["bookings"] = [record.facts.reference for record in due]
         return result
@@ -81,8 +78,10 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
     unwritable: set[UUID] = set()  # bookings whose message cannot be written: reported once, not retried
     while not ctx.should_stop():
         try:
-            async with ctx.engine.begin() as conn:
-                candidates = await _find_due(conn, rule, earliest, latest, with_preferences, exclude=unwritable)
+            async with deps.db.begin() as conn:
+                candidates = await _find_due(
+                    conn, rule, earliest, latest, with_preferences, limit=batch_size, exclude=unwritable
+                )
                 if not candidates:
                     break
                 owed, writable = _plan(ctx, rule, candidates, now=now, result=result, unwritable=unwritable)
@@ -95,21 +94,21 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
                 )
                 owed = owed.only_bookings(won)
                 await bookings_db.insert_notifications(conn, owed.notices, now=now)
-                if ctx.tables.has("audit_logs"):
+                if deps.tables.has("audit_logs"):
                     await bookings_db.insert_audit_entries(conn, _audit_rows(rule, writable, won), now=now)
                 inserted = await outbox_db.record_owed(conn, owed.deliveries)
-        except SQLAlchemyError as exc:
-            result.errors.append(f"recording {rule.kind.value}s failed: {describe_db_error(exc)}")
+        except DatabaseError as exc:
+            result.errors.append(f"recording {rule.kind.value}s failed: {exc}")
             break
         result.errors += owed.errors
         reminded_in_app |= {notice.booking_id for notice in owed.notices}
-        ctx.metrics.reminders_sent.labels(kind=rule.metric_kind, channel=IN_APP).inc(len(owed.notices))
-        ctx.metrics.count_recorded(owed.settled(inserted), rule.kind)
+        deps.metrics.reminders_sent.labels(kind=rule.metric_kind, channel=IN_APP).inc(len(owed.notices))
+        deps.metrics.count_recorded(owed.settled(inserted))
         owed_ids += inserted
-        if len(candidates) < REMINDER_BATCH_SIZE:
+        if len(candidates) < batch_size:
             break
 
-    report = await ctx.dispatcher.deliver(only_ids=owed_ids, should_stop=ctx.should_stop)
+    report = await deps.dispatcher.deliver(only_ids=owed_ids, should_stop=ctx.should_stop)
     result.errors += report.errors
     # A booking counts once this run delivered it at least one message, in-app included.
     result.count = len(report.bookings_sent | reminded_in_app)
@@ -124,6 +123,7 @@ async def _find_due(
     latest: datetime,
     with_preferences: bool,
     *,
+    limit: int,
     exclude: Iterable[UUID],
 ) -> list[BookingRecord]:
     return await bookings_db.find_due_reminders(
@@ -133,20 +133,27 @@ async def _find_due(
         latest_event=latest,
         balance_due_only=rule.balance_due_only,
         with_preferences=with_preferences,
-        limit=REMINDER_BATCH_SIZE,
+        limit=limit,
         exclude=exclude,
     )
 
 
 async def _find_all_due(
-    conn: AsyncConnection, rule: ReminderRule, earliest: datetime, latest: datetime, with_preferences: bool
+    conn: AsyncConnection,
+    rule: ReminderRule,
+    earliest: datetime,
+    latest: datetime,
+    with_preferences: bool,
+    *,
+    batch_size: int,
 ) -> list[BookingRecord]:
     """Every booking a run would remind now (the dry run), read in batches."""
     found: list[BookingRecord] = []
     while True:
-        batch = await _find_due(conn, rule, earliest, latest, with_preferences, exclude=[record.id for record in found])
+        seen = [record.id for record in found]
+        batch = await _find_due(conn, rule, earliest, latest, with_preferences, limit=batch_size, exclude=seen)
         found += batch
-        if len(batch) < REMINDER_BATCH_SIZE:
+        if len(batch) < batch_size:
             return found
 
 
@@ -164,7 +171,7 @@ def _plan(
     writable: list[BookingRecord] = []
     for record in candidates:
         try:
-            owed.extend(ctx.planner.plan(rule.kind, record, rule.roles, now=now, run_id=ctx.run_id))
+            owed.extend(ctx.deps.planner.plan(rule.kind, record, rule.roles, now=now, run_id=ctx.run_id))
         except ContentError as exc:
             unwritable.add(record.id)
             result.errors.append(f"booking {record.facts.reference}: {rule.kind.value} not written: {exc}")

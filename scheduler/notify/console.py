@@ -7,8 +7,9 @@ import uuid
 from datetime import datetime
 from typing import TextIO
 
-from scheduler.notify.message import Channel, OutgoingMessage
+from scheduler.records import OutgoingMessage
 from scheduler.redact import mask_email, mask_phone
+from scheduler.vocabulary import Channel
 
 
 class ConsoleTransport:

@@ -29,7 +29,8 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from scheduler.notify.message import Channel, MessageKind, Role
+from scheduler.records import BookingFacts
+from scheduler.vocabulary import Channel, MessageKind, Role
 
 # Caps on free-text fields: real names and addresses fit; longer ones are abuse or bad data.
 # Chosen so the longest WhatsApp text, every field at its cap in emoji, stays under 1,600.
@@ -59,29 +60,6 @@ _FALLBACKS = ("performer", "venue", "recipient", "client", "event_type")
 
 class ContentError(ValueError):
     """A message cannot be written for this booking. The text names what is missing, never data."""
-
-
-@dataclass(frozen=True, slots=True)
-class BookingFacts:
-    """What a message may say about one booking, as read from the platform's tables."""
-
-    reference: str
-    event_type: str | None
-    event_date: datetime | None  # aware, UTC
-    duration_hours: Decimal | None
-    venue: str | None
-    total_amount: Decimal | None
-    deposit_amount: Decimal | None
-    client_first_name: str | None
-    client_last_name: str | None
-    performer_stage_name: str | None
-    performer_first_name: str | None
-
-    @property
-    def balance(self) -> Decimal | None:
-        if self.total_amount is None or self.deposit_amount is None:
-            return None
-        return self.total_amount - self.deposit_amount
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,52 +11,20 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.clock import Clock
 from scheduler.db import outbox as outbox_db
-from scheduler.db.outbox import ClaimedDelivery
-from scheduler.metrics import MessageOutcome, Metrics, ReminderKind
-from scheduler.notify.message import Channel, MessageKind, OutgoingMessage
+from scheduler.db.database import Database
+from scheduler.limits import Limits
+from scheduler.metrics import Metrics
+from scheduler.notify.backoff import Backoff
 from scheduler.notify.ratelimit import RateLimiter
 from scheduler.notify.transport import PermanentSendError, TransientSendError, Transport
+from scheduler.records import ClaimedDelivery, OutgoingMessage
 from scheduler.redact import mask_email, mask_phone
+from scheduler.vocabulary import REMINDER_KINDS, Channel, MessageOutcome
 
 log = structlog.get_logger(__name__)
-
-DELIVERY_LEASE = timedelta(seconds=120)  # a dead sender's messages are retried after this
-CLAIM_SECONDS_OF_WORK = 30  # claim about this many seconds of sending at the ceiling, well inside the lease
-MAX_CLAIM = 1000
-MIN_CLAIM = 10
-MAX_IN_FLIGHT = 200  # per channel; bounds memory when a provider hangs
-IN_RUN_ATTEMPTS = 3  # tries of one message within a run before leaving it to a later run
-IN_RUN_MAX_DELAY_SECONDS = 20.0  # a longer wait is left to a later run rather than held here
-BACKOFF_BASE_SECONDS = 30.0
-BACKOFF_CAP_SECONDS = 3600.0
-# 30 s doubling to an hour, then hourly: about a day of trying before a message is given up.
-MAX_ATTEMPTS = 30
-AMBIGUITY_SLACK = timedelta(minutes=2)  # clock skew between us and the provider
-
-_REMINDER_KINDS = {
-    MessageKind.BOOKING_REMINDER.value: ReminderKind.BOOKING,
-    MessageKind.PAYMENT_REMINDER.value: ReminderKind.PAYMENT,
-}
-
-
-def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random) -> float:
-    """Delay before the next try: the provider's Retry-After when it gave one, else exponential with jitter."""
-    if retry_after is not None and retry_after >= 0:
-        return min(retry_after, BACKOFF_CAP_SECONDS)
-    base = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** max(0, attempt - 1))
-    return base * rng.uniform(0.5, 1.0)
-
-
-def in_run_delay(attempt_here: int, retry_after: float | None, rng: random.Random) -> float:
-    """A short wait between tries within one run (1 s, 2 s, ...), or the provider's Retry-After."""
-    if retry_after is not None and retry_after >= 0:
-        return retry_after
-    return float(2 ** (attempt_here - 1)) * rng.uniform(0.5, 1.0)
-
 
 @dataclass(slots=True)
 class DeliveryReport:
@@ -70,9 +38,10 @@ class DeliveryReport:
 
 
 def _masked(delivery: ClaimedDelivery) -> str:
-    if delivery.address is None:
+    address = delivery.message.to
+    if not address:
         return "(no address)"
-    return mask_phone(delivery.address) if delivery.channel == Channel.WHATSAPP else mask_email(delivery.address)
+    return mask_phone(address) if delivery.channel == Channel.WHATSAPP else mask_email(address)
 
 
 class Dispatcher:
@@ -80,19 +49,22 @@ class Dispatcher:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         transports: dict[Channel, Transport],
         *,
-        limits: dict[Channel, float],
+        ceilings: dict[Channel, float],
+        limits: Limits,
         clock: Clock,
         metrics: Metrics,
         claimer: str,
         rng: random.Random | None = None,
     ) -> None:
-        self._engine = engine
+        self._db = db
         self._transports = transports
+        self._ceilings = ceilings
         self._limits = limits
-        self._limiters = {channel: RateLimiter(rate, clock) for channel, rate in limits.items()}
+        self._backoff = Backoff(limits)
+        self._limiters = {channel: RateLimiter(rate, clock) for channel, rate in ceilings.items()}
         self._clock = clock
         self._metrics = metrics
         self._claimer = claimer
@@ -118,13 +90,14 @@ class Dispatcher:
         return report
 
     async def refresh_pending_gauge(self) -> None:
-        async with self._engine.connect() as conn:
+        async with self._db.connect() as conn:
             counts = await outbox_db.unfinished_by_channel(conn)
         for channel in Channel:
             self._metrics.messages_pending.labels(channel=channel).set(counts.get(channel.value, 0))
 
     def _claim_size(self, channel: Channel) -> int:
-        return max(MIN_CLAIM, min(MAX_CLAIM, int(self._limits[channel] * CLAIM_SECONDS_OF_WORK)))
+        limits = self._limits
+        return max(limits.min_claim, min(limits.max_claim, int(self._ceilings[channel] * limits.claim_seconds_of_work)))
 
     async def _deliver_channel(
         self,
@@ -133,14 +106,14 @@ class Dispatcher:
         only_ids: Sequence[UUID] | None,
         should_stop: Callable[[], bool],
     ) -> None:
-        in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        in_flight = asyncio.Semaphore(self._limits.max_in_flight)
         while not should_stop():
-            async with self._engine.begin() as conn:
+            async with self._db.begin() as conn:
                 batch = await outbox_db.claim_due(
                     conn,
                     channel=channel.value,
                     now=self._clock.now(),
-                    lease=DELIVERY_LEASE,
+                    lease=self._limits.delivery_lease,
                     claimer=self._claimer,
                     limit=self._claim_size(channel),
                     only_ids=only_ids,
@@ -164,7 +137,7 @@ class Dispatcher:
         should_stop: Callable[[], bool],
     ) -> None:
         """Try one delivery until it is sent, failed for good, deferred to a later run, or handed back."""
-        message = _message(channel, delivery)
+        message = delivery.message
         bound = log.bind(booking=delivery.booking_reference, channel=channel.value, delivery_id=str(delivery.id))
         attempt_here = 0
         while not should_stop():
@@ -187,7 +160,7 @@ class Dispatcher:
                 continue
             except Exception as exc:  # an unexpected failure must not lose the message
                 bound.exception("message_send_crashed")
-                later = backoff_seconds(delivery.attempts + attempt_here - 1, None, self._rng)
+                later = self._backoff.later(delivery.attempts + attempt_here - 1, None, self._rng)
                 await self._record_retry(
                     delivery,
                     report,
@@ -208,7 +181,7 @@ class Dispatcher:
         transport = self._transports[channel]
         if message.ambiguous_since is not None:
             # An earlier try may have gone out without an answer: ask before sending again.
-            found = await transport.find_sent(message, message.ambiguous_since - AMBIGUITY_SLACK)
+            found = await transport.find_sent(message, message.ambiguous_since - self._limits.ambiguity_slack)
             if found is not None:
                 log.info("message_found_already_sent", booking=message.booking_reference, provider_id=found)
                 return found
@@ -230,19 +203,23 @@ class Dispatcher:
         """After a transient failure: wait and return True to try again in this run, or record the
         outcome (deferred, or failed after MAX_ATTEMPTS) and return False."""
         attempts = delivery.attempts + attempt_here - 1
-        if attempts >= MAX_ATTEMPTS:
+        if attempts >= self._limits.max_attempts:
             await self._record_failed(
                 delivery, report, f"gave up after {attempts} attempts: {exc.reason}", attempt_here
             )
             return False
-        delay = in_run_delay(attempt_here, exc.retry_after_seconds, self._rng)
-        if attempt_here < IN_RUN_ATTEMPTS and delay <= IN_RUN_MAX_DELAY_SECONDS and not should_stop():
+        delay = self._backoff.now(attempt_here, exc.retry_after_seconds, self._rng)
+        if (
+            attempt_here < self._limits.in_run_attempts
+            and delay <= self._limits.in_run_max_delay_seconds
+            and not should_stop()
+        ):
             log.info(
                 "message_retrying", booking=delivery.booking_reference, reason=exc.reason, delay_seconds=round(delay, 2)
             )
             await self._clock.sleep(delay)
             return True
-        later = backoff_seconds(attempts, exc.retry_after_seconds, self._rng)
+        later = self._backoff.later(attempts, exc.retry_after_seconds, self._rng)
         await self._record_retry(
             delivery, report, exc.reason, delay=later, ambiguous_since=message.ambiguous_since, tries=attempt_here
         )
@@ -255,19 +232,19 @@ class Dispatcher:
         self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str, tries: int
     ) -> None:
         now = self._clock.now()
-        async with self._engine.begin() as conn:
+        async with self._db.begin() as conn:
             await outbox_db.mark_sent(
                 conn, delivery.id, claimer=self._claimer, provider_id=provider_id, extra_attempts=tries - 1, now=now
             )
         report.sent += 1
         report.bookings_sent.add(delivery.booking_id)
         self._metrics.messages.labels(channel=delivery.channel, kind=delivery.kind, outcome=MessageOutcome.SENT).inc()
-        reminder = _REMINDER_KINDS.get(delivery.kind)
+        reminder = REMINDER_KINDS.get(delivery.kind)
         if reminder is not None:
             self._metrics.reminders_sent.labels(kind=reminder, channel=delivery.channel).inc()
 
     async def _record_failed(self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str, tries: int) -> None:
-        async with self._engine.begin() as conn:
+        async with self._db.begin() as conn:
             await outbox_db.mark_failed(
                 conn, delivery.id, claimer=self._claimer, reason=reason, extra_attempts=tries - 1, now=self._clock.now()
             )
@@ -289,7 +266,7 @@ class Dispatcher:
         tries: int,
     ) -> None:
         now = self._clock.now()
-        async with self._engine.begin() as conn:
+        async with self._db.begin() as conn:
             await outbox_db.mark_retry(
                 conn,
                 delivery.id,
@@ -303,7 +280,7 @@ class Dispatcher:
         report.deferred += 1
 
     async def _release(self, delivery: ClaimedDelivery) -> None:
-        async with self._engine.begin() as conn:
+        async with self._db.begin() as conn:
             await outbox_db.release_unsent(conn, [delivery.id], claimer=self._claimer, now=self._clock.now())
 
 
@@ -311,19 +288,3 @@ def _first_cause(group: BaseExceptionGroup[Exception]) -> Exception:
     """The first real error inside (possibly nested) task-group failures, for the runner to report."""
     first = group.exceptions[0]
     return _first_cause(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-def _message(channel: Channel, delivery: ClaimedDelivery) -> OutgoingMessage:
-    return OutgoingMessage(
-        delivery_id=delivery.id,
-        channel=channel,
-        kind=MessageKind(delivery.kind),
-        to=delivery.address or "",
-        booking_reference=delivery.booking_reference,
-        text=delivery.body_text,
-        subject=delivery.subject,
-        html=delivery.body_html,
-        content_sid=delivery.content_sid,
-        content_variables=delivery.content_variables,
-        ambiguous_since=delivery.ambiguous_since,
-    )

@@ -12,8 +12,9 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
-from scheduler.notify.message import Channel, OutgoingMessage
 from scheduler.notify.transport import SendError, TransientSendError
+from scheduler.records import OutgoingMessage
+from scheduler.vocabulary import Channel
 
 
 @dataclass(frozen=True, slots=True)

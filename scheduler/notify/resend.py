@@ -18,10 +18,11 @@ from resend.exceptions import ResendError
 from resend.http_client_async import AsyncHTTPClient
 
 from scheduler.clock import Clock, SystemClock
-from scheduler.notify.message import Channel, OutgoingMessage
 from scheduler.notify.ratelimit import parse_retry_after
 from scheduler.notify.transport import PermanentSendError, SendError, TransientSendError, request_outcome
+from scheduler.records import OutgoingMessage
 from scheduler.redact import mask_email, redact_text
+from scheduler.vocabulary import Channel
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable

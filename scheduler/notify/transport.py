@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from scheduler.notify.message import Channel, OutgoingMessage
+from scheduler.records import OutgoingMessage
+from scheduler.vocabulary import Channel
 
 
 class SendError(Exception):

@@ -11,9 +11,8 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -23,11 +22,12 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from scheduler.clock import Clock, SystemClock
-from scheduler.notify.message import Channel, OutgoingMessage
-from scheduler.notify.phones import InvalidPhoneNumber, to_e164
-from scheduler.notify.ratelimit import parse_retry_after
-from scheduler.notify.transport import PermanentSendError, SendError, TransientSendError, request_outcome
-from scheduler.redact import mask_phone, redact_text
+from scheduler.notify.transport import PermanentSendError, SendError, request_outcome
+from scheduler.notify.twilio_errors import Exchange, TwilioErrors
+from scheduler.phones import InvalidPhoneNumber, to_e164
+from scheduler.records import OutgoingMessage
+from scheduler.redact import mask_phone
+from scheduler.vocabulary import Channel
 
 if TYPE_CHECKING:
     from scheduler.settings import Settings
@@ -40,42 +40,19 @@ REQUEST_TIMEOUT_SECONDS = 15.0
 FIND_SENT_CLOCK_SKEW_SECONDS = 300.0
 # A recipient gets a handful of messages a day; more than this many since an attempt is absurd.
 FIND_SENT_MAX_RECORDS = 200
-_REASON_MAX_CHARS = 300
 
 # `(provider, outcome, seconds)` after each provider call, for provider_request_duration_seconds;
 # outcome is "success", "transient_error" or "permanent_error".
 OnRequest = Callable[[str, str, float], None]
 
-# Error codes whose meaning we can state plainly (https://www.twilio.com/docs/api/errors).
-_KNOWN_CODES: Mapping[int, str] = {
-    20003: "Twilio rejected the credentials",
-    21211: "Twilio says the recipient's number is not a valid phone number",
-    21408: "this Twilio account is not permitted to send to the recipient's region",
-    21610: "the recipient has opted out of messages from this sender",
-    21614: "Twilio says the recipient's number cannot receive this message",
-    63007: "TWILIO_WHATSAPP_NUMBER is not a WhatsApp sender on this Twilio account",
-}
-_OUTSIDE_SESSION_WINDOW = 63016
-
-
-@dataclass(slots=True)
-class _Exchange:
-    """What the HTTP layer saw of one SDK call; the SDK's exceptions drop the headers."""
-
-    request_sent: bool = False
-    status: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    body: str = ""
-
-
 # Set around each SDK call. The holder is mutable, so aiohttp's writer task (which runs in a
 # copy of the caller's context) reports into the same object.
-_EXCHANGE: ContextVar[_Exchange | None] = ContextVar("twilio_exchange", default=None)
+_EXCHANGE: ContextVar[Exchange | None] = ContextVar("twilio_exchange", default=None)
 
 
 @contextlib.contextmanager
-def _watch() -> Iterator[_Exchange]:
-    exchange = _Exchange()
+def _watch() -> Iterator[Exchange]:
+    exchange = Exchange()
     token = _EXCHANGE.set(exchange)
     try:
         yield exchange
@@ -155,6 +132,12 @@ class TwilioTransport:
         self._on_request = on_request
         self._clock: Clock = clock or SystemClock()
         self._timeout = request_timeout_seconds
+        self._errors = TwilioErrors(
+            timeout_seconds=request_timeout_seconds,
+            base_url=self._base_url,
+            auth_token=self._auth_token,
+            clock=self._clock,
+        )
         self._client: Client | None = None
         self._http: _ObservingHttpClient | None = None
 
@@ -248,7 +231,7 @@ class TwilioTransport:
                 async with asyncio.timeout(self._timeout):
                     result = await request()
             except Exception as exc:
-                error = self._translate(exc, exchange, message=message, creates=creates)
+                error = self._errors.translate(exc, exchange, message=message, creates=creates)
                 self._observe(error, started)
                 # Not chained: the SDK's exception text can hold the recipient's number.
                 raise error from None
@@ -259,95 +242,6 @@ class TwilioTransport:
         if self._on_request is None:
             return
         self._on_request(PROVIDER, request_outcome(error), self._clock.monotonic() - started)
-
-    def _translate(
-        self,
-        exc: Exception,
-        exchange: _Exchange,
-        *,
-        message: OutgoingMessage | None,
-        creates: bool,
-    ) -> SendError:
-        if isinstance(exc, SendError):
-            return exc
-        # Only a create can be ambiguous, and only once the request has left this process.
-        maybe_sent = creates and exchange.request_sent
-        if exchange.status is None:
-            # No answer at all: a timeout, a refused or dropped connection, a DNS failure.
-            if isinstance(exc, TimeoutError):
-                what = f"no answer from Twilio within {self._timeout:g} s"
-            elif isinstance(exc, aiohttp.ClientConnectorError):
-                why = exc.os_error.strerror or "refused"
-                what = f"cannot connect to Twilio at {self._base_url} ({why})"
-            elif isinstance(exc, aiohttp.ClientError | OSError):
-                what = f"connection to Twilio failed ({type(exc).__name__})"
-            else:
-                what = f"Twilio call failed ({type(exc).__name__})"
-            if maybe_sent:
-                what += "; the message may have been sent"
-            return TransientSendError(what, ambiguous=maybe_sent)
-        return self._translate_status(exchange, message=message, creates=creates)
-
-    def _translate_status(self, exchange: _Exchange, *, message: OutgoingMessage | None, creates: bool) -> SendError:
-        status = exchange.status or 0
-        code, detail = _error_body(exchange.body)
-        code_text = str(code) if code is not None else str(status)
-        if status < 300:
-            # Twilio answered yes but the body was unreadable: the message probably exists.
-            return TransientSendError(
-                f"Twilio answered HTTP {status} with an unreadable body",
-                code=code_text,
-                ambiguous=creates,
-            )
-        if status == 429 or status >= 500:
-            retry_after = parse_retry_after(exchange.headers.get("retry-after"), self._clock.now())
-            what = "Twilio is rate limiting" if status == 429 else "Twilio is failing"
-            return TransientSendError(
-                f"{what} (HTTP {status}{_error_suffix(code)})",
-                code=code_text,
-                retry_after_seconds=retry_after,
-            )
-        if status == 401:
-            return PermanentSendError("Twilio rejected the credentials (HTTP 401)", code=code_text)
-        if status < 400:
-            return TransientSendError(f"unexpected answer from Twilio (HTTP {status})", code=code_text)
-        return PermanentSendError(self._refusal(status, code, detail, message), code=code_text)
-
-    def _refusal(self, status: int, code: int | None, detail: str, message: OutgoingMessage | None) -> str:
-        if code == _OUTSIDE_SESSION_WINDOW:
-            kind = message.kind.value.upper() if message is not None else "<KIND>"
-            return (
-                "the recipient is outside WhatsApp's 24-hour session window: an approved "
-                f"template is needed (set TWILIO_CONTENT_SID_{kind}) (Twilio error 63016)"
-            )
-        if code is not None and code in _KNOWN_CODES:
-            return f"{_KNOWN_CODES[code]} (HTTP {status}, Twilio error {code})"
-        text = f"Twilio refused the request (HTTP {status}{_error_suffix(code)})"
-        if detail:
-            if message is not None:  # even a number too odd for redact_text to spot
-                detail = detail.replace(message.to, mask_phone(message.to))
-            safe = redact_text(detail, secrets=[self._auth_token])
-            text += f": {safe[:_REASON_MAX_CHARS]}"
-        return text
-
-
-def _error_body(body: str) -> tuple[int | None, str]:
-    """Twilio's error code and message from an error body, when it is Twilio's JSON."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return None, ""
-    if not isinstance(payload, dict):
-        return None, ""
-    raw_code = payload.get("code")
-    code = raw_code if isinstance(raw_code, int) else None
-    detail = payload.get("message") or payload.get("detail") or payload.get("title") or ""
-    return code, str(detail)
-
-
-def _error_suffix(code: int | None) -> str:
-    return f", Twilio error {code}" if code is not None else ""
-
 
 def _same_content(message: OutgoingMessage, body: str | None) -> bool:
     """Whether a listed message is this one: same text, or a template filled with these values."""

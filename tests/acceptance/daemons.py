@@ -1,7 +1,6 @@
-"""The real program (`python -m scheduler`) as separate processes, for the tests that run it as
-an operator does: each daemon's JSON log goes to a file the test reads, its HTTP port comes from
-its `http_listening` line, and conditions are polled with a deadline (a subprocess cannot be
-awaited on an event).
+"""The real program as separate processes, for the tests that run it as an operator does: each
+daemon's JSON log goes to a file the test reads, its HTTP port comes from its `http_listening`
+line, and conditions are polled with a deadline (a subprocess cannot be awaited on an event).
 """
 
 from __future__ import annotations
@@ -12,23 +11,23 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from scheduler.catalog import JobName
+from scheduler.vocabulary import JobName
 from tests.database import to_libpq
+from tests.program import command
 
 T = TypeVar("T")
 SECRET = "cron-secret-for-the-tests"
 QUIET = "0 0 1 1 *"  # once a year: nothing fires unless the test triggers it
-EVERY_MINUTE = "* * * * *"
 POLL_SECONDS = 0.2
 START_TIMEOUT_SECONDS = 30
 SHUTDOWN_TIMEOUT_SECONDS = 10
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float, what: str) -> T:
@@ -52,11 +51,15 @@ class DaemonProcess:
     log_path: Path
 
     @classmethod
-    def start(cls, name: str, env: dict[str, str], workdir: Path) -> DaemonProcess:
+    def start(
+        cls, name: str, env: dict[str, str], workdir: Path, timings: dict[str, Any] | None = None
+    ) -> DaemonProcess:
+        """The real program, built with `timings` (tests/program.py; none: production's)."""
         log_path = workdir / f"{name}.log"
+        env = {**env, "PYTHONPATH": str(REPOSITORY)}
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "scheduler"], env=env, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT
+                command(timings or {}), env=env, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT
             )
         return cls(name, process, log_path)
 
@@ -110,8 +113,14 @@ class DaemonProcess:
 
 
 @contextlib.contextmanager
-def daemons(count: int, env: dict[str, str], workdir: Path, prefix: str = "replica") -> Iterator[list[DaemonProcess]]:
-    started = [DaemonProcess.start(f"{prefix}-{n}", env, workdir) for n in range(count)]
+def daemons(
+    count: int,
+    env: dict[str, str],
+    workdir: Path,
+    prefix: str = "replica",
+    timings: dict[str, Any] | None = None,
+) -> Iterator[list[DaemonProcess]]:
+    started = [DaemonProcess.start(f"{prefix}-{n}", env, workdir, timings) for n in range(count)]
     try:
         yield started
     finally:

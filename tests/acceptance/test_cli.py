@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler.catalog import GROUPS, JOBS, JobName
+from scheduler.jobs.catalog import GROUPS, JOBS
+from scheduler.vocabulary import JobName
 from tests.acceptance.cli import clean_env, run_cli
 from tests.database import to_libpq
 from tests.factories import add_booking, add_notification, scalar

@@ -30,13 +30,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler.catalog import JobName
 from scheduler.db.engine import create_engine
 from scheduler.demo.seed import create_platform_tables
-from scheduler.runner import RUN_LEASE
+from scheduler.limits import Limits
 from scheduler.schedule import slot_key
+from scheduler.vocabulary import JobName
 from tests.acceptance.daemons import (
-    EVERY_MINUTE,
     bearer,
     daemon_env,
     daemons,
@@ -49,7 +48,32 @@ from tests.fakes.providers import FakeTwilio, Reply
 
 pytestmark = pytest.mark.slow
 
-TAKE_OVER_TIMEOUT_SECONDS = RUN_LEASE.total_seconds() + 20 + 20  # lease, a reaper round, slack
+# Second-long timings instead of production's (a 60 s run lease, fires on real minutes): the
+# daemons are the real program, built with these (tests/program.py).
+PERIOD_SECONDS = 3
+EVERY_PERIOD = f"*/{PERIOD_SECONDS} * * * * *"  # a leading field of seconds
+FAST = Limits(run_lease_seconds=4, run_lease_renew_seconds=1, reap_seconds=1)
+TAKE_OVER_TIMEOUT_SECONDS = FAST.run_lease_seconds + FAST.reap_seconds + 10  # lease, a reaper round, slack
+
+
+def timings(schedules: dict[JobName, str] | None = None) -> dict[str, Any]:
+    """The timings a daemon of these tests is built with (see tests/program.py)."""
+    limits = {name: getattr(FAST, name) for name in ("run_lease_seconds", "run_lease_renew_seconds", "reap_seconds")}
+    return {"limits": limits, "schedules": {job.value: cron for job, cron in (schedules or {}).items()}}
+
+
+def every_job(expression: str) -> dict[JobName, str]:
+    return dict.fromkeys(JobName, expression)
+
+
+PERIOD = timedelta(seconds=PERIOD_SECONDS)
+SETTLE_SECONDS = 2  # a fire's runs of an empty database end within this, even on a loaded machine
+
+
+def boundary_after(moment: datetime) -> datetime:
+    """The first fire of EVERY_PERIOD after `moment`."""
+    seconds = (moment.second // PERIOD_SECONDS + 1) * PERIOD_SECONDS
+    return moment.replace(second=0, microsecond=0) + timedelta(seconds=seconds)
 
 
 # Replicas -------------------------------------------------------------------------------------------
@@ -59,7 +83,7 @@ TAKE_OVER_TIMEOUT_SECONDS = RUN_LEASE.total_seconds() + 20 + 20  # lease, a reap
 async def test_replicas_run_every_fire_once_and_take_over_a_dead_replica_s_run(
     database_url: str, engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    """Four daemons, every job every minute. One is killed while it holds a long run (a cleanup
+    """Four daemons, every job every few seconds. One is killed while it holds a long run (a cleanup
     blocked behind a table lock this test holds); the others run every fire exactly once, and
     one of them takes the dead replica's run over when its lease runs out and finishes it."""
     tz = ZoneInfo("Australia/Sydney")
@@ -67,15 +91,13 @@ async def test_replicas_run_every_fire_once_and_take_over_a_dead_replica_s_run(
     stale = [
         await add_booking(engine, status="pending", payment_status="pending", created_at=created) for _ in range(3)
     ]
-    env = daemon_env(
-        database_url, timezone="Australia/Sydney", **{f"schedule_{job.value}": EVERY_MINUTE for job in JobName}
-    )
+    env = daemon_env(database_url, timezone="Australia/Sydney")
 
     lock = await engine.connect()  # held until the take-over: cancelling a stale booking waits on it
     locked = True
     try:
         await lock.execute(text("LOCK TABLE bookings IN SHARE MODE"))
-        with daemons(4, env, tmp_path) as replicas:
+        with daemons(4, env, tmp_path, timings=timings(every_job(EVERY_PERIOD))) as replicas:
             for replica in replicas:
                 await replica.wait_ready()
             all_ready = datetime.now(UTC)
@@ -118,29 +140,29 @@ async def test_replicas_run_every_fire_once_and_take_over_a_dead_replica_s_run(
 
                 assert await eventually(finished, within=30, what="the resumed run to finish") == "success"
 
-                # Let at least two minute boundaries pass with the survivors all up, then stop them.
+                # Let at least three fires pass with the survivors all up, then stop them.
                 survivors = [replica for replica in replicas if replica is not victim]
-                second_boundary = all_ready.replace(second=0, microsecond=0) + timedelta(minutes=2)
-                await asyncio.sleep(max(0.0, (second_boundary - datetime.now(UTC)).total_seconds() + 5))
+                third_boundary = boundary_after(all_ready) + 2 * PERIOD
+                await asyncio.sleep(max(0.0, (third_boundary - datetime.now(UTC)).total_seconds() + SETTLE_SECONDS))
                 for replica in survivors:
                     async with http.get(f"{replica.url}/metrics") as response:
                         assert response.status == 200
-                # The last boundary whose runs have had 5 s to finish (runs of an empty database take ms).
-                last_boundary = (datetime.now(UTC) - timedelta(seconds=5)).replace(second=0, microsecond=0)
+                # The last boundary whose runs have had time to finish (runs of an empty database take ms).
+                last_boundary = boundary_after(datetime.now(UTC) - timedelta(seconds=SETTLE_SECONDS)) - PERIOD
                 await asyncio.gather(*(stop_gracefully(replica) for replica in survivors))
     finally:
         if locked:
             await lock.rollback()
         await lock.close()
 
-    # Every minute boundary between all-ready and the last one before the stop ran each quick job
-    # exactly once, in one replica: one row, one `job_started` line across all four logs.
+    # Every fire between all-ready and the last one before the stop ran each quick job exactly
+    # once, in one replica: one row, one `job_started` line across all four logs.
     boundaries = []
-    boundary = all_ready.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    boundary = boundary_after(all_ready)
     while boundary <= last_boundary:
         boundaries.append(boundary)
-        boundary += timedelta(minutes=1)
-    assert len(boundaries) >= 2
+        boundary += PERIOD
+    assert len(boundaries) >= 3
     history = await fetch(engine, "SELECT job_name, slot, status, trigger, replica_id FROM flavor_scheduler.job_runs")
     started_lines = Counter(
         (entry["job"], entry["slot"])
@@ -151,7 +173,7 @@ async def test_replicas_run_every_fire_once_and_take_over_a_dead_replica_s_run(
     quick_jobs = [job for job in JobName if job is not JobName.CLEANUP_STALE_BOOKINGS]
     for job in quick_jobs:
         for at in boundaries:
-            slot = slot_key(EVERY_MINUTE, tz, at)
+            slot = slot_key(EVERY_PERIOD, tz, at)
             rows = [row for row in history if row.job_name == job.value and row.slot == slot]
             assert [(row.status, row.trigger) for row in rows] == [("success", "schedule")], (job, slot)
             assert started_lines[(job.value, slot)] == 1, (job, slot)
@@ -192,7 +214,7 @@ async def test_sigterm_during_a_run_exits_0_in_time_and_leaves_nothing_half_done
         twilio_api_base_url=twilio_server.url,
         whatsapp_max_per_second="4",
     )
-    with daemons(1, env, tmp_path, prefix="stopping") as (daemon,):
+    with daemons(1, env, tmp_path, prefix="stopping", timings=timings()) as (daemon,):
         await daemon.wait_ready()
         async with aiohttp.ClientSession() as http:
             request = asyncio.create_task(http.post(f"{daemon.url}/api/cron/reminders", headers=bearer()))
@@ -242,7 +264,7 @@ async def test_a_second_sigterm_exits_at_once(
         twilio_whatsapp_number=TWILIO_WHATSAPP_NUMBER,
         twilio_api_base_url=twilio_server.url,
     )
-    with daemons(1, env, tmp_path, prefix="impatient") as (daemon,):
+    with daemons(1, env, tmp_path, prefix="impatient", timings=timings()) as (daemon,):
         await daemon.wait_ready()
         async with aiohttp.ClientSession() as http:
             request = asyncio.create_task(http.post(f"{daemon.url}/api/cron/reminders", headers=bearer()))
@@ -333,8 +355,8 @@ async def test_the_daemon_outlives_its_database_going_away(tmp_path: Path) -> No
         finally:
             await platform.dispose()
 
-        env = daemon_env(cluster.url("flavor"), **{f"schedule_{job.value}": EVERY_MINUTE for job in JobName})
-        with daemons(1, env, tmp_path, prefix="outage") as (daemon,):
+        env = daemon_env(cluster.url("flavor"))
+        with daemons(1, env, tmp_path, prefix="outage", timings=timings(every_job(EVERY_PERIOD))) as (daemon,):
             await daemon.wait_ready()
             async with aiohttp.ClientSession() as http:
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.catalog import JobName
+from scheduler.vocabulary import JobName
 from tests.deploy.tools import ROOT
 
 GRAFANA_DIR = ROOT / "deploy" / "grafana"

@@ -32,8 +32,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from twilio.request_validator import RequestValidator
 
-from scheduler.catalog import JobName
 from scheduler.settings import Settings
+from scheduler.vocabulary import JobName
 from tests.acceptance.daemons import DaemonProcess, bearer, daemon_env, daemons, eventually, stop_gracefully
 from tests.deploy.monitoring import (
     Labels,

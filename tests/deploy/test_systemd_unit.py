@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.settings import SECRET_NAMES, Settings
+from scheduler.jobs.catalog import schedule_for
+from scheduler.settings import SECRET_NAMES, Settings, variable_names
+from scheduler.vocabulary import JobName
 from tests.deploy.tools import ROOT, find_tool, run
 
 UNIT = ROOT / "deploy" / "systemd" / "flavor-scheduler.service"
@@ -124,8 +126,8 @@ def _env_example() -> dict[str, str]:
 
 def _documented_settings() -> set[str]:
     """The settings env.example must show: all but the secrets and their `_FILE` forms."""
-    secret_like = {*SECRET_NAMES, *(f"{name}_file" for name in SECRET_NAMES)}
-    return {name.upper() for name in Settings.model_fields if name not in secret_like}
+    secret_like = {name.upper() for name in (*SECRET_NAMES, *(f"{name}_file" for name in SECRET_NAMES))}
+    return set(variable_names()) - secret_like
 
 
 def test_env_example_shows_every_setting_and_no_secret() -> None:
@@ -135,8 +137,13 @@ def test_env_example_shows_every_setting_and_no_secret() -> None:
 
 
 def test_env_example_defaults_are_the_real_defaults() -> None:
+    defaults = Settings(_env_file=None)
     for key, value in _env_example().items():
-        default = Settings.model_fields[key.lower()].default
+        name = key.lower()
+        if name.startswith("schedule_"):
+            assert value == schedule_for(defaults, JobName(name.removeprefix("schedule_"))), key
+            continue
+        default = Settings.model_fields[name].default
         if default is None:
             continue
         expected = ",".join(default) if isinstance(default, tuple) else str(default)

@@ -36,6 +36,7 @@ from scheduler.logging import configure_logging
 from scheduler.settings import Settings
 from tests.database import to_asyncpg, to_libpq
 from tests.fakes.providers import FakeResend, FakeTwilio
+from tests.program import command
 
 # --- distinctive secrets: any of these in any output is a leak --------------------------------
 
@@ -345,13 +346,13 @@ class Cli:
         self._output = asyncio.ensure_future(process.communicate())
 
     @classmethod
-    async def start(cls, *args: str, env: dict[str, str], cwd: Path) -> Cli:
+    async def start(cls, *args: str, env: dict[str, str], cwd: Path, short_leases: bool = False) -> Cli:
+        """`python -m scheduler ARGS`, or with `short_leases` the same program built with
+        SHORT_LEASES (tests/program.py), so that a killed run's leases run out in a second."""
+        argv = command(SHORT_LEASES, *args) if short_leases else [sys.executable, "-m", "scheduler", *args]
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "scheduler",
-            *args,
-            env=env,
+            *argv,
+            env={**env, "PYTHONPATH": str(REPOSITORY)},
             cwd=cwd,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -384,8 +385,10 @@ class Cli:
         return done
 
 
-async def run_cli(*args: str, env: dict[str, str], cwd: Path, limit_seconds: float = CLI_TIMEOUT_SECONDS) -> Finished:
-    return await (await Cli.start(*args, env=env, cwd=cwd)).wait(limit_seconds)
+async def run_cli(
+    *args: str, env: dict[str, str], cwd: Path, limit_seconds: float = CLI_TIMEOUT_SECONDS, short_leases: bool = False
+) -> Finished:
+    return await (await Cli.start(*args, env=env, cwd=cwd, short_leases=short_leases)).wait(limit_seconds)
 
 
 def assert_clean_exit(done: Finished, *, code: int) -> None:
@@ -410,28 +413,41 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
-# --- moving time instead of waiting -------------------------------------------------------------------------
+REPOSITORY = Path(__file__).resolve().parents[2]  # on the children's PYTHONPATH, for tests.program
 
 
-async def expire_leases(engine: AsyncEngine) -> tuple[int, int]:
-    """Make every lease run out now, as if DELIVERY_LEASE (120 s) and RUN_LEASE (60 s) had passed.
+# --- short leases instead of waiting out production ones --------------------------------------------------
 
-    Returns how many deliveries and runs a dead process was still holding.
+# A killed process's leases run out within a second (production: 120 s for deliveries, 60 s for runs).
+SHORT_LEASES: dict[str, Any] = {
+    "limits": {"delivery_lease_seconds": 1.0, "run_lease_seconds": 1.0, "run_lease_renew_seconds": 0.25}
+}
+LEASE_WAIT_SECONDS = 10.0  # SHORT_LEASES' second, with room for a loaded machine
+
+
+async def leases_run_out(engine: AsyncEngine) -> tuple[int, int]:
+    """Wait until every lease a dead process left has run out (by the database's clock).
+
+    Returns how many deliveries and runs it was still holding.
     """
-    async with engine.begin() as conn:
-        held = await conn.execute(
-            text(
-                "UPDATE flavor_scheduler.deliveries SET lease_expires_at = now() - interval '1 second' "
-                "WHERE status = 'sending'"
-            )
-        )
-        runs = await conn.execute(
-            text(
-                "UPDATE flavor_scheduler.job_runs SET lease_expires_at = now() - interval '1 second' "
-                "WHERE status = 'running'"
-            )
-        )
-    return held.rowcount, runs.rowcount
+    held_sql = text(
+        "SELECT (SELECT count(*) FROM flavor_scheduler.deliveries WHERE status = 'sending'),"
+        " (SELECT count(*) FROM flavor_scheduler.job_runs WHERE status = 'running')"
+    )
+    live_sql = text(
+        "SELECT count(*) FROM flavor_scheduler.deliveries WHERE status = 'sending' AND lease_expires_at >= now()"
+        " UNION ALL"
+        " SELECT count(*) FROM flavor_scheduler.job_runs WHERE status = 'running' AND lease_expires_at >= now()"
+    )
+    async with engine.connect() as conn:
+        held, runs = (await conn.execute(held_sql)).one()
+
+    async def expired() -> bool:
+        async with engine.connect() as conn:
+            return sum((await conn.scalars(live_sql)).all()) == 0
+
+    await wait_until(expired, within=LEASE_WAIT_SECONDS, what="the dead process's leases to run out", interval=0.05)
+    return int(held), int(runs)
 
 
 async def make_retries_due(engine: AsyncEngine) -> int:

@@ -29,9 +29,11 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
 from scheduler.cron import OFF, build_trigger
-from scheduler.notify.dispatcher import DELIVERY_LEASE, MIN_CLAIM
-from scheduler.notify.phones import InvalidPhoneNumber, to_e164
-from scheduler.settings import Settings, SettingsError, load_settings
+from scheduler.jobs.catalog import schedule_for
+from scheduler.limits import PRODUCTION
+from scheduler.phones import InvalidPhoneNumber, to_e164
+from scheduler.settings import Settings, SettingsError, load_settings, variable_names
+from scheduler.vocabulary import JobName
 from tests.faults.support import (
     CRON_SECRET,
     EXPOSURE,
@@ -136,7 +138,8 @@ def _duration(unit: str, minimum: int = 1) -> Callable[[str, Any], bool]:
 
 def _rate(raw: str, value: Any) -> bool:
     # Slower than this, the smallest claim (MIN_CLAIM messages) would outlast its lease.
-    return isinstance(value, float) and math.isfinite(value) and value >= MIN_CLAIM / DELIVERY_LEASE.total_seconds()
+    slowest = PRODUCTION.min_claim / PRODUCTION.delivery_lease_seconds
+    return isinstance(value, float) and math.isfinite(value) and value >= slowest
 
 
 def _seconds(raw: str, value: Any) -> bool:
@@ -239,7 +242,7 @@ ORACLES: dict[str, Callable[[str, Any], bool]] = {
     "log_format": lambda raw, value: value == raw.lower(),
     "shutdown_timeout_seconds": _seconds,
 }
-for _name in Settings.model_fields:
+for _name in (variable.lower() for variable in variable_names()):
     if _name.startswith("schedule_"):
         ORACLES[_name] = _cron
     elif _name.startswith("twilio_content_sid_"):
@@ -251,7 +254,13 @@ CHECKED = {"accepted": 0, "refused": 0}
 
 
 def test_every_setting_has_an_oracle() -> None:
-    assert set(ORACLES) == set(Settings.model_fields)
+    assert set(ORACLES) == {variable.lower() for variable in variable_names()}
+
+
+def _value(settings: Settings, field: str) -> Any:
+    if field.startswith("schedule_"):
+        return schedule_for(settings, JobName(field.removeprefix("schedule_")))
+    return getattr(settings, field)
 
 
 def check(field: str, raw: str) -> None:
@@ -269,18 +278,21 @@ def check(field: str, raw: str) -> None:
             return
     if raw == "":
         return  # an empty value counts as unset: the default applies
-    value = getattr(loaded, field)
+    value = _value(loaded, field)
     assert ORACLES[field](raw, value), f"{variable}={raw!r} started with {value!r}"
     CHECKED["accepted"] += 1
 
 
-@pytest.mark.parametrize("field", sorted(Settings.model_fields))
+SETTINGS = sorted(variable.lower() for variable in variable_names())
+
+
+@pytest.mark.parametrize("field", SETTINGS)
 def test_tricky_values_are_refused_by_name_or_right(field: str) -> None:
     for raw in TRICKY:
         check(field, raw)
 
 
-@pytest.mark.parametrize("field", sorted(Settings.model_fields))
+@pytest.mark.parametrize("field", SETTINGS)
 @settings(
     max_examples=EXAMPLES_PER_SETTING,
     deadline=None,
@@ -333,7 +345,7 @@ async def test_bad_values_stop_the_command_line_by_name(database_url: str, workd
         assert done.stdout == ""
     record(
         "6 bad configuration",
-        settings=len(Settings.model_fields),
+        settings=len(SETTINGS),
         tricky_values_per_setting=len(TRICKY),
         random_examples_per_setting=EXAMPLES_PER_SETTING,
         accepted_checked=CHECKED["accepted"],

@@ -23,11 +23,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.app import build
-from scheduler.catalog import JobName
 from scheduler.db.tables import bookings, clients, performers
 from scheduler.jobs.result import JobResult
 from scheduler.notify.content import NAME_MAX_CHARS, VENUE_MAX_CHARS
-from scheduler.runner import Trigger
+from scheduler.vocabulary import JobName, Trigger
 from tests.fakes.providers import FakeResend, FakeTwilio
 from tests.faults.support import (
     EMAIL_MARKER,

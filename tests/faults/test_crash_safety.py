@@ -4,8 +4,9 @@ sent twice only if it was in flight at the kill (counted per channel).
 
 The provider accepts each message at once and answers 0.2 s later, so at any moment dozens
 are accepted but unacknowledged: the ambiguous case. Instead of waiting out the leases a dead
-run holds (DELIVERY_LEASE 120 s, RUN_LEASE 60 s), recovery moves them into the past
-(`expire_leases`), then reruns the job and `deliver_pending_messages` as an operator would.
+run holds (120 s for deliveries, 60 s for runs), the killed program is built with one-second
+leases (tests/program.py); recovery waits for them to run out (`leases_run_out`), then reruns
+the job and `deliver_pending_messages` as an operator would.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tests.faults.support import (
     booking_parts,
     cli_env,
     delivery_statuses,
-    expire_leases,
+    leases_run_out,
     owed_messages,
     record,
     run_cli,
@@ -83,7 +84,7 @@ async def test_sigkill_at_random_moments_loses_no_message(
             def accepted_now(before: int = before) -> int:
                 return len(twilio.accepted) + len(resend.accepted) - before
 
-            cli = await Cli.start("--run-once", "send_booking_reminders", env=env, cwd=workdir)
+            cli = await Cli.start("--run-once", "send_booking_reminders", env=env, cwd=workdir, short_leases=True)
             if rng.random() < EARLY_KILL_SHARE:
                 delay = rng.uniform(0, EARLY_KILL_WINDOW_SECONDS)
                 plan = f"after {delay:.2f} s"
@@ -118,7 +119,7 @@ async def test_sigkill_at_random_moments_loses_no_message(
                 )
             in_flight_total += at_kill - int(sent_rows or 0)  # accepted by a provider, not recorded as sent
 
-            held, _ = await expire_leases(engine)
+            held, _ = await leases_run_out(engine)
             held_total += held
             again = await run_cli("--run-once", "send_booking_reminders", env=env, cwd=workdir)
             assert_clean_exit(again, code=0)

@@ -26,16 +26,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import scheduler.db.engine as engine_module
-import scheduler.jobs.cleanup as cleanup_module
-import scheduler.jobs.reminders as reminders_module
 from scheduler.app import App, build
-from scheduler.catalog import JobName
 from scheduler.db.engine import create_engine
 from scheduler.db.tables import notifications
 from scheduler.jobs.result import JobResult
-from scheduler.notify.message import Channel
+from scheduler.limits import Limits
 from scheduler.notify.recording import RecordingTransport
-from scheduler.runner import Trigger
+from scheduler.vocabulary import Channel, JobName, Trigger
 from tests.database import DatabaseFactory
 from tests.fakes.providers import Reply
 from tests.faults.faults_sql import (
@@ -58,8 +55,8 @@ from tests.faults.support import (
     booking_parts,
     cli_env,
     delivery_statuses,
-    expire_leases,
     faults_settings,
+    leases_run_out,
     owed_messages,
     product_logging,
     record,
@@ -113,10 +110,7 @@ SCENARIOS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cleanup_module, "CANCEL_BATCH_SIZE", BATCH)
-    monkeypatch.setattr(reminders_module, "REMINDER_BATCH_SIZE", BATCH)
+SMALL_BATCHES = Limits(cancel_batch_size=BATCH, reminder_batch_size=BATCH)
 
 
 @pytest.fixture
@@ -129,7 +123,7 @@ async def running_app(database_url: str, transports: dict[Channel, RecordingTran
     settings = faults_settings(
         database_url, whatsapp_max_per_second=1000, email_max_per_second=1000, delete_batch_size=PURGE_BATCH
     )
-    app = build(settings, transports=dict(transports))
+    app = build(settings, transports=dict(transports), limits=SMALL_BATCHES)
     await app.prepare_database()
     try:
         yield app
@@ -355,7 +349,7 @@ async def test_server_stopped_mid_run_and_restarted(own_server: OwnServer, workd
             for server in (twilio, resend):
                 server.script(*[Reply.accept_late(0.2)] * 800)
             env = cli_env(database_url, twilio, resend, WHATSAPP_MAX_PER_SECOND="100", EMAIL_MAX_PER_SECOND="100")
-            cli = await Cli.start("--run-once", "send_booking_reminders", env=env, cwd=workdir)
+            cli = await Cli.start("--run-once", "send_booking_reminders", env=env, cwd=workdir, short_leases=True)
             await wait_until(
                 lambda: not cli.running or len(twilio.accepted) + len(resend.accepted) >= 100,
                 within=60,
@@ -377,7 +371,7 @@ async def test_server_stopped_mid_run_and_restarted(own_server: OwnServer, workd
             assert "database unreachable" in down.stderr
 
             await asyncio.to_thread(own_server.start)
-            held, runs = await expire_leases(engine)
+            held, runs = await leases_run_out(engine)
             again = await run_cli("--run-once", "send_booking_reminders", env=env, cwd=workdir)
             assert_clean_exit(again, code=0)
             drained = await run_cli("--run-once", "deliver_pending_messages", env=env, cwd=workdir)

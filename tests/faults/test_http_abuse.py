@@ -31,9 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from twilio.request_validator import RequestValidator
 
 import scheduler.http as http_module
-from scheduler.catalog import GROUPS, JobName
 from scheduler.db.tables import deliveries
+from scheduler.jobs.catalog import GROUPS
 from scheduler.settings import Settings
+from scheduler.vocabulary import JobName
 from tests.factories import add_booking, fetch, scalar
 from tests.faults.support import (
     CRON_SECRET,
@@ -80,7 +81,7 @@ class Target:
 
     @property
     def port(self) -> int:
-        port = self.running.daemon.http.port
+        port = self.running.app.http.port
         assert port is not None
         return port
 

@@ -3,10 +3,10 @@ in front of the test's PostgreSQL, every client of the database going through it
 
 The control first: a client that keeps prepared statements between transactions (asyncpg's and
 SQLAlchemy's defaults) fails through this pooler, the daemon's engine does not. Then the
-scenario: three daemons (`python -m scheduler`, every job every minute) and, alongside them,
+scenario: three daemons (the real program, every job every ten seconds) and, alongside them,
 back-to-back `--run-once` invocations in three lanes, all on a database that none of them has
-migrated yet, while new due and stale bookings and rows to delete keep arriving, for two minute
-boundaries. Invariants: each scheduled fire runs once in all replicas (one run-history row and
+migrated yet, while new due and stale bookings and rows to delete keep arriving, for three
+fires. Invariants: each scheduled fire runs once in all replicas (one run-history row and
 one `job_started` line per job and slot; a fire whose job was already running is skipped, never
 run twice), each owed message reaches the stand-in providers exactly once, every booking is
 fully reminded or cancelled, and no log says "prepared statement".
@@ -33,12 +33,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from scheduler.catalog import JobName
 from scheduler.db.engine import create_engine
 from scheduler.demo.seed import create_platform_tables
 from scheduler.schedule import slot_key
+from scheduler.vocabulary import JobName
 from tests.acceptance.test_replicas import (
-    EVERY_MINUTE,
     SHUTDOWN_TIMEOUT_SECONDS,
     DaemonProcess,
     daemons,
@@ -68,10 +67,15 @@ REPLICAS = 3
 LANES = 3  # concurrent `--run-once` invocations at any moment
 LANE_TARGETS = ("reminders", "cleanup", "all", "deliver_pending_messages", "send_booking_reminders",
                 "cleanup_stale_bookings", "send_payment_reminders", "cleanup_old_notifications")  # fmt: skip
-BOUNDARIES = 2  # minute boundaries every daemon is up for
-SETTLE_SECONDS = 10  # after the last boundary: its runs finish (they take about a second)
-SEED_EVERY = timedelta(seconds=20)
-SEED_BEFORE_BOUNDARY = timedelta(seconds=2)  # a round just before each fire: schedule and lanes race for it
+# Every job fires every PERIOD (a schedule in seconds, through tests/program.py) instead of every
+# real minute: the same races between fires, replicas and lanes, without waiting for the clock.
+PERIOD_SECONDS = 10
+PERIOD = timedelta(seconds=PERIOD_SECONDS)
+EVERY_PERIOD = f"*/{PERIOD_SECONDS} * * * * *"
+BOUNDARIES = 3  # fires every daemon is up for
+SETTLE_SECONDS = 5  # after the last boundary: its runs finish (they take about a second)
+SEED_EVERY = timedelta(seconds=4)
+SEED_BEFORE_BOUNDARY = timedelta(seconds=1)  # a round just before each fire: schedule and lanes race for it
 DUE_PER_ROUND, STALE_PER_ROUND, DELETABLE_PER_ROUND = 8, 3, 60
 DELETE_BATCH_SIZE = "20"  # several delete transactions per run
 SEND_RATE = "100"  # per channel and process
@@ -249,6 +253,12 @@ def seeding_times(all_ready: datetime, boundaries: list[datetime]) -> list[datet
     return sorted(times)
 
 
+def boundary_after(moment: datetime) -> datetime:
+    """The first fire of EVERY_PERIOD after `moment`."""
+    seconds = (moment.second // PERIOD_SECONDS + 1) * PERIOD_SECONDS
+    return moment.replace(second=0, microsecond=0) + timedelta(seconds=seconds)
+
+
 def seconds_until(moment: datetime) -> float:
     return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
@@ -316,20 +326,20 @@ async def test_replicas_and_run_once_through_pgbouncer_run_each_fire_once_and_se
             TIMEZONE=ZONE, HTTP_HOST="127.0.0.1", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
             SHUTDOWN_TIMEOUT_SECONDS=str(SHUTDOWN_TIMEOUT_SECONDS), WHATSAPP_MAX_PER_SECOND=SEND_RATE,
             EMAIL_MAX_PER_SECOND=SEND_RATE, DELETE_BATCH_SIZE=DELETE_BATCH_SIZE,
-            **{f"SCHEDULE_{job.value.upper()}": EVERY_MINUTE for job in JobName},
         )  # fmt: skip
         lanes = Lanes(env, workdir)
         monitoring, seen = asyncio.Event(), [0]
         watcher = asyncio.create_task(max_server_connections(monitor, name, monitoring, seen))
         try:
-            with daemons(REPLICAS, env, workdir, prefix="pooled") as replicas:
+            every_job = dict.fromkeys(JobName, EVERY_PERIOD)
+            with daemons(REPLICAS, env, workdir, prefix="pooled", schedules=every_job) as replicas:
                 lane_tasks = [asyncio.create_task(lanes.lane()) for _ in range(LANES)]  # racing the migration too
                 try:
                     for replica in replicas:
                         await replica.wait_ready()
                     all_ready = datetime.now(UTC)
-                    first = all_ready.replace(second=0, microsecond=0) + timedelta(minutes=1)
-                    boundaries = [first + timedelta(minutes=n) for n in range(BOUNDARIES)]
+                    first = boundary_after(all_ready)
+                    boundaries = [first + n * PERIOD for n in range(BOUNDARIES)]
                     for at in seeding_times(all_ready, boundaries):
                         await asyncio.sleep(seconds_until(at))  # new work arrives on a clock, as bookings do
                         await seeding.round(pooled)
@@ -434,16 +444,16 @@ async def _verify(
     skipped_fires = []
     for at in boundaries:
         for job in JobName:
-            if (job.value, slot_key(EVERY_MINUTE, tz, at)) in scheduled:
+            if (job.value, slot_key(EVERY_PERIOD, tz, at)) in scheduled:
                 continue
             overlapping = [
                 row
                 for row in history
                 if row.job_name == job.value
-                and row.started_at <= at + timedelta(seconds=10)
+                and row.started_at <= at + PERIOD
                 and (row.finished_at is None or row.finished_at >= at)
             ]
-            assert overlapping, f"{job.value} did not run for the fire at {at:%H:%M} UTC and nothing held it"
+            assert overlapping, f"{job.value} did not run for the fire at {at:%H:%M:%S} UTC and nothing held it"
             skipped_fires.append((job.value, at))
     skips_logged = sum(
         1 for replica in replicas for entry in replica.events("job_skipped") if entry.get("reason") == "already_running"

@@ -21,13 +21,12 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.app import build
-from scheduler.catalog import JobName
-from scheduler.notify.dispatcher import IN_RUN_ATTEMPTS
-from scheduler.notify.message import Channel, OutgoingMessage
+from scheduler.limits import PRODUCTION
 from scheduler.notify.resend import ResendTransport
 from scheduler.notify.transport import Transport
 from scheduler.notify.twilio import TwilioTransport
-from scheduler.runner import Trigger
+from scheduler.records import OutgoingMessage
+from scheduler.vocabulary import Channel, JobName, Trigger
 from tests.fakes.providers import FakeProviderServer, FakeResend, FakeTwilio, RecordedRequest, Reply, max_in_window
 from tests.faults.support import (
     EXPOSURE,
@@ -200,8 +199,8 @@ async def test_flaky_providers_deliver_everything_once_within_the_ceilings(
             # The run's time: its calls at the ceiling, plus one message's worst case in a run
             # (every try timing out, the longest waits between tries), plus slack.
             bound = max(run["calls"][ch] / RATES[ch] for ch in servers)
-            longest_waits = sum(max(2.0**i, RETRY_AFTER_SECONDS) for i in range(IN_RUN_ATTEMPTS - 1))
-            bound += IN_RUN_ATTEMPTS * REQUEST_TIMEOUT_SECONDS + longest_waits
+            longest_waits = sum(max(2.0**i, RETRY_AFTER_SECONDS) for i in range(PRODUCTION.in_run_attempts - 1))
+            bound += PRODUCTION.in_run_attempts * REQUEST_TIMEOUT_SECONDS + longest_waits
             bound += SLACK_SECONDS
             assert run["seconds"] <= bound, f"{run['job']} took {run['seconds']:.1f} s, bound {bound:.1f} s"
         EXPOSURE.check("provider faults: run errors", "\n".join(e for run in runs for e in run["errors"]))

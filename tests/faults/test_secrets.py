@@ -19,8 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.app import build
-from scheduler.catalog import JobName
-from scheduler.runner import Trigger
+from scheduler.vocabulary import JobName, Trigger
 from tests.fakes.providers import FakeResend, FakeTwilio, Reply
 from tests.faults.support import (
     CRON_SECRET,

@@ -9,10 +9,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.app import App
-from scheduler.catalog import JobName
 from scheduler.clock import FrozenClock
+from scheduler.jobs.report import result_json
 from scheduler.notify.recording import RecordingTransport
-from scheduler.runner import Trigger
+from scheduler.vocabulary import JobName, Trigger
 from tests.conftest import NOW
 from tests.factories import add_audit, add_booking, add_notification, add_otp, fetch, scalar
 
@@ -48,7 +48,7 @@ async def test_stale_booking_cancelled_only_past_24_hours(app: App, engine: Asyn
     result = await run(app, JobName.CLEANUP_STALE_BOOKINGS)
 
     assert result.count == 1
-    assert result.to_json()["cancelledCount"] == 1
+    assert result_json(result)["cancelledCount"] == 1
     assert await status_of(engine, older) == ("cancelled", "pending")
     assert await status_of(engine, younger) == ("pending", "pending")
     assert await status_of(engine, paid) == ("pending", "deposit_paid")
@@ -97,39 +97,42 @@ async def test_deposit_arriving_during_the_run_is_not_cancelled(app: App, engine
     assert await status_of(engine, other) == ("cancelled", "pending")
 
 
-async def test_deposit_committed_while_cancel_waits_is_respected(app: App, engine: AsyncEngine) -> None:
-    """The UPDATE rechecks its condition on the row it finally locks (no cancel after payment)."""
+async def test_deposit_committed_while_the_real_cancel_runs_is_respected(app: App, engine: AsyncEngine) -> None:
+    """The job's own statement (`cancel_stale_bookings`) runs while a payment webhook has paid the
+    booking but not committed yet; the webhook commits while the statement is still running (or
+    once it has passed the row by). Two guards keep the booking: the choice skips rows locked
+    elsewhere, and the UPDATE repeats the staleness condition on the row it finally writes.
+    Either one suffices; without both, this booking would be cancelled with its deposit paid."""
     from scheduler.db import bookings as bookings_db
 
     booking = await add_booking(engine, status="pending", payment_status="pending", created_at=NOW - timedelta(days=2))
-    cutoff = NOW - timedelta(hours=24)
+    other = await add_booking(engine, status="pending", payment_status="pending", created_at=NOW - timedelta(days=3))
     async with engine.connect() as webhook:
-        # The webhook locks the row first; the cancelling statement chose it from an older snapshot.
-        await webhook.execute(text("SELECT 1 FROM bookings WHERE id = :id FOR UPDATE"), {"id": booking["id"]})
-        async with engine.begin() as job_conn:
-            await job_conn.execute(text("SELECT 1"))
-            cancel = asyncio.create_task(
-                job_conn.execute(
-                    text(
-                        "UPDATE bookings SET status = 'cancelled' WHERE id = :id "
-                        "AND status = 'pending' AND payment_status = 'pending' AND created_at < :cutoff RETURNING id"
-                    ),
-                    {"id": booking["id"], "cutoff": cutoff},
+        await webhook.execute(
+            text("UPDATE bookings SET payment_status = 'deposit_paid' WHERE id = :id"), {"id": booking["id"]}
+        )
+
+        async def cancel() -> list[object]:
+            async with app.db.begin() as conn:
+                return list(
+                    await bookings_db.cancel_stale_bookings(conn, cutoff=NOW - timedelta(hours=24), now=NOW, limit=10)
                 )
-            )
-            await _wait_until_blocked(engine)
-            await webhook.execute(
-                text("UPDATE bookings SET payment_status = 'deposit_paid' WHERE id = :id"), {"id": booking["id"]}
-            )
-            await webhook.commit()
-            returned = (await cancel).all()
-    assert returned == []
+
+        cancelling = asyncio.create_task(cancel())
+        await _until_done_or_waiting(engine, cancelling)
+        await webhook.commit()
+        cancelled = await cancelling
+
+    assert cancelled == [other["id"]]
     assert await status_of(engine, booking) == ("pending", "deposit_paid")
-    assert bookings_db  # the job's statement has the same shape: see cancel_stale_bookings
+    assert await status_of(engine, other) == ("cancelled", "pending")
 
 
-async def _wait_until_blocked(engine: AsyncEngine) -> None:
+async def _until_done_or_waiting(engine: AsyncEngine, task: asyncio.Task[list[object]]) -> None:
+    """Return once `task` has finished or its statement waits for a row lock."""
     for _ in range(500):
+        if task.done():
+            return
         waiting = await scalar(
             engine,
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
@@ -137,14 +140,14 @@ async def _wait_until_blocked(engine: AsyncEngine) -> None:
         if waiting:
             return
         await asyncio.sleep(0.01)
-    raise AssertionError("the statement never waited for the lock")
+    raise AssertionError("the cancel neither finished nor waited")
 
 
 async def test_stale_dry_run_reports_and_changes_nothing(app: App, engine: AsyncEngine) -> None:
     booking = await add_booking(engine, status="pending", payment_status="pending", created_at=NOW - timedelta(days=2))
     result = await run(app, JobName.CLEANUP_STALE_BOOKINGS, dry_run=True)
     assert result.count == 1
-    assert result.to_json()["dryRun"] is True
+    assert result_json(result)["dryRun"] is True
     assert result.details["bookings"] == [booking["booking_reference"]]
     assert await status_of(engine, booking) == ("pending", "pending")
 
@@ -249,8 +252,10 @@ async def test_batches_of_delete_batch_size_each_its_own_transaction(app: App, e
     assert result.count == 12345
     assert result.details["batches"] == 13
     assert await scalar(engine, "SELECT count(*) FROM notifications") == 500
-    counter = app.metrics.rows_deleted.labels(job_name="cleanup_old_notifications", table="notifications")
-    assert counter._value.get() == 12345
+    deleted = app.registry.get_sample_value(
+        "flavor_scheduler_rows_deleted_total", {"job_name": "cleanup_old_notifications", "table": "notifications"}
+    )
+    assert deleted == 12345
     assert xact_before is not None
 
 
@@ -300,8 +305,10 @@ async def test_missing_optional_tables_skip_with_warning(app: App, engine: Async
     assert audits.success and audits.skipped == "table_missing"
     assert notifications.success and notifications.count == 1
     assert stale.success and stale.count == 1
-    skipped = app.metrics.job_skipped.labels(job_name="cleanup_expired_otps", reason="table_missing")
-    assert skipped._value.get() == 1
+    skipped = app.registry.get_sample_value(
+        "flavor_scheduler_job_skipped_total", {"job_name": "cleanup_expired_otps", "reason": "table_missing"}
+    )
+    assert skipped == 1
 
 
 async def test_missing_required_table_is_named(app: App, engine: AsyncEngine) -> None:

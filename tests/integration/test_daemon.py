@@ -24,16 +24,15 @@ from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
 from scheduler.app import App, build
-from scheduler.catalog import JobName
 from scheduler.daemon import Daemon
 from scheduler.db import migrate
 from scheduler.db.engine import create_engine
 from scheduler.db.tables import deliveries, job_runs
-from scheduler.metrics import RunOutcome, SkipReason
-from scheduler.notify.message import Channel
+from scheduler.lifecycle import Phase
 from scheduler.notify.recording import RecordingTransport
 from scheduler.schedule import slot_key
 from scheduler.settings import Settings
+from scheduler.vocabulary import Channel, JobName, RunOutcome, SkipReason
 from tests import database as test_database
 from tests.database import to_libpq, with_database
 from tests.factories import add_booking, fetch, scalar
@@ -75,20 +74,20 @@ class Running:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.daemon.http.port}"
+        return f"http://127.0.0.1:{self.app.http.port}"
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [entry for entry in self.logs if entry["event"] == name]
 
 
-async def until(event: asyncio.Event, task: asyncio.Task[int]) -> None:
-    """Wait for the daemon's event, failing at once if the daemon ends first."""
-    waiter = asyncio.ensure_future(event.wait())
+async def until(app: App, phase: Phase, task: asyncio.Task[int]) -> None:
+    """Wait for the daemon to reach `phase`, failing at once if the daemon ends first."""
+    waiter = asyncio.ensure_future(app.lifecycle.reached(phase))
     try:
         await asyncio.wait({waiter, task}, timeout=START_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiter.cancel()
-    if not event.is_set():
+    if not app.lifecycle.has_reached(phase) or (task.done() and phase is not Phase.STOPPING):
         raise AssertionError(f"the daemon ended first (exit {task.result()})" if task.done() else "timed out")
 
 
@@ -106,7 +105,7 @@ async def started(
         task = asyncio.create_task(daemon.run())
         running = Running(daemon, task, whatsapp, email, logs=logs)
         try:
-            await until(daemon.ready if wait_ready else daemon.listening, task)
+            await until(app, Phase.READY if wait_ready else Phase.WAITING_FOR_DATABASE, task)
             yield running
         finally:
             daemon.stop()
@@ -175,7 +174,7 @@ async def test_ready_only_once_the_database_answers(
         for job in JobName:  # known from the schedule before the database answers
             assert value(waiting, next_run, next_run, job_name=job) > datetime.now(UTC).timestamp(), job
         await _allow_connections(test_databases, name, allowed=True)
-        await until(running.daemon.ready, running.task)
+        await until(running.app, Phase.READY, running.task)
         async with http.get(f"{running.url}/readyz") as response:
             assert response.status == 200
         assert value(await scrape(http, running), "flavor_scheduler_ready", "flavor_scheduler_ready") == 1
@@ -521,7 +520,7 @@ async def test_a_group_running_in_another_replica_answers_409(
 
 async def fire_now(running: Running, job: JobName, at: datetime | None = None) -> None:
     """Make the schedule fire `job` as if `at` (default now) had come; return once it was handed over."""
-    scheduler = running.daemon.schedule.scheduler
+    scheduler = running.app.schedule.scheduler
     submitted = asyncio.Event()
 
     def listener(event: Any) -> None:
@@ -545,10 +544,10 @@ async def test_a_scheduled_fire_runs_once_per_slot(
     at = (datetime.now(UTC) - timedelta(minutes=1)).replace(second=0, microsecond=0)  # both fires below are due
     async with started(daemon_settings(database_url)) as running:
         await fire_now(running, JobName.SEND_PAYMENT_REMINDERS, at)
-        await running.daemon.wait_idle()
+        await running.app.inflight.idle()
         # The same slot again (another replica's fire, or the fall-back hour's second 02:00).
         await fire_now(running, JobName.SEND_PAYMENT_REMINDERS, at + timedelta(seconds=30))
-        await running.daemon.wait_idle()
+        await running.app.inflight.idle()
         families = await scrape(http, running)
     (row,) = await runs(engine)
     assert (row.job_name, row.trigger, row.status) == ("send_payment_reminders", "schedule", "success")
@@ -604,7 +603,7 @@ async def test_a_fire_missed_within_six_hours_runs_once_at_start(database_url: s
     )
     for _restart in range(2):  # the second start finds the fire recorded
         async with started(settings) as running:
-            await running.daemon.wait_idle()
+            await running.app.inflight.idle()
     history = await runs(engine)
     assert [(row.job_name, row.trigger, row.status, row.scheduled_for) for row in history] == [
         ("cleanup_expired_otps", "schedule", "success", one_hour_ago),
@@ -616,7 +615,7 @@ async def test_a_new_installation_catches_nothing_up(database_url: str, engine: 
     two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
     settings = daemon_settings(database_url, schedule_cleanup_old_notifications=daily_at(two_hours_ago))
     async with started(settings) as running:
-        await running.daemon.wait_idle()
+        await running.app.inflight.idle()
     assert await runs(engine) == []
     assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.installation") == 1
 
@@ -633,7 +632,7 @@ async def test_an_abandoned_run_is_taken_over_and_finished(database_url: str, en
             )
         )  # fmt: skip
     async with started(daemon_settings(database_url)) as running:
-        await running.daemon.wait_idle()
+        await running.app.inflight.idle()
     (row,) = await runs(engine)
     assert (row.status, row.replica_id, row.attempt, row.slot) == (
         "success",

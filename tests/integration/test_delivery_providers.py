@@ -12,10 +12,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.app import App, build
-from scheduler.catalog import JobName
 from scheduler.clock import FrozenClock
-from scheduler.runner import Trigger
 from scheduler.settings import Settings
+from scheduler.vocabulary import JobName, Trigger
 from tests.conftest import NOW
 from tests.database import to_libpq
 from tests.factories import add_booking, add_client, add_performer, scalar

@@ -12,15 +12,14 @@ from uuid import uuid4
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.app import App
-from scheduler.catalog import JobName
 from scheduler.clock import FrozenClock
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.reminders import send_booking_reminders
+from scheduler.jobs.report import result_json
 from scheduler.jobs.result import JobResult
-from scheduler.notify.message import Channel
 from scheduler.notify.recording import RecordingTransport
 from scheduler.notify.transport import PermanentSendError
-from scheduler.runner import Trigger
+from scheduler.vocabulary import Channel, JobName, Trigger
 from tests.conftest import NOW
 from tests.factories import add_booking, add_client, fetch, scalar, set_preferences
 
@@ -43,7 +42,7 @@ async def test_booking_reminder_to_client_and_performer_on_every_channel(
     result = await run(app, JobName.SEND_BOOKING_REMINDERS)
 
     assert result.success, result.errors
-    assert result.to_json()["remindersSent"] == 1
+    assert result_json(result)["remindersSent"] == 1
     assert {m.to for m in whatsapp.sent} == {
         "+61412345" + booking["client"]["phone"][-3:],
         "+61423456" + booking["performer"]["phone"][-3:],
@@ -211,8 +210,11 @@ async def test_channel_off_records_skipped(
         assert len(email.sent) == 2
         skipped = await fetch(engine, "SELECT channel FROM flavor_scheduler.deliveries WHERE status = 'skipped'")
         assert [row.channel for row in skipped] == ["whatsapp", "whatsapp"]
-        counter = app.metrics.messages.labels(channel="whatsapp", kind="booking_reminder", outcome="skipped")
-        assert counter._value.get() == 2
+        skipped = app.registry.get_sample_value(
+            "flavor_scheduler_messages_total",
+            {"channel": "whatsapp", "kind": "booking_reminder", "outcome": "skipped"},
+        )
+        assert skipped == 2
     finally:
         await app.aclose()
 
@@ -285,15 +287,7 @@ async def test_three_concurrent_runs_send_each_message_once(
 ) -> None:
     for n in range(200):
         await add_booking(engine, event_date=NOW + 2 * HOUR + timedelta(minutes=n))
-    deps = app.runner.deps
-
-    def context() -> JobContext:
-        return JobContext(
-            settings=deps.settings, engine=deps.engine, tables=deps.tables, metrics=deps.metrics,
-            planner=deps.planner, dispatcher=deps.dispatcher,
-        )  # fmt: skip
-
-    results = await asyncio.gather(*(send_booking_reminders(context(), NOW) for _ in range(3)))
+    results = await asyncio.gather(*(send_booking_reminders(JobContext(app.deps), NOW) for _ in range(3)))
 
     assert sum(r.count for r in results) == 200
     assert len(whatsapp.sent) == 400

@@ -11,15 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from scheduler.notify import content
-from scheduler.notify.content import (
-    BookingFacts,
-    ContentError,
-    Renderer,
-    format_aud,
-    format_lead,
-    format_when,
-)
-from scheduler.notify.message import Channel, MessageKind, Role
+from scheduler.notify.content import ContentError, Renderer, format_aud, format_lead, format_when
+from scheduler.records import BookingFacts
+from scheduler.vocabulary import Channel, MessageKind, Role
 
 PERTH = ZoneInfo("Australia/Perth")
 SYDNEY = ZoneInfo("Australia/Sydney")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.notify.phones import InvalidPhoneNumber, to_e164
+from scheduler.phones import InvalidPhoneNumber, to_e164
 from scheduler.redact import mask_email, mask_phone, redact_text
 
 # to_e164 ---------------------------------------------------------------------

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from scheduler.clock import FrozenClock
-from scheduler.notify.message import Channel, MessageKind, OutgoingMessage
 from scheduler.notify.resend import ResendTransport
 from scheduler.notify.transport import PermanentSendError, TransientSendError
+from scheduler.records import OutgoingMessage
 from scheduler.settings import Settings
+from scheduler.vocabulary import Channel, MessageKind
 from tests.fakes.fixtures import EMAIL_FROM, RESEND_API_KEY
 from tests.fakes.providers import FakeResend, Reply, unused_local_url
 

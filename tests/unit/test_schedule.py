@@ -11,18 +11,19 @@ from zoneinfo import ZoneInfo
 import pytest
 from structlog.testing import capture_logs
 
-from scheduler.catalog import JobName
+from scheduler.clock import FrozenClock, SystemClock
+from scheduler.jobs.catalog import enabled_schedules
 from scheduler.schedule import (
     CATCH_UP_WINDOW,
     MISFIRE_GRACE_SECONDS,
     Schedule,
-    enabled_schedules,
     fires_between,
     missed_fire,
     next_fire,
     slot_key,
 )
 from scheduler.settings import Settings
+from scheduler.vocabulary import JobName
 
 SYDNEY = ZoneInfo("Australia/Sydney")
 PERTH = ZoneInfo("Australia/Perth")
@@ -204,8 +205,8 @@ def test_disabled_jobs_are_not_scheduled() -> None:
 
 async def test_scheduler_settings_are_explicit() -> None:
     settings = Settings(_env_file=None, timezone="Australia/Sydney", schedule_cleanup_expired_otps="off")
-    schedule = Schedule.from_settings(settings, lambda job, at: None)
-    schedule.start()
+    schedule = Schedule(enabled_schedules(settings), settings.tz, SystemClock())
+    schedule.start(lambda job, at: None)
     try:
         jobs = {job.id: job for job in schedule.scheduler.get_jobs()}
         assert set(jobs) == {job.value for job in JobName} - {"cleanup_expired_otps"}
@@ -226,7 +227,7 @@ def test_next_runs_are_known_before_the_scheduler_starts() -> None:
     not read 0 ("off") meanwhile."""
     now = datetime(2026, 11, 29, 10, 7, tzinfo=UTC)
     settings = Settings(_env_file=None, timezone="Australia/Sydney", schedule_cleanup_expired_otps="off")
-    schedule = Schedule.from_settings(settings, lambda job, at: None, now=lambda: now)
+    schedule = Schedule(enabled_schedules(settings), settings.tz, FrozenClock(now))
     times = schedule.next_run_times()
     assert not schedule.running
     assert times[JobName.CLEANUP_EXPIRED_OTPS] is None
@@ -243,8 +244,9 @@ async def test_each_fire_is_handed_over_with_its_scheduled_time_and_late_ones_ar
         arrived.set()
 
     yearly = "0 0 1 1 *"  # its next fire after any recent time is months away
-    schedule = Schedule({JobName.CLEANUP_OLD_AUDIT_LOGS: yearly, JobName.CLEANUP_EXPIRED_OTPS: yearly}, SYDNEY, on_fire)
-    schedule.start()
+    schedules = {JobName.CLEANUP_OLD_AUDIT_LOGS: yearly, JobName.CLEANUP_EXPIRED_OTPS: yearly}
+    schedule = Schedule(schedules, SYDNEY, SystemClock())
+    schedule.start(on_fire)
     try:
         now = datetime.now(UTC).replace(microsecond=0)
         recent, too_late = now - timedelta(minutes=5), now - CATCH_UP_WINDOW - timedelta(minutes=1)

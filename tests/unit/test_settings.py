@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.catalog import JobName
+from scheduler.jobs.catalog import schedule_for
 from scheduler.settings import SettingsError, load_settings
+from scheduler.vocabulary import JobName
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **env: str):  # type: ignore[no-untyped-def]
@@ -38,9 +39,9 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.email_from == "bookings@flavorentertainers.com.au"
     assert settings.twilio_api_base_url == "https://api.twilio.com"
     assert settings.resend_api_url == "https://api.resend.com"
-    assert settings.schedule_for(JobName.CLEANUP_STALE_BOOKINGS) == "0 2 * * *"
-    assert settings.schedule_for(JobName.SEND_BOOKING_REMINDERS) == "0 * * * *"
-    assert settings.schedule_for(JobName.DELIVER_PENDING_MESSAGES) == "*/5 * * * *"
+    assert schedule_for(settings, JobName.CLEANUP_STALE_BOOKINGS) == "0 2 * * *"
+    assert schedule_for(settings, JobName.SEND_BOOKING_REMINDERS) == "0 * * * *"
+    assert schedule_for(settings, JobName.DELIVER_PENDING_MESSAGES) == "*/5 * * * *"
     assert not settings.whatsapp_enabled
     assert not settings.email_enabled
 
@@ -74,8 +75,8 @@ def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch, variable: str, va
 
 def test_schedule_off_and_standard_cron(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load(monkeypatch, SCHEDULE_SEND_PAYMENT_REMINDERS="OFF", SCHEDULE_CLEANUP_EXPIRED_OTPS="*/30  3 * * 7")
-    assert settings.schedule_for(JobName.SEND_PAYMENT_REMINDERS) == "off"
-    assert settings.schedule_for(JobName.CLEANUP_EXPIRED_OTPS) == "*/30 3 * * 7"
+    assert schedule_for(settings, JobName.SEND_PAYMENT_REMINDERS) == "off"
+    assert schedule_for(settings, JobName.CLEANUP_EXPIRED_OTPS) == "*/30 3 * * 7"
 
 
 def test_keep_types_is_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,10 +15,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from scheduler.clock import FrozenClock
-from scheduler.notify.message import Channel, MessageKind, OutgoingMessage
 from scheduler.notify.transport import PermanentSendError, TransientSendError
 from scheduler.notify.twilio import TwilioTransport
+from scheduler.records import OutgoingMessage
 from scheduler.settings import Settings
+from scheduler.vocabulary import Channel, MessageKind
 from tests.fakes.fixtures import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER
 from tests.fakes.providers import FakeTwilio, Reply, unused_local_url
 

@@ -11,14 +11,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 from uuid import UUID, uuid4
 
-from scheduler.db.bookings import BookingRecord, Contact, InAppNotification
 from scheduler.notify.content import Renderer
-from scheduler.notify.message import Channel, MessageKind, Role
-from scheduler.notify.phones import InvalidPhoneNumber, to_e164
+from scheduler.phones import InvalidPhoneNumber, to_e164
+from scheduler.records import BookingRecord, Contact, InAppNotification, OwedDelivery
 from scheduler.redact import mask_email, mask_phone
+from scheduler.vocabulary import Channel, DeliveryStatus, MessageKind, Role
 
 _EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
@@ -27,7 +26,7 @@ _EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 class OwedMessages:
     """Rows to write for one or more bookings, and the problems found while planning them."""
 
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[OwedDelivery] = field(default_factory=list)
     notices: list[InAppNotification] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -39,19 +38,15 @@ class OwedMessages:
     def only_bookings(self, booking_ids: set[UUID]) -> OwedMessages:
         """The part owed to these bookings (those this transaction claimed)."""
         return OwedMessages(
-            deliveries=[row for row in self.deliveries if row["booking_id"] in booking_ids],
+            deliveries=[row for row in self.deliveries if row.booking_id in booking_ids],
             notices=[notice for notice in self.notices if notice.booking_id in booking_ids],
             errors=self.errors,
         )
 
-    def settled(self, inserted: Iterable[UUID]) -> list[tuple[Channel, str]]:
-        """(channel, outcome) of inserted deliveries that were finished on recording: skipped or failed."""
+    def settled(self, inserted: Iterable[UUID]) -> list[OwedDelivery]:
+        """The inserted deliveries that were finished on recording: skipped (channel off) or failed."""
         ids = set(inserted)
-        return [
-            (Channel(row["channel"]), row["status"])
-            for row in self.deliveries
-            if row["id"] in ids and row["status"] != "pending"
-        ]
+        return [row for row in self.deliveries if row.id in ids and row.settled]
 
 
 def dedupe_key(booking_id: UUID, kind: MessageKind, event_date: datetime | None, role: Role, channel: Channel) -> str:
@@ -134,35 +129,32 @@ class MessagePlanner:
         rendered = self._renderer.render(kind, channel, role, record.facts, now)
         content_sid = self._content_sids.get(kind) if channel is Channel.WHATSAPP else None
         if problem is not None:
-            status = "failed"
+            status = DeliveryStatus.FAILED
             owed.errors.append(f"booking {reference}: {channel} to {role}: {problem}")
         elif channel not in self._enabled:
-            status, problem = "skipped", f"{channel} channel is off (no credentials)"
+            status, problem = DeliveryStatus.SKIPPED, f"{channel} channel is off (no credentials)"
         else:
-            status = "pending"
+            status = DeliveryStatus.PENDING
         owed.deliveries.append(
-            {
-                "id": uuid4(),
-                "dedupe_key": dedupe_key(record.id, kind, record.event_date, role, channel),
-                "booking_id": record.id,
-                "booking_reference": reference,
-                "kind": kind.value,
-                "event_date": record.event_date,
-                "recipient_role": role.value,
-                "channel": channel.value,
-                "address": address,
-                "subject": rendered.subject,
-                "body_text": rendered.text,
-                "body_html": rendered.html,
-                "content_sid": content_sid,
-                "content_variables": rendered.content_variables if content_sid else None,
-                "status": status,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "last_error": problem,
-                "run_id": run_id,
-                "created_at": now,
-                "updated_at": now,
-            }
+            OwedDelivery(
+                id=uuid4(),
+                dedupe_key=dedupe_key(record.id, kind, record.event_date, role, channel),
+                booking_id=record.id,
+                booking_reference=reference,
+                kind=kind,
+                event_date=record.event_date,
+                recipient_role=role,
+                channel=channel,
+                address=address,
+                subject=rendered.subject,
+                body_text=rendered.text,
+                body_html=rendered.html,
+                content_sid=content_sid,
+                content_variables=rendered.content_variables if content_sid else None,
+                status=status,
+                last_error=problem,
+                run_id=run_id,
+                created_at=now,
+            )
         )
         return owed

@@ -1,0 +1,68 @@
+"""Every timing and batch size in one record, with production defaults and the reason for each.
+
+The app hands it to whatever needs it; tests build the app with second-long leases instead of
+patching module constants or rewriting rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The daemon's timings (seconds unless the name says otherwise) and batch sizes."""
+
+    # Runs: a run whose replica vanished is resumed elsewhere after its lease; renewing at a
+    # third of it lets two renewals fail before it runs out; the reaper looks as often.
+    run_lease_seconds: float = 60.0
+    run_lease_renew_seconds: float = 20.0
+    reap_seconds: float = 20.0
+    # The catch-up window (CONTRACT §5): a fire missed longer ago than this is not run late.
+    catch_up_window: timedelta = timedelta(hours=6)
+
+    # Deliveries: a dead sender's messages are retried after the lease; a claim holds about
+    # `claim_seconds_of_work` of sending at the channel's ceiling, well inside the lease.
+    delivery_lease_seconds: float = 120.0
+    claim_seconds_of_work: float = 30.0
+    max_claim: int = 1000
+    min_claim: int = 10
+    max_in_flight: int = 200  # per channel; bounds memory when a provider hangs
+    in_run_attempts: int = 3  # tries of one message within a run before leaving it to a later run
+    in_run_max_delay_seconds: float = 20.0  # a longer wait is left to a later run rather than held here
+    # 30 s doubling to an hour, then hourly: about a day of trying before a message is given up.
+    backoff_base_seconds: float = 30.0
+    backoff_cap_seconds: float = 3600.0
+    max_attempts: int = 30
+    ambiguity_slack: timedelta = timedelta(minutes=2)  # clock skew between us and the provider
+
+    # Batches: each cancelling transaction also writes notices and messages for its bookings;
+    # a reminder transaction is a constant number of statements for its bookings.
+    cancel_batch_size: int = 100
+    reminder_batch_size: int = 500
+
+    # The process: the loop proves itself alive every heartbeat (and refreshes the next-run
+    # gauges); six missed beats make /healthz answer 503. The backlog gauge is a figure
+    # Prometheus scrapes every 15-60 s.
+    heartbeat_seconds: float = 5.0
+    health_stale_seconds: float = 30.0
+    pending_gauge_seconds: float = 30.0
+    # Start-up retries the database quickly at first, then every 30 s, forever.
+    db_retry_first_seconds: float = 1.0
+    db_retry_max_seconds: float = 30.0
+    # After the shutdown timeout: time for cancelled runs to unwind, and for releasing leases
+    # (which must not hang on a dead database: they expire by themselves).
+    cancel_grace_seconds: float = 2.0
+    release_timeout_seconds: float = 5.0
+
+    @property
+    def run_lease(self) -> timedelta:
+        return timedelta(seconds=self.run_lease_seconds)
+
+    @property
+    def delivery_lease(self) -> timedelta:
+        return timedelta(seconds=self.delivery_lease_seconds)
+
+
+PRODUCTION = Limits()

@@ -1,0 +1,104 @@
+"""The words every layer shares: jobs, channels, message kinds, roles, and the statuses of runs
+and deliveries. The ground floor: it imports nothing of the project, so anything may import it."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobName(StrEnum):
+    CLEANUP_STALE_BOOKINGS = "cleanup_stale_bookings"
+    CLEANUP_OLD_NOTIFICATIONS = "cleanup_old_notifications"
+    CLEANUP_EXPIRED_OTPS = "cleanup_expired_otps"
+    CLEANUP_OLD_AUDIT_LOGS = "cleanup_old_audit_logs"
+    SEND_BOOKING_REMINDERS = "send_booking_reminders"
+    SEND_PAYMENT_REMINDERS = "send_payment_reminders"
+    DELIVER_PENDING_MESSAGES = "deliver_pending_messages"
+
+
+class Channel(StrEnum):
+    WHATSAPP = "whatsapp"
+    EMAIL = "email"
+
+
+IN_APP = "in_app"  # the platform's own notifications table: a metric label beside the channels
+
+
+class MessageKind(StrEnum):
+    BOOKING_REMINDER = "booking_reminder"
+    PAYMENT_REMINDER = "payment_reminder"
+    BOOKING_CANCELLED = "booking_cancelled"
+
+
+class Role(StrEnum):
+    CLIENT = "client"
+    PERFORMER = "performer"
+
+
+class ReminderKind(StrEnum):
+    """The `kind` label of reminders_sent_total."""
+
+    BOOKING = "booking"
+    PAYMENT = "payment"
+
+
+REMINDER_KINDS: dict[MessageKind, ReminderKind] = {
+    MessageKind.BOOKING_REMINDER: ReminderKind.BOOKING,
+    MessageKind.PAYMENT_REMINDER: ReminderKind.PAYMENT,
+}
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery (one message to one recipient on one channel) stands in the outbox."""
+
+    PENDING = "pending"  # owed; sent when next_attempt_at comes
+    SENDING = "sending"  # claimed by a sender under a lease
+    SENT = "sent"
+    FAILED = "failed"  # permanently
+    SKIPPED = "skipped"  # never to be sent: channel off
+
+
+UNFINISHED_DELIVERIES = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+
+
+class RunStatus(StrEnum):
+    """A row of the run history."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"  # closed by a manual run after its process died
+
+
+class Trigger(StrEnum):
+    """What started a run."""
+
+    SCHEDULE = "schedule"
+    CATCH_UP = "catch_up"
+    MANUAL = "manual"  # --run-once
+    HTTP = "http"  # /api/cron/*
+    TAKE_OVER = "take_over"  # resuming a run whose replica died
+
+
+class RunOutcome(StrEnum):
+    """The `outcome` label of job_runs_total."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+
+
+class SkipReason(StrEnum):
+    """Why a run did not happen (job_skipped_total)."""
+
+    ALREADY_RUNNING = "already_running"
+    CLAIMED_ELSEWHERE = "claimed_elsewhere"
+    TABLE_MISSING = "table_missing"
+
+
+class MessageOutcome(StrEnum):
+    """The `outcome` label of messages_total."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    RETRIED = "retried"
+    SKIPPED = "skipped"
