@@ -79,6 +79,11 @@ class AuditEntry:
     booking_id: UUID | None
     details: dict[str, Any]
 
+    @classmethod
+    def for_booking(cls, record: BookingRecord, action: str, **details: Any) -> AuditEntry:
+        """A `booking` event about this booking; its details name the reference."""
+        return cls("booking", action, record.id, {"reference": record.facts.reference, **details})
+
 
 @dataclass(frozen=True, slots=True)
 class OwedDelivery:

@@ -121,46 +121,42 @@ def _claimed(row: Any) -> ClaimedDelivery:
     )
 
 
-def _mine(delivery_id: UUID, claimer: str) -> Any:
-    return (
-        (deliveries.c.id == delivery_id)
-        & (deliveries.c.claimed_by == claimer)
-        & (deliveries.c.status == DeliveryStatus.SENDING)
+async def _settle(conn: AsyncConnection, delivery_id: UUID, claimer: str, extra_attempts: int, **values: Any) -> bool:
+    """Write how a claimed delivery ended, if the claim is still this claimer's; True when it was."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.id == delivery_id,
+            deliveries.c.claimed_by == claimer,
+            deliveries.c.status == DeliveryStatus.SENDING,
+        )
+        .values(lease_expires_at=None, attempts=deliveries.c.attempts + extra_attempts, **values)
     )
+    return bool(result.rowcount)
 
 
 async def mark_sent(
     conn: AsyncConnection, delivery_id: UUID, *, claimer: str, provider_id: str, extra_attempts: int, now: datetime
-) -> None:
-    await conn.execute(
-        update(deliveries)
-        .where(_mine(delivery_id, claimer))
-        .values(
-            status=DeliveryStatus.SENT,
-            provider_message_id=provider_id,
-            sent_at=now,
-            updated_at=now,
-            lease_expires_at=None,
-            ambiguous_since=None,
-            last_error=None,
-            attempts=deliveries.c.attempts + extra_attempts,
-        )
+) -> bool:
+    return await _settle(
+        conn,
+        delivery_id,
+        claimer,
+        extra_attempts,
+        status=DeliveryStatus.SENT,
+        provider_message_id=provider_id,
+        sent_at=now,
+        updated_at=now,
+        ambiguous_since=None,
+        last_error=None,
     )
 
 
 async def mark_failed(
     conn: AsyncConnection, delivery_id: UUID, *, claimer: str, reason: str, extra_attempts: int, now: datetime
-) -> None:
-    await conn.execute(
-        update(deliveries)
-        .where(_mine(delivery_id, claimer))
-        .values(
-            status=DeliveryStatus.FAILED,
-            last_error=reason,
-            updated_at=now,
-            lease_expires_at=None,
-            attempts=deliveries.c.attempts + extra_attempts,
-        )
+) -> bool:
+    return await _settle(
+        conn, delivery_id, claimer, extra_attempts, status=DeliveryStatus.FAILED, last_error=reason, updated_at=now
     )
 
 
@@ -174,20 +170,19 @@ async def mark_retry(
     ambiguous_since: datetime | None,
     extra_attempts: int,
     now: datetime,
-) -> None:
-    await conn.execute(
-        update(deliveries)
-        .where(_mine(delivery_id, claimer))
-        .values(
-            status=DeliveryStatus.PENDING,
-            last_error=reason,
-            next_attempt_at=next_attempt_at,
-            ambiguous_since=ambiguous_since,
-            updated_at=now,
-            lease_expires_at=None,
-            claimed_by=None,
-            attempts=deliveries.c.attempts + extra_attempts,
-        )
+) -> bool:
+    """Leave the delivery for a later run, at `next_attempt_at`."""
+    return await _settle(
+        conn,
+        delivery_id,
+        claimer,
+        extra_attempts,
+        status=DeliveryStatus.PENDING,
+        last_error=reason,
+        next_attempt_at=next_attempt_at,
+        ambiguous_since=ambiguous_since,
+        updated_at=now,
+        claimed_by=None,
     )
 
 

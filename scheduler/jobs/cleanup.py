@@ -50,23 +50,12 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
                 owed = _owe_cancellation(ctx, records, now)
                 await bookings_db.insert_notifications(conn, owed.notices, now=now)
                 if has_audit:
-                    await bookings_db.insert_audit_entries(
-                        conn,
-                        [
-                            AuditEntry(
-                                event_type="booking",
-                                action="auto_cancelled_stale",
-                                booking_id=record.id,
-                                details={
-                                    "reference": record.facts.reference,
-                                    "reason": STALE_REASON.format(hours=hours),
-                                    "cutoff": cutoff.isoformat(),
-                                },
-                            )
-                            for record in records
-                        ],
-                        now=now,
-                    )
+                    reason = STALE_REASON.format(hours=hours)
+                    audits = [
+                        AuditEntry.for_booking(record, "auto_cancelled_stale", reason=reason, cutoff=cutoff.isoformat())
+                        for record in records
+                    ]
+                    await bookings_db.insert_audit_entries(conn, audits, now=now)
                 inserted = await outbox_db.record_owed(conn, owed.deliveries)
         except DatabaseError as exc:
             result.errors.append(f"cancelling a batch of stale bookings failed: {exc}")

@@ -182,15 +182,11 @@ def _plan(
 
 def _audit_rows(rule: ReminderRule, records: list[BookingRecord], won: set[UUID]) -> list[AuditEntry]:
     return [
-        AuditEntry(
-            event_type="booking",
-            action="reminder_sent",
-            booking_id=record.id,
-            details={
-                "reference": record.facts.reference,
-                "kind": rule.kind.value,
-                "event_date": record.event_date.isoformat() if record.event_date else None,
-            },
+        AuditEntry.for_booking(
+            record,
+            "reminder_sent",
+            kind=rule.kind.value,
+            event_date=record.event_date.isoformat() if record.event_date else None,
         )
         for record in records
         if record.id in won
