@@ -9,6 +9,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TextIO
 from uuid import uuid4
 
@@ -164,6 +165,7 @@ def build(
         clock=clock,
         metrics=metrics,
         claimer=replica_id,
+        give_up_after=timedelta(hours=settings.message_max_retry_hours),
     )
     planner = MessagePlanner(
         Renderer(settings.tz),

@@ -23,7 +23,7 @@ from scheduler.db.runs import AbandonedRun
 from scheduler.limits import Limits
 from scheduler.records import Fire
 from scheduler.schedule import missed_fire, slot_key
-from scheduler.vocabulary import JobName, RunStatus, SkipReason, Trigger
+from scheduler.vocabulary import JobName, RunOutcome, RunStatus, SkipReason, Trigger
 
 log = structlog.get_logger(__name__)
 
@@ -100,9 +100,7 @@ class RunHistory:
         """Take an abandoned run of `job` for this replica; refused when another replica was quicker."""
         try:
             async with self._db.begin() as conn:
-                won = await runs_db.take_over(
-                    conn, run.id, replica=self.replica_id, now=self._clock.now(), lease=self._limits.run_lease
-                )
+                won = await runs_db.take_over(conn, run.id, replica=self.replica_id, lease=self._limits.run_lease)
         except DatabaseError as exc:
             return Admission(None, error=str(exc))
         if not won:
@@ -131,7 +129,7 @@ class RunHistory:
             try:
                 async with self._db.begin() as conn:
                     still_ours = await runs_db.renew_lease(
-                        conn, run_id, replica=self.replica_id, now=self._clock.now(), lease=self._limits.run_lease
+                        conn, run_id, replica=self.replica_id, lease=self._limits.run_lease
                     )
             except DatabaseError as exc:
                 log.warning("run_lease_not_renewed", error=str(exc))
@@ -143,7 +141,7 @@ class RunHistory:
 
     # The end of a run --------------------------------------------------------------------
 
-    async def finish(self, run_id: UUID, *, success: bool, counts: dict[str, Any], errors: list[str]) -> None:
+    async def finish(self, run_id: UUID, *, outcome: RunOutcome, counts: dict[str, Any], errors: list[str]) -> None:
         """Record how the run ended."""
         try:
             async with self._db.begin() as conn:
@@ -151,7 +149,7 @@ class RunHistory:
                     conn,
                     run_id,
                     replica=self.replica_id,
-                    status=RunStatus.SUCCESS if success else RunStatus.ERROR,
+                    status=RunStatus(outcome.value),
                     counts=counts,
                     errors=errors,
                     now=self._clock.now(),
@@ -164,7 +162,7 @@ class RunHistory:
         """Give up a run stopping unfinished: another replica (or our next start) resumes it at once."""
         try:
             async with self._db.begin() as conn:
-                await runs_db.release_lease(conn, run_id, replica=self.replica_id, now=self._clock.now())
+                await runs_db.release_lease(conn, run_id, replica=self.replica_id)
         except DatabaseError as exc:
             log.warning("run_history_not_written", error=str(exc))
 
@@ -172,7 +170,7 @@ class RunHistory:
         """At stop, after the shutdown timeout: give up every run this replica still holds."""
         try:
             async with asyncio.timeout(self._limits.release_timeout_seconds), self._db.begin() as conn:
-                released = await runs_db.release_replica_leases(conn, replica=self.replica_id, now=self._clock.now())
+                released = await runs_db.release_replica_leases(conn, replica=self.replica_id)
             log.info("run_leases_released", runs=released)
         except (DatabaseError, TimeoutError) as exc:  # the leases expire by themselves
             log.warning("run_leases_not_released", error=str(exc) or "timed out")
@@ -199,7 +197,7 @@ class RunHistory:
     async def abandoned(self) -> list[tuple[JobName, AbandonedRun]]:
         """Runs still marked running whose lease expired (their replica died or gave them up)."""
         async with self._db.connect() as conn:
-            runs = await runs_db.find_abandoned(conn, now=self._clock.now())
+            runs = await runs_db.find_abandoned(conn)
         found = []
         for run in runs:
             try:

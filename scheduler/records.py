@@ -145,6 +145,7 @@ class ClaimedDelivery:
     recipient_role: Role
     attempts: int  # including this one
     created_at: datetime
+    first_failed_at: datetime | None = None  # the first transient failure: retries end by time
 
     @property
     def id(self) -> UUID:

@@ -65,7 +65,7 @@ class Runner:
         metrics = self.deps.metrics
         result = JobResult(job, started_at=now, finished_at=now)
         if admission.error is not None:
-            result.errors.append(f"database unreachable: {admission.error}")
+            result.fail(f"database unreachable: {admission.error}")
             metrics.job_runs.labels(job_name=job, outcome=RunOutcome.ERROR).inc()
             metrics.job_errors.labels(job_name=job).inc()
             log.error("job_failed", reason="database_unreachable", error=admission.error)
@@ -109,11 +109,14 @@ class Runner:
                 await self.history.hand_back(run_id)
             else:
                 counts = {record.count_key: result.count}
-                await self.history.finish(run_id, success=result.success, counts=counts, errors=result.errors)
+                await self.history.finish(run_id, outcome=result.outcome, counts=counts, errors=result.errors)
+        result.interrupted = interrupted
         self._count(job, result, elapsed)
-        log.info(
+        finished = log.error if result.outcome is RunOutcome.ERROR else log.info
+        finished(
             "job_finished",
-            outcome=(RunOutcome.SUCCESS if result.success else RunOutcome.ERROR).value,
+            outcome=result.outcome.value,
+            messages=dict(result.messages),
             duration_seconds=round(elapsed, 3),
             count=result.count,
             count_key=record.count_key,
@@ -144,21 +147,20 @@ class Runner:
             return await record.run(ctx, now)
         except DatabaseError as exc:
             result = JobResult(job, started_at=now, dry_run=dry_run)
-            result.errors.append(f"database error: {exc}")
+            result.fail(f"database error: {exc}")
         except Exception as exc:
             log.exception("job_crashed")
             result = JobResult(job, started_at=now, dry_run=dry_run)
-            result.errors.append(f"job crashed: {type(exc).__name__}: {exc}")
+            result.fail(f"job crashed: {type(exc).__name__}: {exc}")
         return result
 
     def _count(self, job: JobName, result: JobResult, elapsed: float) -> None:
         metrics = self.deps.metrics
-        outcome = RunOutcome.SUCCESS if result.success else RunOutcome.ERROR
-        metrics.job_runs.labels(job_name=job, outcome=outcome).inc()
+        metrics.job_runs.labels(job_name=job, outcome=result.outcome).inc()
         metrics.job_duration.labels(job_name=job).observe(elapsed)
         if result.errors:
             metrics.job_errors.labels(job_name=job).inc(len(result.errors))
         if result.skipped is SkipReason.TABLE_MISSING:
             metrics.job_skipped.labels(job_name=job, reason=SkipReason.TABLE_MISSING).inc()
-        if result.success and not result.dry_run:
+        if result.outcome is not RunOutcome.ERROR and not result.dry_run:  # partial did its work too
             metrics.job_last_success.labels(job_name=job).set((result.finished_at or result.started_at).timestamp())

@@ -162,6 +162,7 @@ class Settings(BaseSettings):
     email_reply_to: str | None = None
     resend_api_url: str = "https://api.resend.com"
 
+    message_max_retry_hours: Hours = 24  # a message failing transiently for this long is failed
     whatsapp_max_per_second: SendRate = 10
     email_max_per_second: SendRate = 2
 

@@ -52,13 +52,15 @@ class DeliveryStatus(StrEnum):
     """Where a delivery (one message to one recipient on one channel) stands in the outbox."""
 
     PENDING = "pending"  # owed; sent when next_attempt_at comes
+    HELD = "held"  # owed, waiting for the quiet hours to end (next_attempt_at)
     SENDING = "sending"  # claimed by a sender under a lease
     SENT = "sent"
-    FAILED = "failed"  # permanently
-    SKIPPED = "skipped"  # never to be sent: channel off
+    FAILED = "failed"  # permanently, or transiently for longer than MESSAGE_MAX_RETRY_HOURS
+    SKIPPED = "skipped"  # never to be sent: channel off, no address, opted out
+    VOID = "void"  # no longer true when it was to leave (booking changed, event passed)
 
 
-UNFINISHED_DELIVERIES = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+UNFINISHED_DELIVERIES = (DeliveryStatus.PENDING, DeliveryStatus.HELD, DeliveryStatus.SENDING)
 
 
 class RunStatus(StrEnum):
@@ -66,6 +68,7 @@ class RunStatus(StrEnum):
 
     RUNNING = "running"
     SUCCESS = "success"
+    PARTIAL = "partial"  # did its work, but some items failed or are left retrying
     ERROR = "error"
     INTERRUPTED = "interrupted"  # closed by a manual run after its process died
 
@@ -81,10 +84,11 @@ class Trigger(StrEnum):
 
 
 class RunOutcome(StrEnum):
-    """The `outcome` label of job_runs_total."""
+    """How a run ended (the result's `outcome`, the `outcome` label of job_runs_total)."""
 
-    SUCCESS = "success"
-    ERROR = "error"
+    SUCCESS = "success"  # no errors
+    PARTIAL = "partial"  # the job did its work, but some items failed or are left retrying
+    ERROR = "error"  # the run itself could not do its work (the database went away, a crash)
 
 
 class SkipReason(StrEnum):
@@ -102,3 +106,16 @@ class MessageOutcome(StrEnum):
     FAILED = "failed"
     RETRIED = "retried"
     SKIPPED = "skipped"
+    HELD = "held"
+    VOID = "void"
+
+
+class MessageState(StrEnum):
+    """How a message this run owed or sent ended the run (the result's `messages` counts)."""
+
+    SENT = "sent"
+    RETRYING = "retrying"  # a transient failure, left for a later run: an error of the run
+    HELD = "held"  # quiet hours: not an error
+    SKIPPED = "skipped"  # channel off, no address, opted out, suppressed: not an error
+    FAILED = "failed"  # permanently: an error
+    VOID = "void"  # no longer true: not an error

@@ -38,18 +38,19 @@ async def record_owed(conn: AsyncConnection, rows: Sequence[OwedDelivery]) -> li
     return list((await conn.scalars(statement, [_row(owed) for owed in rows])).all())
 
 
-# Chooses deliveries that are due: pending ones whose next attempt has come, and ones left
-# 'sending' by a run whose lease ran out (it died, or lost the database). Rows another run
-# holds are skipped, so concurrent senders never pick the same message. The choice is a
-# MATERIALIZED CTE so it runs once: as an IN (subquery) the planner may rescan it per row and
-# lock more than `limit` rows.
+# Chooses deliveries that are due: pending or held ones whose next attempt has come (by the
+# app's clock: business time), and ones left 'sending' by a sender whose lease ran out (it died,
+# hung, or lost the database). Leases are judged by the database's clock, never a process's:
+# replicas whose clocks differ by minutes agree on them. Rows another run holds are skipped, so
+# concurrent senders never pick the same message. The choice is a MATERIALIZED CTE so it runs
+# once: as an IN (subquery) the planner may rescan it per row and lock more than `limit` rows.
 _CLAIM_SQL = text(
     f"""
     WITH chosen AS MATERIALIZED (
         SELECT id FROM {OWN_SCHEMA}.deliveries
         WHERE channel = :channel
-          AND ((status = 'pending' AND next_attempt_at <= :now)
-               OR (status = 'sending' AND lease_expires_at < :now))
+          AND ((status IN ('pending', 'held') AND next_attempt_at <= :now)
+               OR (status = 'sending' AND lease_expires_at < now()))
           AND (CAST(:only_ids AS uuid[]) IS NULL OR id = ANY(CAST(:only_ids AS uuid[])))
         ORDER BY created_at, id
         LIMIT :limit
@@ -58,7 +59,7 @@ _CLAIM_SQL = text(
     UPDATE {OWN_SCHEMA}.deliveries AS d
     SET status = 'sending',
         attempts = d.attempts + 1,
-        lease_expires_at = :lease_until,
+        lease_expires_at = now() + make_interval(secs => :lease_seconds),
         claimed_by = :claimer,
         -- a message left 'sending' may have reached the provider before its sender died
         ambiguous_since = CASE WHEN d.status = 'sending' THEN coalesce(d.ambiguous_since, d.updated_at)
@@ -68,7 +69,7 @@ _CLAIM_SQL = text(
     WHERE d.id = chosen.id
     RETURNING d.id, d.booking_id, d.booking_reference, d.kind, d.channel, d.recipient_role, d.address,
               d.subject, d.body_text, d.body_html, d.content_sid, d.content_variables, d.attempts,
-              d.ambiguous_since, d.created_at
+              d.ambiguous_since, d.created_at, d.first_failed_at
     """
 )
 
@@ -87,7 +88,7 @@ async def claim_due(
     params = {
         "channel": channel,
         "now": now,
-        "lease_until": now + lease,
+        "lease_seconds": lease.total_seconds(),
         "claimer": claimer,
         "limit": limit,
         "only_ids": list(only_ids) if only_ids is not None else None,
@@ -118,6 +119,7 @@ def _claimed(row: Any) -> ClaimedDelivery:
         recipient_role=Role(row.recipient_role),
         attempts=row.attempts,
         created_at=row.created_at,
+        first_failed_at=row.first_failed_at,
     )
 
 
@@ -183,6 +185,38 @@ async def mark_retry(
         ambiguous_since=ambiguous_since,
         updated_at=now,
         claimed_by=None,
+        first_failed_at=func.coalesce(deliveries.c.first_failed_at, now),
+    )
+
+
+async def renew_claims(conn: AsyncConnection, *, channel: str, claimer: str, lease: timedelta) -> int:
+    """Extend, by the database's clock, the lease on every message of `channel` this claimer is sending."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.channel == channel,
+            deliveries.c.claimed_by == claimer,
+            deliveries.c.status == DeliveryStatus.SENDING,
+        )
+        .values(lease_expires_at=func.now() + lease)
+    )
+    return int(result.rowcount)
+
+
+async def record_sent_unclaimed(conn: AsyncConnection, delivery_id: UUID, *, provider_id: str, now: datetime) -> None:
+    """A message went out after its sender lost the claim: mark it sent unless another sender
+    already did (then its own provider id stands)."""
+    await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id == delivery_id, deliveries.c.status != DeliveryStatus.SENT)
+        .values(
+            status=DeliveryStatus.SENT,
+            provider_message_id=provider_id,
+            sent_at=now,
+            updated_at=now,
+            lease_expires_at=None,
+            last_error=None,
+        )
     )
 
 

@@ -49,22 +49,10 @@ async def claim_run(
     """Insert the running row for this fire. Two unique indexes do the deciding: one run per
     (job, slot) ever, and one running run per job at a time.
 
-    A manual run (no slot) first closes a run of the job whose lease has run out: its process
-    died (SIGKILL, a lost machine) and no daemon is there to take it over, so without this the
-    job could never be run by hand again. The daemon's take-over and this compete for the row
-    under its lock; only one of them finds the lease expired.
+    A manual run (trigger `manual`) is not held back by the second: `--run-once` always runs, the
+    ledger and the outbox keeping every item once. Leases are judged by the database's clock.
     """
     run_id = uuid4()
-    if slot is None:
-        await conn.execute(
-            update(job_runs)
-            .where(
-                job_runs.c.job_name == job,
-                job_runs.c.status == RunStatus.RUNNING,
-                job_runs.c.lease_expires_at < now,
-            )
-            .values(status=RunStatus.INTERRUPTED, finished_at=now, lease_expires_at=None)
-        )
     statement = (
         insert(job_runs)
         .values(
@@ -78,7 +66,7 @@ async def claim_run(
             dry_run=False,
             attempt=1,
             started_at=now,
-            lease_expires_at=now + lease,
+            lease_expires_at=func.now() + lease,
         )
         .on_conflict_do_nothing()
         .returning(job_runs.c.id)
@@ -97,12 +85,13 @@ async def claim_run(
     return Claim(None, SkipReason.ALREADY_RUNNING, holder)
 
 
-async def renew_lease(conn: AsyncConnection, run_id: UUID, *, replica: str, now: datetime, lease: timedelta) -> bool:
-    """Extend a running run's lease; False when the run is no longer ours (taken over)."""
+async def renew_lease(conn: AsyncConnection, run_id: UUID, *, replica: str, lease: timedelta) -> bool:
+    """Extend a running run's lease (by the database's clock); False when the run is no longer
+    ours (taken over)."""
     result = await conn.execute(
         update(job_runs)
         .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica, job_runs.c.status == RunStatus.RUNNING)
-        .values(lease_expires_at=now + lease)
+        .values(lease_expires_at=func.now() + lease)
     )
     return bool(result.rowcount)
 
@@ -124,17 +113,18 @@ async def finish_run(
     )
 
 
-async def release_lease(conn: AsyncConnection, run_id: UUID, *, replica: str, now: datetime) -> None:
+async def release_lease(conn: AsyncConnection, run_id: UUID, *, replica: str) -> None:
     """Give up a run that is stopping unfinished: another replica (or our next start) resumes it."""
     await conn.execute(
         update(job_runs)
         .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica, job_runs.c.status == RunStatus.RUNNING)
-        .values(lease_expires_at=now)
+        .values(lease_expires_at=func.now())
     )
 
 
-async def find_abandoned(conn: AsyncConnection, *, now: datetime) -> list[AbandonedRun]:
-    """Runs still marked running whose lease has expired: their replica died or gave them up."""
+async def find_abandoned(conn: AsyncConnection) -> list[AbandonedRun]:
+    """Runs still marked running whose lease has expired (by the database's clock): their
+    replica died or gave them up."""
     rows = await conn.execute(
         select(
             job_runs.c.id,
@@ -143,26 +133,32 @@ async def find_abandoned(conn: AsyncConnection, *, now: datetime) -> list[Abando
             job_runs.c.scheduled_for,
             job_runs.c.trigger,
             job_runs.c.replica_id,
-        ).where(job_runs.c.status == RunStatus.RUNNING, job_runs.c.lease_expires_at < now)
+        ).where(job_runs.c.status == RunStatus.RUNNING, job_runs.c.lease_expires_at < func.now())
     )
     return [AbandonedRun(**row._mapping) for row in rows]
 
 
-async def take_over(conn: AsyncConnection, run_id: UUID, *, replica: str, now: datetime, lease: timedelta) -> bool:
-    """Take an abandoned run; only one replica can win it."""
+async def take_over(conn: AsyncConnection, run_id: UUID, *, replica: str, lease: timedelta) -> bool:
+    """Take an abandoned run; only one replica can win it. A replica whose clock runs ahead sees
+    no lease expire early: the database's clock judges."""
     result = await conn.execute(
         update(job_runs)
-        .where(job_runs.c.id == run_id, job_runs.c.status == RunStatus.RUNNING, job_runs.c.lease_expires_at < now)
-        .values(replica_id=replica, lease_expires_at=now + lease, attempt=job_runs.c.attempt + 1)
+        .where(
+            job_runs.c.id == run_id,
+            job_runs.c.status == RunStatus.RUNNING,
+            job_runs.c.lease_expires_at < func.now(),
+        )
+        .values(replica_id=replica, lease_expires_at=func.now() + lease, attempt=job_runs.c.attempt + 1)
     )
     return bool(result.rowcount)
 
 
 async def last_successes(conn: AsyncConnection) -> dict[str, datetime]:
-    """Each job's last successful finish, from any replica (seeds the last-success gauge)."""
+    """Each job's last finish that did its work (success, or partial: its items' failures are the
+    message alerts' business), from any replica (seeds the last-success gauge)."""
     rows = await conn.execute(
         select(job_runs.c.job_name, func.max(job_runs.c.finished_at))
-        .where(job_runs.c.status == RunStatus.SUCCESS)
+        .where(job_runs.c.status.in_((RunStatus.SUCCESS, RunStatus.PARTIAL)))
         .group_by(job_runs.c.job_name)
     )
     return {row[0]: row[1] for row in rows}
@@ -185,12 +181,12 @@ async def ensure_installed(conn: AsyncConnection, *, now: datetime) -> datetime:
     return installed
 
 
-async def release_replica_leases(conn: AsyncConnection, *, replica: str, now: datetime) -> int:
+async def release_replica_leases(conn: AsyncConnection, *, replica: str) -> int:
     """Give up every run this replica still holds (stopping after the shutdown timeout): they are
     resumed elsewhere at once instead of after their lease. Returns how many."""
     result = await conn.execute(
         update(job_runs)
         .where(job_runs.c.replica_id == replica, job_runs.c.status == RunStatus.RUNNING)
-        .values(lease_expires_at=now)
+        .values(lease_expires_at=func.now())
     )
     return int(result.rowcount)

@@ -183,4 +183,5 @@ deliveries = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True)),
+    Column("first_failed_at", DateTime(timezone=True)),  # the first transient failure: retries end by time
 )

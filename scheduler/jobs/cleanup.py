@@ -58,12 +58,13 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
                     await bookings_db.insert_audit_entries(conn, audits, now=now)
                 inserted = await outbox_db.record_owed(conn, owed.deliveries)
         except DatabaseError as exc:
-            result.errors.append(f"cancelling a batch of stale bookings failed: {exc}")
+            result.fail(f"cancelling a batch of stale bookings failed: {exc}")
             break
         result.count += len(ids)
         result.errors += owed.errors
         deps.metrics.bookings_cancelled.inc(len(ids))
         deps.metrics.count_recorded(owed.settled(inserted))
+        result.count_recorded(owed.settled(inserted))
         owed_ids += inserted
         for record in records:
             ctx.log.info("booking_cancelled", booking=record.facts.reference, reason="stale")
@@ -72,6 +73,7 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
 
     report = await deps.dispatcher.deliver(only_ids=owed_ids, should_stop=ctx.should_stop)
     result.errors += report.errors
+    result.messages.update(report.states)
     result.details["messagesSent"] = report.sent
     return result
 
@@ -152,6 +154,6 @@ async def _purge(ctx: JobContext, job: JobName, purge: Purge, now: datetime, cut
                 deps.metrics.rows_deleted.labels(job_name=job, table=purge.table).inc(outcome.deleted)
                 after = outcome.resume_after
     except DatabaseError as exc:
-        result.errors.append(f"deleting from {purge.table} failed after {result.count} rows: {exc}")
+        result.fail(f"deleting from {purge.table} failed after {result.count} rows: {exc}")
     result.details["batches"] = batches
     return result

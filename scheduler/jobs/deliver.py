@@ -23,5 +23,6 @@ async def deliver_pending_messages(ctx: JobContext, now: datetime) -> JobResult:
     report = await ctx.deps.dispatcher.deliver(should_stop=ctx.should_stop)
     result.count = report.sent
     result.errors += report.errors
-    result.details["deferred"] = report.deferred
+    result.messages.update(report.states)
+    result.details["deferred"] = report.retrying
     return result

@@ -98,18 +98,20 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
                     await bookings_db.insert_audit_entries(conn, _audit_rows(rule, writable, won), now=now)
                 inserted = await outbox_db.record_owed(conn, owed.deliveries)
         except DatabaseError as exc:
-            result.errors.append(f"recording {rule.kind.value}s failed: {exc}")
+            result.fail(f"recording {rule.kind.value}s failed: {exc}")
             break
         result.errors += owed.errors
         reminded_in_app |= {notice.booking_id for notice in owed.notices}
         deps.metrics.reminders_sent.labels(kind=rule.metric_kind, channel=IN_APP).inc(len(owed.notices))
         deps.metrics.count_recorded(owed.settled(inserted))
+        result.count_recorded(owed.settled(inserted))
         owed_ids += inserted
         if len(candidates) < batch_size:
             break
 
     report = await deps.dispatcher.deliver(only_ids=owed_ids, should_stop=ctx.should_stop)
     result.errors += report.errors
+    result.messages.update(report.states)
     # A booking counts once this run delivered it at least one message, in-app included.
     result.count = len(report.bookings_sent | reminded_in_app)
     result.details["messagesSent"] = report.sent

@@ -8,6 +8,7 @@ from typing import Any
 
 from scheduler.jobs.catalog import GROUPS, JOBS
 from scheduler.jobs.result import JobResult
+from scheduler.vocabulary import MessageState
 
 
 def iso(moment: datetime) -> str:
@@ -16,8 +17,14 @@ def iso(moment: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
+def messages_json(result: JobResult) -> dict[str, int]:
+    """How the messages this run owed or sent ended it, every state named (0 when none)."""
+    return {state.value: result.messages[state] for state in MessageState}
+
+
 def result_json(result: JobResult) -> dict[str, Any]:
-    """`{"job", "success", <count key>, "errors", "dryRun", "startedAt", "finishedAt"}` of one run."""
+    """`{"job", "success", <count key>, "errors", "dryRun", "startedAt", "finishedAt", "outcome",
+    "messages"}` of one run."""
     body: dict[str, Any] = {
         "job": result.job.value,
         "success": result.success,
@@ -26,9 +33,13 @@ def result_json(result: JobResult) -> dict[str, Any]:
         "dryRun": result.dry_run,
         "startedAt": iso(result.started_at),
         "finishedAt": iso(result.finished_at or result.started_at),
+        "outcome": result.outcome.value,
+        "messages": messages_json(result),
     }
     if result.skipped:
         body["skipped"] = result.skipped.value
+    if result.interrupted:
+        body["interrupted"] = True
     body.update(result.details)
     return body
 
@@ -47,8 +58,10 @@ def group_json(group: str, results: Sequence[JobResult], timestamp: datetime) ->
         if result is not None and result.skipped:
             entry["skipped"] = result.skipped.value
         summary[info.summary_key] = entry
-    success = all(not entry["errors"] for entry in summary.values())
+    success = all(result.success for result in results) and all(not entry["errors"] for entry in summary.values())
     body: dict[str, Any] = {"success": success, "timestamp": iso(timestamp), "summary": summary}
     if any(result.dry_run for result in results):
         body["dryRun"] = True
+    if any(result.interrupted for result in results):
+        body["interrupted"] = True
     return body

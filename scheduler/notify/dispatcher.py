@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 from uuid import UUID
 
 import structlog
@@ -15,34 +15,17 @@ import structlog
 from scheduler.clock import Clock
 from scheduler.db import outbox as outbox_db
 from scheduler.db.database import Database
+from scheduler.db.errors import DatabaseError
 from scheduler.limits import Limits
 from scheduler.metrics import Metrics
 from scheduler.notify.backoff import Backoff
+from scheduler.notify.outcomes import DeliveryReport, OutcomeRecorder
 from scheduler.notify.ratelimit import RateLimiter
 from scheduler.notify.transport import PermanentSendError, TransientSendError, Transport
 from scheduler.records import ClaimedDelivery, OutgoingMessage
-from scheduler.redact import mask_email, mask_phone
-from scheduler.vocabulary import REMINDER_KINDS, Channel, MessageOutcome
+from scheduler.vocabulary import Channel
 
 log = structlog.get_logger(__name__)
-
-@dataclass(slots=True)
-class DeliveryReport:
-    """What one call to `deliver` achieved."""
-
-    sent: int = 0
-    failed: int = 0
-    deferred: int = 0
-    bookings_sent: set[UUID] = field(default_factory=set)
-    errors: list[str] = field(default_factory=list)
-
-
-def _masked(delivery: ClaimedDelivery) -> str:
-    address = delivery.message.to
-    if not address:
-        return "(no address)"
-    return mask_phone(address) if delivery.channel == Channel.WHATSAPP else mask_email(address)
-
 
 class Dispatcher:
     """Sends owed deliveries through the transports; one per process, shared by every job."""
@@ -57,6 +40,7 @@ class Dispatcher:
         clock: Clock,
         metrics: Metrics,
         claimer: str,
+        give_up_after: timedelta,
         rng: random.Random | None = None,
     ) -> None:
         self._db = db
@@ -68,6 +52,8 @@ class Dispatcher:
         self._clock = clock
         self._metrics = metrics
         self._claimer = claimer
+        self._give_up_after = give_up_after
+        self._record = OutcomeRecorder(db, metrics, clock, claimer)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
 
     async def deliver(
@@ -125,9 +111,27 @@ class Dispatcher:
                 async with in_flight:
                     await self._send_one(channel, delivery, report, should_stop)
 
-            async with asyncio.TaskGroup() as sends:
-                for delivery in batch:
-                    sends.create_task(one(delivery))
+            renewer = asyncio.create_task(self._renew_claims(channel), name=f"claims-{channel.value}")
+            try:
+                async with asyncio.TaskGroup() as sends:
+                    for delivery in batch:
+                        sends.create_task(one(delivery))
+            finally:
+                renewer.cancel()
+
+    async def _renew_claims(self, channel: Channel) -> None:
+        """While sends are in flight, keep their claims alive (by the database's clock): only a
+        sender that stopped renewing (its process hung or died) loses its messages to another."""
+        every = self._limits.delivery_lease_seconds / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with self._db.begin() as conn:
+                    await outbox_db.renew_claims(
+                        conn, channel=channel.value, claimer=self._claimer, lease=self._limits.delivery_lease
+                    )
+            except DatabaseError as exc:
+                log.warning("message_claims_not_renewed", channel=channel.value, error=str(exc))
 
     async def _send_one(
         self,
@@ -146,13 +150,13 @@ class Dispatcher:
             try:
                 provider_id = await self._attempt(channel, message, should_stop)
             except PermanentSendError as exc:
-                await self._record_failed(delivery, report, exc.reason, attempt_here)
+                await self._record.failed(delivery, report, exc.reason, attempt_here)
                 bound.warning("message_failed", reason=exc.reason, code=exc.code)
                 return
             except TransientSendError as exc:
                 if exc.ambiguous and message.ambiguous_since is None:
                     message = replace(message, ambiguous_since=started)
-                self._metrics.messages.labels(channel=channel, kind=delivery.kind, outcome=MessageOutcome.RETRIED).inc()
+                self._record.retried(delivery)
                 if not await self._retry_now(
                     delivery, report, exc, message, attempt_here=attempt_here, should_stop=should_stop
                 ):
@@ -161,20 +165,20 @@ class Dispatcher:
             except Exception as exc:  # an unexpected failure must not lose the message
                 bound.exception("message_send_crashed")
                 later = self._backoff.later(delivery.attempts + attempt_here - 1, None, self._rng)
-                await self._record_retry(
+                await self._record.retry_later(
                     delivery,
                     report,
                     f"unexpected error: {type(exc).__name__}",
-                    delay=later,
+                    delay_seconds=later,
                     ambiguous_since=message.ambiguous_since or started,
                     tries=attempt_here,
                 )
                 return
             if provider_id is None:
                 break  # stopping: handed back below
-            await self._record_sent(delivery, report, provider_id, attempt_here)
+            await self._record.sent(delivery, report, provider_id, attempt_here)
             return
-        await self._release(delivery)
+        await self._record.hand_back(delivery)
 
     async def _attempt(self, channel: Channel, message: OutgoingMessage, should_stop: Callable[[], bool]) -> str | None:
         """One try: the provider id, or None when the daemon began stopping while we waited for a slot."""
@@ -201,12 +205,14 @@ class Dispatcher:
         should_stop: Callable[[], bool],
     ) -> bool:
         """After a transient failure: wait and return True to try again in this run, or record the
-        outcome (deferred, or failed after MAX_ATTEMPTS) and return False."""
+        outcome (left for a later run, or failed once it has failed for MESSAGE_MAX_RETRY_HOURS)
+        and return False. Time decides, never a count: quick answers cannot use up the retries."""
         attempts = delivery.attempts + attempt_here - 1
-        if attempts >= self._limits.max_attempts:
-            await self._record_failed(
-                delivery, report, f"gave up after {attempts} attempts: {exc.reason}", attempt_here
-            )
+        failing_since = delivery.first_failed_at or self._clock.now()
+        if self._clock.now() - failing_since >= self._give_up_after:
+            hours = self._give_up_after / timedelta(hours=1)
+            reason = f"gave up after {hours:g} hours of transient failures: {exc.reason}"
+            await self._record.failed(delivery, report, reason, attempt_here)
             return False
         delay = self._backoff.now(attempt_here, exc.retry_after_seconds, self._rng)
         if (
@@ -220,68 +226,18 @@ class Dispatcher:
             await self._clock.sleep(delay)
             return True
         later = self._backoff.later(attempts, exc.retry_after_seconds, self._rng)
-        await self._record_retry(
-            delivery, report, exc.reason, delay=later, ambiguous_since=message.ambiguous_since, tries=attempt_here
+        await self._record.retry_later(
+            delivery,
+            report,
+            exc.reason,
+            delay_seconds=later,
+            ambiguous_since=message.ambiguous_since,
+            tries=attempt_here,
         )
         log.info(
             "message_deferred", booking=delivery.booking_reference, reason=exc.reason, retry_in_seconds=round(later)
         )
         return False
-
-    async def _record_sent(
-        self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str, tries: int
-    ) -> None:
-        now = self._clock.now()
-        async with self._db.begin() as conn:
-            await outbox_db.mark_sent(
-                conn, delivery.id, claimer=self._claimer, provider_id=provider_id, extra_attempts=tries - 1, now=now
-            )
-        report.sent += 1
-        report.bookings_sent.add(delivery.booking_id)
-        self._metrics.messages.labels(channel=delivery.channel, kind=delivery.kind, outcome=MessageOutcome.SENT).inc()
-        reminder = REMINDER_KINDS.get(delivery.kind)
-        if reminder is not None:
-            self._metrics.reminders_sent.labels(kind=reminder, channel=delivery.channel).inc()
-
-    async def _record_failed(self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str, tries: int) -> None:
-        async with self._db.begin() as conn:
-            await outbox_db.mark_failed(
-                conn, delivery.id, claimer=self._claimer, reason=reason, extra_attempts=tries - 1, now=self._clock.now()
-            )
-        report.failed += 1
-        report.errors.append(
-            f"booking {delivery.booking_reference}: {delivery.channel} to {delivery.recipient_role} "
-            f"{_masked(delivery)}: {reason}"
-        )
-        self._metrics.messages.labels(channel=delivery.channel, kind=delivery.kind, outcome=MessageOutcome.FAILED).inc()
-
-    async def _record_retry(
-        self,
-        delivery: ClaimedDelivery,
-        report: DeliveryReport,
-        reason: str,
-        *,
-        delay: float,
-        ambiguous_since: datetime | None,
-        tries: int,
-    ) -> None:
-        now = self._clock.now()
-        async with self._db.begin() as conn:
-            await outbox_db.mark_retry(
-                conn,
-                delivery.id,
-                claimer=self._claimer,
-                reason=reason,
-                next_attempt_at=now + timedelta(seconds=delay),
-                ambiguous_since=ambiguous_since,
-                extra_attempts=tries - 1,
-                now=now,
-            )
-        report.deferred += 1
-
-    async def _release(self, delivery: ClaimedDelivery) -> None:
-        async with self._db.begin() as conn:
-            await outbox_db.release_unsent(conn, [delivery.id], claimer=self._claimer, now=self._clock.now())
 
 
 def _first_cause(group: BaseExceptionGroup[Exception]) -> Exception:

@@ -19,7 +19,7 @@ from scheduler.jobs.report import result_json
 from scheduler.jobs.result import JobResult
 from scheduler.notify.recording import RecordingTransport
 from scheduler.notify.transport import PermanentSendError
-from scheduler.vocabulary import Channel, JobName, Trigger
+from scheduler.vocabulary import Channel, JobName, MessageState, RunOutcome, Trigger
 from tests.conftest import NOW
 from tests.factories import add_booking, add_client, fetch, scalar, set_preferences
 
@@ -185,13 +185,18 @@ async def test_persistent_transient_failure_left_pending_for_a_later_run(
     await add_booking(engine, event_date=NOW + 5 * HOUR)
     email.fail_next(6)
     first = await run(app, JobName.SEND_BOOKING_REMINDERS)
-    assert first.success  # deferred, not lost, not an error
+    # Left for a later run, not lost; the run did its work but says so: partial, an error per message.
+    assert first.outcome is RunOutcome.PARTIAL and not first.fatal
+    assert first.messages == {MessageState.SENT: 2, MessageState.RETRYING: 2}
+    assert len(first.errors) == 2
+    assert all("email to" in error and "retrying at 2026-11-29T" in error for error in first.errors)
     assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.deliveries WHERE status = 'pending'") == 2
     nothing_due = await run(app, JobName.DELIVER_PENDING_MESSAGES)
     assert nothing_due.count == 0
     clock.advance(3600)
     later = await run(app, JobName.DELIVER_PENDING_MESSAGES)
-    assert later.count == 2
+    assert later.count == 2 and later.success
+    assert later.messages == {MessageState.SENT: 2}
     assert len(email.sent) == 2
     assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.deliveries WHERE status = 'sent'") == 4
 

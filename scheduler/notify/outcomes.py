@@ -1,0 +1,133 @@
+"""Writing down how each claimed message ended, as soon as it is known, and counting it: in the
+outbox, in the metrics, and in the report of the run that sent it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import structlog
+
+from scheduler.clock import Clock
+from scheduler.db import outbox as outbox_db
+from scheduler.db.database import Database
+from scheduler.metrics import Metrics
+from scheduler.records import ClaimedDelivery
+from scheduler.redact import mask_email, mask_phone
+from scheduler.vocabulary import REMINDER_KINDS, Channel, MessageOutcome, MessageState
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    """What one call to `deliver` achieved: how each message ended, and the errors to report."""
+
+    states: Counter[MessageState] = field(default_factory=Counter)
+    bookings_sent: set[UUID] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return self.states[MessageState.SENT]
+
+    @property
+    def retrying(self) -> int:
+        return self.states[MessageState.RETRYING]
+
+
+def masked_address(delivery: ClaimedDelivery) -> str:
+    address = delivery.message.to
+    if not address:
+        return "(no address)"
+    return mask_phone(address) if delivery.channel == Channel.WHATSAPP else mask_email(address)
+
+
+def describe(delivery: ClaimedDelivery) -> str:
+    """`booking FE-1: whatsapp to client +61•••••••78`: how errors name a message."""
+    recipient = f"{delivery.recipient_role} {masked_address(delivery)}"
+    return f"booking {delivery.booking_reference}: {delivery.channel} to {recipient}"
+
+
+class OutcomeRecorder:
+    """Records outcomes of deliveries claimed by `claimer`, each in its own short transaction."""
+
+    def __init__(self, db: Database, metrics: Metrics, clock: Clock, claimer: str) -> None:
+        self._db = db
+        self._metrics = metrics
+        self._clock = clock
+        self._claimer = claimer
+
+    def _count(self, delivery: ClaimedDelivery, outcome: MessageOutcome) -> None:
+        self._metrics.messages.labels(channel=delivery.channel, kind=delivery.kind, outcome=outcome).inc()
+
+    def retried(self, delivery: ClaimedDelivery) -> None:
+        """A transient failure about to be tried again (now or later)."""
+        self._count(delivery, MessageOutcome.RETRIED)
+
+    async def sent(self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str, tries: int) -> None:
+        now = self._clock.now()
+        async with self._db.begin() as conn:
+            ours = await outbox_db.mark_sent(
+                conn, delivery.id, claimer=self._claimer, provider_id=provider_id, extra_attempts=tries - 1, now=now
+            )
+            if not ours:
+                # Our claim ran out and another sender may have it: the message went out all the
+                # same. Record it where nothing better is known; count it as ours no more.
+                await outbox_db.record_sent_unclaimed(conn, delivery.id, provider_id=provider_id, now=now)
+        bound = log.bind(booking=delivery.booking_reference, channel=delivery.channel.value, provider_id=provider_id)
+        if not ours:
+            bound.warning("message_sent_without_claim", delivery_id=str(delivery.id))
+            return
+        bound.info(
+            "message_sent", kind=delivery.kind.value, role=delivery.recipient_role.value, to=masked_address(delivery)
+        )
+        report.states[MessageState.SENT] += 1
+        report.bookings_sent.add(delivery.booking_id)
+        self._count(delivery, MessageOutcome.SENT)
+        reminder = REMINDER_KINDS.get(delivery.kind)
+        if reminder is not None:
+            self._metrics.reminders_sent.labels(kind=reminder, channel=delivery.channel).inc()
+
+    async def failed(self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str, tries: int) -> None:
+        async with self._db.begin() as conn:
+            await outbox_db.mark_failed(
+                conn, delivery.id, claimer=self._claimer, reason=reason, extra_attempts=tries - 1, now=self._clock.now()
+            )
+        report.states[MessageState.FAILED] += 1
+        report.errors.append(f"{describe(delivery)}: {reason}")
+        self._count(delivery, MessageOutcome.FAILED)
+
+    async def retry_later(
+        self,
+        delivery: ClaimedDelivery,
+        report: DeliveryReport,
+        reason: str,
+        *,
+        delay_seconds: float,
+        ambiguous_since: datetime | None,
+        tries: int,
+    ) -> None:
+        """Leave the message for a later run: an error of this run, naming when it is tried next."""
+        now = self._clock.now()
+        next_attempt = now + timedelta(seconds=delay_seconds)
+        async with self._db.begin() as conn:
+            await outbox_db.mark_retry(
+                conn,
+                delivery.id,
+                claimer=self._claimer,
+                reason=reason,
+                next_attempt_at=next_attempt,
+                ambiguous_since=ambiguous_since,
+                extra_attempts=tries - 1,
+                now=now,
+            )
+        report.states[MessageState.RETRYING] += 1
+        report.errors.append(f"{describe(delivery)}: {reason}; retrying at {next_attempt:%Y-%m-%dT%H:%M:%SZ}")
+
+    async def hand_back(self, delivery: ClaimedDelivery) -> None:
+        """Stopping before the message was tried: it is owed again at once, as it was."""
+        async with self._db.begin() as conn:
+            await outbox_db.release_unsent(conn, [delivery.id], claimer=self._claimer, now=self._clock.now())
