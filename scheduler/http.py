@@ -109,8 +109,10 @@ class HttpServer:
     # Observability -----------------------------------------------------------
 
     async def metrics(self, _request: web.Request) -> web.Response:
-        # The ready gauge is what /readyz would answer now: a database lost while running shows too.
-        self._metrics.set_ready(await self._readiness_problem() is None)
+        # The ready gauge is what the last probe found (a database lost while running shows too);
+        # each scrape starts the next one and never waits for it: a slow database or a busy pool
+        # must not make the scrape itself fail.
+        self._probe_started()
         return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -126,11 +128,21 @@ class HttpServer:
         return web.json_response({"status": "ready"})
 
     async def _readiness_problem(self) -> str | None:
-        """What /readyz and the ready gauge report. Requests that come while a probe is in flight
+        """What /readyz answers, the probe's finding also setting the ready gauge."""
+        return await asyncio.shield(self._probe_started())  # one caller going away cancels no one's
+
+    def _probe_started(self) -> asyncio.Future[str | None]:
+        """The readiness probe in flight, or a new one. Requests that come while one is in flight
         share it: a flood of probes or scrapes costs the database one query, not one each."""
         if self._probe is None or self._probe.done():
             self._probe = asyncio.ensure_future(self._probe_readiness())
-        return await asyncio.shield(self._probe)  # one caller going away does not cancel the others'
+            self._probe.add_done_callback(self._record_readiness)
+        return self._probe
+
+    def _record_readiness(self, probe: asyncio.Future[str | None]) -> None:
+        found_ready = not probe.cancelled() and probe.exception() is None and probe.result() is None
+        ready = found_ready and self._lifecycle.ready  # a probe that outlived the start of a stop is old news
+        self._metrics.set_ready(ready)
 
     async def _probe_readiness(self) -> str | None:
         if self._lifecycle.stopping:
