@@ -184,7 +184,14 @@ def build(
     runner = Runner(deps, history, lifecycle, clock)
     inflight = RunsInFlight(runner)
     http = HttpServer(
-        settings, registry=registry, lifecycle=lifecycle, db=db, metrics=metrics, clock=clock, inflight=inflight
+        settings,
+        registry=registry,
+        lifecycle=lifecycle,
+        db=db,
+        metrics=metrics,
+        clock=clock,
+        inflight=inflight,
+        limits=limits.http,
     )
     return App(
         settings, clock, limits, db, registry, metrics, transports, deps, lifecycle, history, runner, inflight,

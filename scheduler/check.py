@@ -77,7 +77,10 @@ async def _database_lines(settings: Settings) -> list[CheckLine]:
                 tables = PlatformTables()
                 await inspect_platform(conn, tables)
                 missing = tables.missing(table.name for table in OPTIONAL_TABLES)
-                if missing:
+                if tables.unfilled:
+                    also = f"; optional missing: {', '.join(missing)}" if missing else ""
+                    lines.append(CheckLine("FAIL", "tables", _unfilled_detail(tables.unfilled) + also))
+                elif missing:
                     lines.append(
                         CheckLine("warn", "tables", f"required present; optional missing: {', '.join(missing)}")
                     )
@@ -93,6 +96,14 @@ async def _database_lines(settings: Settings) -> list[CheckLine]:
     finally:
         await db.dispose()
     return lines
+
+
+def _unfilled_detail(unfilled: dict[str, tuple[str, ...]]) -> str:
+    named = "; ".join(
+        f"table {table!r} has NOT NULL column(s) without a default that the daemon does not fill: {', '.join(columns)}"
+        for table, columns in unfilled.items()
+    )
+    return f"{named} (every row the daemon writes there would be refused: add a default or allow NULL)"
 
 
 async def _migrations_line(db: Database) -> CheckLine:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -19,9 +20,11 @@ from scheduler.db import migrate
 from scheduler.db import outbox as outbox_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
+from scheduler.http_guard import Guard
 from scheduler.inflight import RunsInFlight
 from scheduler.jobs.report import group_json
 from scheduler.lifecycle import Lifecycle
+from scheduler.limits import ConnectionLimits
 from scheduler.metrics import Metrics
 from scheduler.redact import redact_text
 from scheduler.settings import Settings
@@ -41,6 +44,9 @@ TWILIO_STATUSES = frozenset(
     }
 )  # fmt: skip
 
+Readiness = tuple[str | None, str | None]
+"""What stops readiness (a fixed phrase, None when ready) and the driver's detail, for the log."""
+
 
 @web.middleware
 async def _limit_body(
@@ -53,7 +59,8 @@ async def _limit_body(
 
 
 class HttpServer:
-    """The aiohttp application and its listening socket."""
+    """The aiohttp application and its listening socket, guarded (http_guard: a bounded number of
+    connections, each given `limits.request_timeout_seconds` to deliver its request)."""
 
     def __init__(
         self,
@@ -65,6 +72,7 @@ class HttpServer:
         metrics: Metrics,
         clock: Clock,
         inflight: RunsInFlight,
+        limits: ConnectionLimits,
     ) -> None:
         self.settings = settings
         self._registry = registry
@@ -75,10 +83,12 @@ class HttpServer:
         self._inflight = inflight
         self._head_revision = migrate.head_revision()
         self._runner: web.AppRunner | None = None
-        self._probe: asyncio.Future[str | None] | None = None  # the readiness probe in flight
+        self._readiness: str | None = None  # the last problem logged (None: ready, or not asked yet)
+        self._probe: asyncio.Future[Readiness] | None = None  # the readiness probe in flight
         self.port: int | None = None  # the bound port (HTTP_PORT=0 picks a free one)
+        self.guard = Guard(limits, _handler_options(limits))
 
-        web_app = web.Application(middlewares=[_limit_body], client_max_size=MAX_BODY_BYTES)
+        web_app = web.Application(middlewares=[self.guard.middleware, _limit_body], client_max_size=MAX_BODY_BYTES)
         web_app.router.add_get("/metrics", self.metrics)
         web_app.router.add_get("/healthz", self.healthz)
         web_app.router.add_get("/readyz", self.readyz)
@@ -92,16 +102,31 @@ class HttpServer:
         """Listen on HTTP_HOST:HTTP_PORT; returns the port bound."""
         settings = self.settings
         runner = web.AppRunner(
-            self.web_app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
+            self.web_app,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+            **_handler_options(self.guard.limits),
         )
         await runner.setup()
-        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        if runner.server is None:  # setup() sets it
+            raise RuntimeError("the HTTP runner has no server after setup()")
+        try:
+            self.port = await self.guard.start(runner.server, settings.http_host, settings.http_port)
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runner = runner
-        self.port = int(runner.addresses[0][1])
-        log.info("http_listening", host=settings.http_host, port=self.port)
+        log.info(
+            "http_listening",
+            host=settings.http_host,
+            port=self.port,
+            max_connections=self.guard.limits.max_connections,
+            request_timeout_seconds=self.guard.limits.request_timeout_seconds,
+        )
         return self.port
 
     async def stop(self) -> None:
+        await self.guard.stop()  # no new connection; then aiohttp finishes the open ones
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -122,16 +147,24 @@ class HttpServer:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, _request: web.Request) -> web.Response:
-        problem = await self._readiness_problem()
+        """`ready` or `not ready`, and nothing else: whoever can reach the port learns nothing about
+        the database (CONTRACT §6). Why it is not ready goes to the log, once per change."""
+        problem, detail = await self._readiness_problem()
+        if problem != self._readiness:
+            if problem is None:
+                log.info("readiness_changed", ready=True)
+            else:
+                log.warning("readiness_changed", ready=False, problem=problem, error=detail)
+            self._readiness = problem
         if problem is not None:
-            return web.json_response({"status": "not ready", "problem": problem}, status=503)
+            return web.json_response({"status": "not ready"}, status=503)
         return web.json_response({"status": "ready"})
 
-    async def _readiness_problem(self) -> str | None:
+    async def _readiness_problem(self) -> Readiness:
         """What /readyz answers, the probe's finding also setting the ready gauge."""
         return await asyncio.shield(self._probe_started())  # one caller going away cancels no one's
 
-    def _probe_started(self) -> asyncio.Future[str | None]:
+    def _probe_started(self) -> asyncio.Future[Readiness]:
         """The readiness probe in flight, or a new one. Requests that come while one is in flight
         share it: a flood of probes or scrapes costs the database one query, not one each."""
         if self._probe is None or self._probe.done():
@@ -139,26 +172,27 @@ class HttpServer:
             self._probe.add_done_callback(self._record_readiness)
         return self._probe
 
-    def _record_readiness(self, probe: asyncio.Future[str | None]) -> None:
-        found_ready = not probe.cancelled() and probe.exception() is None and probe.result() is None
+    def _record_readiness(self, probe: asyncio.Future[Readiness]) -> None:
+        found_ready = not probe.cancelled() and probe.exception() is None and probe.result()[0] is None
         ready = found_ready and self._lifecycle.ready  # a probe that outlived the start of a stop is old news
         self._metrics.set_ready(ready)
 
-    async def _probe_readiness(self) -> str | None:
+    async def _probe_readiness(self) -> Readiness:
+        """What stops readiness (a fixed phrase, None when ready) and the driver's detail, for the log."""
         if self._lifecycle.stopping:
-            return "stopping"
+            return "stopping", None
         if not self._lifecycle.ready:
-            return "starting: waiting for the database"
+            return "starting: waiting for the database", None
         try:
             async with asyncio.timeout(READY_PROBE_TIMEOUT_SECONDS):
                 revision = await migrate.current_revision(self._db)
         except TimeoutError:
-            return f"database did not answer within {READY_PROBE_TIMEOUT_SECONDS:g} s"
+            return f"database did not answer within {READY_PROBE_TIMEOUT_SECONDS:g} s", None
         except DatabaseError as exc:
-            return redact_text(f"database unreachable: {exc}", self.settings.secret_values())
+            return "database unreachable", redact_text(str(exc), self.settings.secret_values())
         if revision != self._head_revision:
-            return f"schema at revision {revision}, expected {self._head_revision}"
-        return None
+            return "schema not migrated", f"schema at revision {revision}, expected {self._head_revision}"
+        return None, None
 
     # The cron triggers ---------------------------------------------------------
 
@@ -202,7 +236,12 @@ class HttpServer:
         if request.content_type != "application/x-www-form-urlencoded":  # how Twilio posts its callbacks
             return _callback_rejected(request, "not a form-encoded body")
         try:
-            form = await request.post()
+            # The body is due with the request (http_guard): a sender trickling it is cut off.
+            async with asyncio.timeout_at(self.guard.request_deadline(request)):
+                form = await request.post()
+        except TimeoutError:
+            log.warning("twilio_callback_rejected", reason="body not received in time", remote=request.remote)
+            raise web.HTTPRequestTimeout(headers={"Connection": "close"}) from None
         except (ValueError, LookupError):  # undecodable bytes or an unknown charset (from an unsigned sender)
             return _callback_rejected(request, "undecodable body")
         signature = request.headers.get("X-Twilio-Signature", "")
@@ -231,6 +270,13 @@ class HttpServer:
         else:
             log.info("message_status", provider_id=provider_id, status=status, error_code=error_code)
         return web.Response(status=204)
+
+
+def _handler_options(limits: ConnectionLimits) -> dict[str, Any]:
+    """aiohttp's per-connection options, the same for the runner and the guard's handlers."""
+    # The guard's deadline closes idle and kept-alive connections; aiohttp's keep-alive timer
+    # (an hour by default) stays behind it. Lingering over an unread body is bounded like a request.
+    return {"access_log": None, "lingering_time": limits.request_timeout_seconds}
 
 
 def _callback_rejected(request: web.Request, reason: str) -> web.Response:

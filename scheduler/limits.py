@@ -9,6 +9,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+# 10 s (CONTRACT §6) is ample for any real client, which sends its request within milliseconds
+# of connecting; Prometheus, load balancers and the platform's cron caller never come close.
+HTTP_REQUEST_TIMEOUT_SECONDS = 10.0
+# Far more than the handful of clients we serve (scrapes, probes, the cron caller, Twilio's
+# callbacks), far fewer than the descriptors the unit allows (LimitNOFILE=4096), which the
+# database pool, the providers' connections and the logs need too.
+HTTP_MAX_CONNECTIONS = 256
+# At the limit, a connection that has waited this long without a request makes room for a new
+# one. Younger ones are spared: a genuine client's request follows its connect within half a
+# round trip (Twilio from the US to Perth: about 120 ms). Shorter means more connections a second
+# can be recycled under a flood (the limit / this = 1,024 a second) before newcomers queue.
+HTTP_EVICT_IDLE_AFTER_SECONDS = 0.25
+HTTP_LOG_INTERVAL_SECONDS = 60.0  # at most one summary line per interval for shed connections and library errors
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """The HTTP server's limits on its clients (CONTRACT §6), with production defaults."""
+
+    max_connections: int = HTTP_MAX_CONNECTIONS
+    request_timeout_seconds: float = HTTP_REQUEST_TIMEOUT_SECONDS
+    evict_idle_after_seconds: float = HTTP_EVICT_IDLE_AFTER_SECONDS
+    log_interval_seconds: float = HTTP_LOG_INTERVAL_SECONDS
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -55,6 +79,8 @@ class Limits:
     # (which must not hang on a dead database: they expire by themselves).
     cancel_grace_seconds: float = 2.0
     release_timeout_seconds: float = 5.0
+
+    http: ConnectionLimits = ConnectionLimits()
 
     @property
     def run_lease(self) -> timedelta:

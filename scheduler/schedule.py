@@ -34,29 +34,45 @@ def _handed_over() -> None:
 
 
 def slot_key(expression: str, tz: tzinfo, scheduled_for: datetime) -> str:
-    """The key that makes a fire run once in all replicas.
+    """The key that makes a fire run once in all replicas, following Vixie cron on DST nights.
 
-    Jobs firing at most hourly are keyed on the local wall-clock minute (`2026-04-05T02:00`): on
-    the day clocks fall back, APScheduler fires `0 2 * * *` at 02:00+11 and again at 02:00+10,
-    and both are the same slot. Faster jobs are keyed on the UTC instant (`2026-04-04T15:00Z`),
-    so each of their fires in the repeated hour runs. Both depend only on the instant, never on
-    how a datetime happens to be represented, so every replica computes the same key.
+    - A fixed-time job (`0 2 * * *`, see `cron.is_wildcard`) is keyed on the local wall-clock
+      minute (`2026-04-05T02:00`). On the night clocks go back APScheduler fires it at 02:00+11
+      and again at 02:00+10: one slot, so it runs once. On the night they spring forward its
+      non-existent 02:00 fires once, at the changeover (03:00+11).
+    - A wildcard job firing at most hourly (`0 * * * *`) is keyed the same way, except that the
+      second occurrence of a repeated wall time carries its UTC offset (`2026-04-05T02:00+10:00`),
+      so it runs every real hour, 25 times that day. All its other keys are as before, so a fleet
+      that is half upgraded still agrees on every ordinary hour.
+    - A more frequent wildcard job (`*/5 * * * *`) is keyed on the UTC instant (`2026-04-04T15:00Z`).
+
+    Each key depends only on the instant, never on how a datetime happens to be represented, so
+    every replica computes the same one.
     """
     instant = scheduled_for.astimezone(UTC)
-    if cron.fires_at_most_hourly(expression):
-        # Through UTC: astimezone() to a datetime's own zone keeps a non-existent wall time as it is.
-        return instant.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
-    # Seconds only where a fire has them (schedules in seconds, tests only): cron fires on the minute.
-    return instant.strftime("%Y-%m-%dT%H:%M:%SZ" if instant.second else "%Y-%m-%dT%H:%MZ")
+    wildcard = cron.is_wildcard(expression)
+    if wildcard and not cron.fires_at_most_hourly(expression):
+        # Seconds only where a fire has them (schedules in seconds, tests only): cron fires on the minute.
+        return instant.strftime("%Y-%m-%dT%H:%M:%SZ" if instant.second else "%Y-%m-%dT%H:%MZ")
+    # Through UTC: astimezone() to a datetime's own zone keeps a non-existent wall time as it is;
+    # from UTC, zoneinfo sets fold=1 on the second occurrence of a repeated wall time.
+    local = instant.astimezone(tz)
+    if wildcard and local.replace(fold=0).astimezone(UTC) != instant:
+        return local.isoformat(timespec="minutes")  # the repeat: 2026-04-05T02:00+10:00
+    return local.strftime("%Y-%m-%dT%H:%M")
 
 
 def fires_between(expression: str, tz: tzinfo, start: datetime, end: datetime) -> Iterator[datetime]:
-    """Every fire of the expression in (start, end], in order, as APScheduler would fire them."""
+    """Every fire of the expression in (start, end], in order, as APScheduler would fire them
+    (two wall times at one instant, a skipped 02:00 and 03:00, are one fire: APScheduler coalesces them)."""
     trigger = cron.build_trigger(expression, tz)
     fire = trigger.get_next_fire_time(None, start)
+    last: datetime | None = None
     while fire is not None and fire <= end:
-        if fire > start:
+        # Compared in UTC: within one zone Python compares wall times, and the two 02:00s are equal.
+        if fire > start and (last is None or fire.astimezone(UTC) != last.astimezone(UTC)):
             yield fire
+            last = fire
         fire = trigger.get_next_fire_time(fire, fire)
 
 

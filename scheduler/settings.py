@@ -295,8 +295,13 @@ class Settings(BaseSettings):
                 raise ValueError("DATABASE_URL must start with postgresql:// or postgresql+asyncpg://")
             from sqlalchemy.engine import make_url
 
+            from scheduler import database_url
+
+            # libpq's query parameters are translated or refused here, by name (exit 2), rather
+            # than reaching asyncpg.connect() as keywords it does not know (a TypeError).
+            target = database_url.parse(self.async_database_url() or "")
             try:
-                port = make_url(self.async_database_url() or "").port
+                port = make_url(target.url).port
             except (ValueError, TypeError):  # the parser's message would quote the URL, password and all
                 port = 0
             if port is not None and not 0 < port < 65536:
@@ -351,8 +356,7 @@ class Settings(BaseSettings):
             return None
         url = self.database_url.get_secret_value()
         _, _, rest = url.partition("://")
-        # libpq's sslmode=require (Supabase's URLs carry it) is asyncpg's ssl=require.
-        rest = re.sub(r"([?&])sslmode=", r"\1ssl=", rest)
+        # The query stays as written: db.engine translates libpq's parameters for asyncpg.
         return f"{_ASYNCPG_SCHEME}://{rest}"
 
     @property
@@ -378,8 +382,11 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             from sqlalchemy.engine import make_url
 
+            from scheduler import database_url
+
             try:
-                password = make_url(self.async_database_url() or "").password
+                url = make_url(database_url.parse(self.async_database_url() or "").url)
+                password = url.password or url.query.get("password")  # libpq also takes ?password=
             except Exception:
                 password = None
             if password:

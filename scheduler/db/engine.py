@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import uuid4
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from scheduler import database_url
+
 CONNECT_TIMEOUT_SECONDS = 10  # a database that does not answer in 10 s is down for our purposes
+APPLICATION_NAME = "flavor-scheduler"  # in pg_stat_activity, unless DATABASE_URL names another
 # Every statement of ours is a bounded batch that takes well under a second. One still waiting
 # after a minute waits on a connection a middlebox dropped without a word (nothing comes back,
 # and TCP keepalives cannot tell when the middlebox itself answers them) or on a lock held
@@ -38,19 +42,30 @@ def _statement_name() -> str:
 
 
 def create_engine(url: str, *, pool_size: int) -> AsyncEngine:
-    """An asyncpg engine that relies on no session state: no statement caches, no SET, no advisory locks."""
+    """An asyncpg engine that relies on no session state: no statement caches, no SET, no advisory locks.
+
+    `url` may carry libpq's query parameters (`sslmode`, `connect_timeout`, `application_name`,
+    `options`, `pgbouncer`, ...): they become asyncpg's connect arguments (`database_url.py`), and one it
+    cannot honour raises DatabaseUrlError naming it (Settings reports it at start, exit 2).
+    """
+    target = database_url.parse(url)
+    connect_args: dict[str, Any] = {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _statement_name,
+        "timeout": target.connect_timeout_seconds or CONNECT_TIMEOUT_SECONDS,
+        "command_timeout": COMMAND_TIMEOUT_SECONDS,
+        # `options` are startup parameters like application_name: sent once per connection, no SET.
+        "server_settings": {**target.server_settings, "application_name": target.application_name or APPLICATION_NAME},
+        **target.connect_args,
+    }
+    if target.ssl is not None:
+        connect_args["ssl"] = target.ssl
     return create_async_engine(
-        url,
+        target.url,
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={
-            "statement_cache_size": 0,
-            "prepared_statement_cache_size": 0,
-            "prepared_statement_name_func": _statement_name,
-            "timeout": CONNECT_TIMEOUT_SECONDS,
-            "command_timeout": COMMAND_TIMEOUT_SECONDS,
-            "server_settings": {"application_name": "flavor-scheduler"},
-        },
+        connect_args=connect_args,
     )

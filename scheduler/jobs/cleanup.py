@@ -8,6 +8,7 @@ from uuid import UUID
 from scheduler.db import bookings as bookings_db
 from scheduler.db import cleanup as cleanup_db
 from scheduler.db import outbox as outbox_db
+from scheduler.db.bookings import RefusedRow
 from scheduler.db.cleanup import START_OF_TABLE, Purge
 from scheduler.db.errors import DatabaseError
 from scheduler.jobs.context import JobContext
@@ -24,7 +25,9 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
     """Cancel bookings still pending without a deposit after STALE_BOOKING_HOURS, notifying both sides.
 
     Each batch is one transaction: the cancellation, its audit row, the in-app notices and the
-    owed WhatsApp and email messages commit together or not at all. The messages go out after commit.
+    owed WhatsApp and email messages commit together. A platform row the database refuses (an
+    unknown NOT NULL column, a trigger) or a booking that cannot be written about (a date out of
+    range) is an error for that row or booking alone. The messages go out after commit.
     """
     deps = ctx.deps
     result = JobResult(JobName.CLEANUP_STALE_BOOKINGS, started_at=now, dry_run=ctx.dry_run)
@@ -48,20 +51,21 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
                     conn, ids, with_preferences=deps.tables.has("notification_preferences")
                 )
                 owed = _owe_cancellation(ctx, records, now)
-                await bookings_db.insert_notifications(conn, owed.notices, now=now)
+                refused = await bookings_db.insert_notifications(conn, owed.notices, now=now)
                 if has_audit:
                     reason = STALE_REASON.format(hours=hours)
                     audits = [
                         AuditEntry.for_booking(record, "auto_cancelled_stale", reason=reason, cutoff=cutoff.isoformat())
                         for record in records
                     ]
-                    await bookings_db.insert_audit_entries(conn, audits, now=now)
+                    refused += await bookings_db.insert_audit_entries(conn, audits, now=now)
                 inserted = await outbox_db.record_owed(conn, owed.deliveries)
         except DatabaseError as exc:
             result.fail(f"cancelling a batch of stale bookings failed: {exc}")
             break
         result.count += len(ids)
         result.errors += owed.errors
+        result.errors += _refused_errors(records, refused)
         deps.metrics.bookings_cancelled.inc(len(ids))
         deps.metrics.count_recorded(owed.settled(inserted))
         result.count_recorded(owed.settled(inserted))
@@ -81,6 +85,7 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
 def _owe_cancellation(ctx: JobContext, records: list[BookingRecord], now: datetime) -> OwedMessages:
     owed = OwedMessages()
     for record in records:
+        # The booking is still cancelled (the audit row says so); only its notices could not be written.
         try:
             owed.extend(
                 ctx.deps.planner.plan(
@@ -88,9 +93,23 @@ def _owe_cancellation(ctx: JobContext, records: list[BookingRecord], now: dateti
                 )
             )
         except ContentError as exc:
-            # The booking is still cancelled (the audit row says so); only its notices could not be written.
             owed.errors.append(f"booking {record.facts.reference}: cancellation notice not written: {exc}")
+        except ArithmeticError as exc:  # OverflowError (an event_date in the year 9999), decimal.InvalidOperation
+            owed.errors.append(
+                f"booking {record.facts.reference}: cancellation notice not written: "
+                f"a date or amount out of range ({type(exc).__name__})"
+            )
     return owed
+
+
+def _refused_errors(records: list[BookingRecord], refused: list[RefusedRow]) -> list[str]:
+    """One error per platform row the database refused; the cancellation stands."""
+    references: dict[UUID | None, str] = {record.id: record.facts.reference for record in records}
+    return [
+        f"booking {references.get(row.booking_id, str(row.booking_id))}: cancelled, but its "
+        f"{row.what} was not written to {row.table}: {row.reason}"
+        for row in refused
+    ]
 
 
 async def cleanup_old_notifications(ctx: JobContext, now: datetime) -> JobResult:
@@ -101,7 +120,7 @@ async def cleanup_old_notifications(ctx: JobContext, now: datetime) -> JobResult
     if result.count and not ctx.dry_run and deps.tables.has("audit_logs"):
         try:
             async with deps.db.begin() as conn:
-                await bookings_db.insert_audit_entries(
+                refused = await bookings_db.insert_audit_entries(
                     conn,
                     [
                         AuditEntry(
@@ -115,6 +134,8 @@ async def cleanup_old_notifications(ctx: JobContext, now: datetime) -> JobResult
                 )
         except DatabaseError as exc:
             result.errors.append(f"writing the audit row failed: {exc}")
+        else:
+            result.errors += [f"the audit row was not written to {row.table}: {row.reason}" for row in refused]
     return result
 
 

@@ -7,6 +7,7 @@ event_date, is reminded, however long the daemon was down.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scheduler.db import bookings as bookings_db
 from scheduler.db import outbox as outbox_db
+from scheduler.db.bookings import DueReminder, RefusedRow
 from scheduler.db.errors import DatabaseError
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
 from scheduler.notify.content import ContentError
-from scheduler.notify.planner import OwedMessages
-from scheduler.records import AuditEntry, BookingRecord
+from scheduler.notify.planner import OwedMessages, dedupe_key
+from scheduler.records import AuditEntry, InAppNotification
 from scheduler.vocabulary import IN_APP, JobName, MessageKind, ReminderKind, Role
 
 
@@ -70,7 +72,7 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
         async with deps.db.connect() as conn:
             due = await _find_all_due(conn, rule, earliest, latest, with_preferences, batch_size=batch_size)
         result.count = len(due)
-        result.details["bookings"] = [record.facts.reference for record in due]
+        result.details["bookings"] = [reminder.record.facts.reference for reminder in due]
         return result
 
     owed_ids: list[UUID] = []
@@ -88,21 +90,23 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
                 won = await bookings_db.claim_reminders(
                     conn,
                     kind=rule.kind.value,
-                    due=[(record.id, record.event_date) for record in writable if record.event_date],
+                    due=[(due.record.id, due.record.event_date) for due in writable if due.record.event_date],
                     run_id=ctx.run_id,
                     now=now,
                 )
-                owed = owed.only_bookings(won)
-                await bookings_db.insert_notifications(conn, owed.notices, now=now)
+                owed = _for_this_reminder(owed.only_bookings(won), writable)
+                refused = await bookings_db.insert_notifications(conn, owed.notices, now=now)
                 if deps.tables.has("audit_logs"):
-                    await bookings_db.insert_audit_entries(conn, _audit_rows(rule, writable, won), now=now)
+                    refused += await bookings_db.insert_audit_entries(conn, _audit_rows(rule, writable, won), now=now)
                 inserted = await outbox_db.record_owed(conn, owed.deliveries)
         except DatabaseError as exc:
             result.fail(f"recording {rule.kind.value}s failed: {exc}")
             break
         result.errors += owed.errors
-        reminded_in_app |= {notice.booking_id for notice in owed.notices}
-        deps.metrics.reminders_sent.labels(kind=rule.metric_kind, channel=IN_APP).inc(len(owed.notices))
+        result.errors += _refused_errors(rule, writable, refused)
+        notices = _written(owed, refused)
+        reminded_in_app |= {notice.booking_id for notice in notices}
+        deps.metrics.reminders_sent.labels(kind=rule.metric_kind, channel=IN_APP).inc(len(notices))
         deps.metrics.count_recorded(owed.settled(inserted))
         result.count_recorded(owed.settled(inserted))
         owed_ids += inserted
@@ -127,7 +131,7 @@ async def _find_due(
     *,
     limit: int,
     exclude: Iterable[UUID],
-) -> list[BookingRecord]:
+) -> list[DueReminder]:
     return await bookings_db.find_due_reminders(
         conn,
         kind=rule.kind.value,
@@ -148,11 +152,11 @@ async def _find_all_due(
     with_preferences: bool,
     *,
     batch_size: int,
-) -> list[BookingRecord]:
+) -> list[DueReminder]:
     """Every booking a run would remind now (the dry run), read in batches."""
-    found: list[BookingRecord] = []
+    found: list[DueReminder] = []
     while True:
-        seen = [record.id for record in found]
+        seen = [reminder.record.id for reminder in found]
         batch = await _find_due(conn, rule, earliest, latest, with_preferences, limit=batch_size, exclude=seen)
         found += batch
         if len(batch) < batch_size:
@@ -162,34 +166,84 @@ async def _find_all_due(
 def _plan(
     ctx: JobContext,
     rule: ReminderRule,
-    candidates: list[BookingRecord],
+    candidates: list[DueReminder],
     *,
     now: datetime,
     result: JobResult,
     unwritable: set[UUID],
-) -> tuple[OwedMessages, list[BookingRecord]]:
-    """Plan every candidate's messages; a booking whose message cannot be written fails alone."""
+) -> tuple[OwedMessages, list[DueReminder]]:
+    """Plan every candidate's messages; a booking whose message cannot be written fails alone,
+    also when a value in it cannot be represented (an event_date in the year 9999, an amount
+    beyond any precision)."""
     owed = OwedMessages()
-    writable: list[BookingRecord] = []
-    for record in candidates:
+    writable: list[DueReminder] = []
+    for due in candidates:
+        record = due.record
         try:
             owed.extend(ctx.deps.planner.plan(rule.kind, record, rule.roles, now=now, run_id=ctx.run_id))
         except ContentError as exc:
             unwritable.add(record.id)
             result.errors.append(f"booking {record.facts.reference}: {rule.kind.value} not written: {exc}")
             continue
-        writable.append(record)
+        except ArithmeticError as exc:  # OverflowError, decimal.InvalidOperation
+            unwritable.add(record.id)
+            result.errors.append(
+                f"booking {record.facts.reference}: {rule.kind.value} not written: "
+                f"a date or amount out of range ({type(exc).__name__})"
+            )
+            continue
+        writable.append(due)
     return owed, writable
 
 
-def _audit_rows(rule: ReminderRule, records: list[BookingRecord], won: set[UUID]) -> list[AuditEntry]:
+def _for_this_reminder(owed: OwedMessages, due: list[DueReminder]) -> OwedMessages:
+    """Messages of a reminder owed again for a date reminded before (A -> B -> A) are new
+    messages: their dedupe keys name the earlier reminder they follow."""
+    again = {reminder.record.id: reminder.reminded_before for reminder in due if reminder.reminded_before}
+    if not again:
+        return owed
+    deliveries = [
+        dataclasses.replace(
+            row,
+            dedupe_key=dedupe_key(
+                row.booking_id,
+                row.kind,
+                row.event_date,
+                row.recipient_role,
+                row.channel,
+                reminded_before=again[row.booking_id],
+            ),
+        )
+        if row.booking_id in again
+        else row
+        for row in owed.deliveries
+    ]
+    return OwedMessages(deliveries=deliveries, notices=owed.notices, errors=owed.errors)
+
+
+def _written(owed: OwedMessages, refused: list[RefusedRow]) -> list[InAppNotification]:
+    """The in-app notices the database took (a refused one counts for its booking's error)."""
+    not_taken = {row.position for row in refused if row.table == "notifications"}
+    return [notice for position, notice in enumerate(owed.notices) if position not in not_taken]
+
+
+def _refused_errors(rule: ReminderRule, due: list[DueReminder], refused: list[RefusedRow]) -> list[str]:
+    references: dict[UUID | None, str] = {reminder.record.id: reminder.record.facts.reference for reminder in due}
+    return [
+        f"booking {references.get(row.booking_id, str(row.booking_id))}: {rule.kind.value}: "
+        f"{row.what} not written to {row.table}: {row.reason}"
+        for row in refused
+    ]
+
+
+def _audit_rows(rule: ReminderRule, due: list[DueReminder], won: set[UUID]) -> list[AuditEntry]:
     return [
         AuditEntry.for_booking(
-            record,
+            reminder.record,
             "reminder_sent",
             kind=rule.kind.value,
-            event_date=record.event_date.isoformat() if record.event_date else None,
+            event_date=reminder.record.event_date.isoformat() if reminder.record.event_date else None,
         )
-        for record in records
-        if record.id in won
+        for reminder in due
+        if reminder.record.id in won
     ]

@@ -49,10 +49,23 @@ class OwedMessages:
         return [row for row in self.deliveries if row.id in ids and row.settled]
 
 
-def dedupe_key(booking_id: UUID, kind: MessageKind, event_date: datetime | None, role: Role, channel: Channel) -> str:
-    """One message per (booking, kind, event_date, recipient, channel): a reschedule owes anew."""
+def dedupe_key(
+    booking_id: UUID,
+    kind: MessageKind,
+    event_date: datetime | None,
+    role: Role,
+    channel: Channel,
+    *,
+    reminded_before: datetime | None = None,
+) -> str:
+    """One message per (booking, kind, event_date, recipient, channel): a reschedule owes anew.
+
+    A reminder owed again for a date reminded before (A -> B -> A) names that earlier reminder
+    (`reminded_before`, when the ledger recorded it): a new message, still one per such return.
+    """
     when = event_date.isoformat() if event_date is not None else "-"
-    return f"{booking_id}:{kind}:{when}:{role}:{channel}"
+    key = f"{booking_id}:{kind}:{when}:{role}:{channel}"
+    return key if reminded_before is None else f"{key}:after:{reminded_before.isoformat()}"
 
 
 class MessagePlanner:

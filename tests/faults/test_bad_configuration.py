@@ -221,6 +221,7 @@ ORACLES: dict[str, Callable[[str, Any], bool]] = {
     "audit_log_retention_days": _duration("days"),
     "audit_log_keep_event_types": _keep_types,
     "booking_reminder_hours": _duration("hours"),
+    "message_max_retry_hours": _duration("hours"),
     "payment_reminder_days": _duration("days"),
     "reminder_min_lead_minutes": _duration("minutes", minimum=0),
     "delete_batch_size": lambda raw, value: _whole(raw, value) and 0 < value <= 1_000_000,

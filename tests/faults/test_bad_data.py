@@ -181,6 +181,13 @@ async def seed_bad_data(engine: AsyncEngine, now: datetime) -> Data:
         **stale,
     )
     await case("stale, client row missing", missing=["client"], errors={CANCEL: missing_client}, **stale)
+    # A date the daemon cannot represent in TIMEZONE: the booking is still cancelled, alone.
+    await case(
+        "stale, event_date in the year 9999",
+        event_date=datetime(9999, 12, 31, 23, 0, tzinfo=UTC),
+        errors={CANCEL: ("cancellation notice not written", "out of range")},
+        **stale,
+    )
     EXPOSURE.add_phones(data.contacts)
     return data
 
@@ -287,7 +294,8 @@ async def test_each_bad_row_fails_alone(database_url: str, engine: AsyncEngine) 
         assert not [body for body in texts if "\x07" in body]
         null_reference = str(by_label["NULL reference"].booking_id)
         assert any(null_reference in body for body in texts)
-        stale_ids = [by_label[label].booking_id for label in ("stale", "stale, event_date NULL")]
+        stale_labels = ("stale", "stale, event_date NULL", "stale, event_date in the year 9999")
+        stale_ids = [by_label[label].booking_id for label in stale_labels]
         assert await booking_states(engine, stale_ids) == {"cancelled"}
 
     record(
@@ -324,6 +332,6 @@ async def test_bad_rows_through_the_command_line(database_url: str, engine: Asyn
     expected = {case.reference for case in data.cases if case.errors}
     assert named == expected
     assert summary["bookingReminders"]["sent"] >= len(data.good)
-    assert summary["staleBookings"]["cancelled"] == 3
+    assert summary["staleBookings"]["cancelled"] == 4
     assert '"job_crashed"' not in done.stderr
     record("5 bad data (CLI)", exit_code=done.code, bookings_named_in_errors=len(named))

@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import hmac
 import io
+import itertools
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -27,12 +29,16 @@ from uuid import uuid4
 
 import aiohttp
 import pytest
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from twilio.request_validator import RequestValidator
 
 import scheduler.http as http_module
+from scheduler.app import App, build
 from scheduler.db.tables import deliveries
+from scheduler.http import HttpServer
 from scheduler.jobs.catalog import GROUPS
+from scheduler.limits import ConnectionLimits, Limits
 from scheduler.settings import Settings
 from scheduler.vocabulary import JobName
 from tests.factories import add_booking, fetch, scalar
@@ -548,10 +554,11 @@ async def test_concurrent_triggers_run_once_and_the_rest_answer_409(database_url
         )
         assert set(probes) == {200}
 
+        held_calls = [task for task in calls if not task.done()]  # chosen before either run can finish
         running.whatsapp.resume()
         running.email.resume()
         async with asyncio.timeout(20):
-            finished = [await task for task in calls if not task.done()]
+            finished = [await task for task in held_calls]
         by_group = {group: (status, body) for group, status, body in finished}
         assert by_group["cleanup"][0] == 200, by_group
         assert by_group["cleanup"][1]["summary"]["staleBookings"] == {"cancelled": 1, "errors": []}
@@ -581,3 +588,251 @@ async def test_concurrent_triggers_run_once_and_the_rest_answer_409(database_url
         probe_flood_200=3 * PROBE_FLOOD,
         concurrent_seconds=round(burst_seconds, 2),
     )
+
+
+# --- idle and trickling connections (slow-loris) -------------------------------------------------------
+# A server of our own with shortened limits (the production ones are 256 connections and 10 s):
+# the same HttpServer the daemon runs, on a database that answers, nothing scheduled.
+
+GUARD_LIMITS = ConnectionLimits(max_connections=64, request_timeout_seconds=1.5, evict_idle_after_seconds=0.2)
+ATTACKERS_IDLE = 200  # connect and say nothing
+ATTACKERS_TRICKLING = 150  # headers one byte at a time, never finished
+TRICKLE_INTERVAL_SECONDS = 0.1  # the attack's own pace, faster than any timeout, so bytes keep arriving
+PROMPT_SECONDS = 2.0  # a probe under attack answers within this (milliseconds when idle; headroom for a loaded CI)
+HEADERS_NEVER_ENDING = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+
+@dataclass
+class Guarded:
+    server: HttpServer
+    app: App
+    logs: io.StringIO
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def lines(self) -> list[str]:
+        return self.logs.getvalue().splitlines()
+
+
+@contextlib.asynccontextmanager
+async def guarded_server(database_url: str, limits: ConnectionLimits, *, ready: bool = True) -> AsyncIterator[Guarded]:
+    settings = abuse_settings(database_url)
+    with product_logging(settings) as logs:
+        app = build(settings, transports={}, limits=Limits(http=limits))
+        try:
+            if ready:
+                await app.prepare_database()
+                app.schedule.start(lambda _job, _at: None)  # alive, as the daemon's is; no fire runs
+                app.lifecycle.become_ready()
+            server = app.http
+            await server.start()
+            try:
+                yield Guarded(server, app, logs)
+            finally:
+                await server.stop()
+                app.schedule.shutdown()
+        finally:
+            await app.aclose()
+
+
+@contextlib.asynccontextmanager
+async def attackers(port: int, idle: int, trickling: int) -> AsyncIterator[list[asyncio.StreamReader]]:
+    """Open the connections (loopback only); the trickling ones send a byte every interval until closed."""
+    writers: list[asyncio.StreamWriter] = []
+    readers: list[asyncio.StreamReader] = []
+    tricklers: list[asyncio.Task[None]] = []
+
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            for n in itertools.count():
+                writer.write(HEADERS_NEVER_ENDING if n == 0 else b"x")
+                await writer.drain()
+                await asyncio.sleep(TRICKLE_INTERVAL_SECONDS)
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        # Past the limit and the kernel's backlog a connect waits for room: give up on those.
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(5):
+                return await asyncio.open_connection("127.0.0.1", port)
+        return None
+
+    opened = await asyncio.gather(*(connect() for _ in range(idle + trickling)))
+    for n, pair in enumerate(opened):
+        if pair is None:
+            continue
+        reader, writer = pair
+        readers.append(reader)
+        writers.append(writer)
+        if n >= idle:
+            tricklers.append(asyncio.create_task(trickle(writer)))
+    try:
+        yield readers
+    finally:
+        for task in tricklers:
+            task.cancel()
+        await asyncio.gather(*tricklers, return_exceptions=True)
+        for writer in writers:
+            writer.close()
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float) -> float:
+    """Seconds until the server closed the connection (EOF or reset), reading whatever it sent."""
+    started = time.monotonic()
+    async with asyncio.timeout(within):
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+    return time.monotonic() - started
+
+
+async def timed_get(http: aiohttp.ClientSession, url: str) -> tuple[int, float]:
+    started = time.monotonic()
+    async with http.get(url) as response:
+        await response.read()
+        return response.status, time.monotonic() - started
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_hundreds_of_idle_and_trickling_connections_never_stop_the_probes(database_url: str) -> None:
+    """350 connections that never finish a request against a limit of 64: the server never holds
+    more than 64, /healthz and /metrics still answer promptly, and the log gets a line, not a flood."""
+    fresh = aiohttp.TCPConnector(force_close=True)  # every probe on a new connection, as a kubelet's
+    async with (
+        guarded_server(database_url, GUARD_LIMITS) as guarded,
+        aiohttp.ClientSession(connector=fresh, timeout=REQUEST_TIMEOUT) as http,
+    ):
+        descriptors_before = open_descriptors()
+        lines_before = len(guarded.lines())
+        most_open = 0
+        async with attackers(guarded.server.port or 0, ATTACKERS_IDLE, ATTACKERS_TRICKLING) as connected:
+            timings: list[float] = []
+            for path in ("/healthz", "/metrics", "/readyz") * 5:
+                status, seconds = await timed_get(http, guarded.url + path)
+                assert (path, status) == (path, 200)
+                timings.append(seconds)
+                most_open = max(most_open, guarded.server.guard.open_connections)
+            # Our descriptors: the server's (at most the limit) plus the attackers' own client ends.
+            descriptors_during = open_descriptors() - descriptors_before - len(connected)
+        assert len(connected) >= ATTACKERS_IDLE  # most got through the kernel's backlog
+        assert max(timings) < PROMPT_SECONDS, timings
+        assert most_open <= GUARD_LIMITS.max_connections
+        assert descriptors_during <= GUARD_LIMITS.max_connections + 10
+        shed, timed_out = guarded.server.guard.shed, guarded.server.guard.timed_out
+        assert shed > 0
+        new_lines = guarded.lines()[lines_before:]
+        limited = [line for line in new_lines if "http_connections_limited" in line]
+        assert len(limited) == 1, limited  # the first shed at once; the next summary a minute later
+        assert len(new_lines) <= 5, new_lines[:10]
+    record(
+        SCENARIO,
+        slowloris_connections=len(connected),
+        slowloris_limit=GUARD_LIMITS.max_connections,
+        slowloris_most_open=most_open,
+        slowloris_shed=shed,
+        slowloris_timed_out=timed_out,
+        slowloris_slowest_probe_ms=round(max(timings) * 1000),
+        slowloris_log_lines=len(new_lines),
+    )
+
+
+async def test_a_connection_whose_request_does_not_arrive_in_time_is_dropped(database_url: str) -> None:
+    """Under the limit, nothing is shed: the idle, the trickling headers and the trickling body are
+    each closed at the request timeout, counted from the connection's start, though bytes keep coming."""
+    timeout = GUARD_LIMITS.request_timeout_seconds
+    async with guarded_server(database_url, GUARD_LIMITS) as guarded:
+        port = guarded.server.port or 0
+        async with attackers(port, idle=20, trickling=20) as connected:
+            # A body that trickles: the Twilio callback reads its form, within the same deadline.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = (
+                b"POST /api/twilio/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"
+            )
+            writer.write(head)
+
+            async def trickle_body() -> None:
+                with contextlib.suppress(ConnectionError):
+                    while True:
+                        writer.write(b"a")
+                        await writer.drain()
+                        await asyncio.sleep(TRICKLE_INTERVAL_SECONDS)
+
+            body = asyncio.create_task(trickle_body())
+            # A kept-alive connection that completed a request is closed after the same idle time.
+            kept_reader, kept_writer = await asyncio.open_connection("127.0.0.1", port)
+            kept_writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = await kept_reader.readuntil(b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 200")
+            dropped = await asyncio.gather(
+                *(closed_by_server(r, within=timeout * 4) for r in [*connected, kept_reader])
+            )
+            body_answer = b""
+            with contextlib.suppress(ConnectionError):
+                async with asyncio.timeout(timeout * 4):
+                    body_answer = await reader.read()
+            body.cancel()
+            await asyncio.gather(body, return_exceptions=True)
+            writer.close()
+            kept_writer.close()
+        assert len(connected) == 40
+        assert guarded.server.guard.shed == 0
+        assert min(dropped) >= timeout * 0.8, dropped  # not before the timeout ...
+        assert max(dropped) <= timeout * 2.5, dropped  # ... and not long after it
+        assert body_answer.startswith(b"HTTP/1.1 408"), body_answer[:100]
+        assert guarded.server.guard.timed_out == 40  # the kept-alive one is not counted as abuse
+        assert guarded.server.guard.open_connections == 0
+    record(
+        SCENARIO,
+        request_timeout_test_seconds=timeout,
+        dropped_after_seconds=[round(min(dropped), 2), round(max(dropped), 2)],
+    )
+
+
+# --- /readyz tells nothing about the database ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["unreachable", "no such database"])
+async def test_readyz_says_not_ready_and_nothing_about_the_database(database_url: str, where: str) -> None:
+    url = make_url(database_url)
+    if where == "unreachable":
+        url = url.set(host="127.0.0.1", port=1, database="flavor_db_f4a17", username="dbuser_f4a17")
+    else:
+        url = url.set(database="flavor_db_f4a17", username="postgres")
+    async with guarded_server(url.render_as_string(hide_password=False), GUARD_LIMITS, ready=False) as guarded:
+        guarded.app.lifecycle.become_ready()  # as if it had been ready and the database then went away
+        async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as http:
+            answers = []
+            for _ in range(3):
+                async with http.get(guarded.url + "/readyz") as response:
+                    answers.append((response.status, await response.text()))
+        logged = [json.loads(line) for line in guarded.lines() if "readiness_changed" in line]
+    for status, body in answers:
+        assert status == 503
+        assert json.loads(body) == {"status": "not ready"}
+        for word in ("flavor_db_f4a17", "dbuser_f4a17", "127.0.0.1", "5432", "postgres", "asyncpg", "does not exist"):
+            assert word not in body
+    # Why goes to the log, once for the three probes, at warning level.
+    assert [(entry["level"], entry["problem"]) for entry in logged] == [("warning", "database unreachable")]
+    assert logged[0]["error"]
+
+
+async def test_a_flood_of_malformed_requests_writes_a_line_not_a_flood(database_url: str) -> None:
+    """aiohttp logs each request its parser refuses, with a traceback: at most one per interval here."""
+    malformed = get_request("/healthz", b"Bad Header Without Colon")
+    async with guarded_server(database_url, GUARD_LIMITS) as guarded:
+        lines_before = len(guarded.lines())
+        statuses: Counter[bytes] = Counter()
+        for _ in range(4):  # in batches under the connection limit: this is about the log, not the limit
+            statuses.update(
+                await asyncio.gather(*(raw_exchange(guarded.server.port or 0, malformed) for _ in range(50)))
+            )
+        new_lines = guarded.lines()[lines_before:]
+    assert {answer.split(b" ", 2)[1] for answer in statuses} == {b"400"}
+    assert sum(statuses.values()) == 200
+    assert 1 <= len(new_lines) <= 2, new_lines[:5]
+    record(SCENARIO, malformed_requests_400=200, malformed_log_lines=len(new_lines))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 from sqlalchemy import text
@@ -98,3 +99,45 @@ def test_check_from_the_command_line(database_url: str) -> None:
     done = run_cli("--check", env=clean_env(DATABASE_URL=to_libpq(database_url)))
     assert done.code == 0, done.stdout + done.stderr
     assert len(done.stdout.strip().splitlines()) == 6
+
+
+# --- a platform table the daemon writes to with a NOT NULL column it does not fill -------------
+
+
+async def test_unfilled_not_null_column_fails_naming_table_and_column(database_url: str, engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE audit_logs ADD COLUMN ip_address inet NOT NULL"))
+        await conn.execute(text("ALTER TABLE notifications ALTER COLUMN id DROP DEFAULT"))  # the id it relies on
+    code, lines = await check(Settings(_env_file=None, database_url=to_libpq(database_url)))
+    assert code == 1
+    assert lines["tables"].startswith("FAIL"), lines["tables"]
+    assert "'audit_logs'" in lines["tables"] and "ip_address" in lines["tables"]
+    assert "'notifications'" in lines["tables"] and ": id" in lines["tables"]
+    assert all(line.startswith(("ok", "off")) for name, line in lines.items() if name != "tables"), lines
+
+
+async def test_not_null_columns_the_daemon_need_not_fill_pass(database_url: str, engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        for statement in (
+            "ALTER TABLE audit_logs ADD COLUMN source text NOT NULL DEFAULT 'app'",  # a default fills it
+            "ALTER TABLE audit_logs ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY",
+            "ALTER TABLE notifications ADD COLUMN audience text GENERATED ALWAYS AS (type || ':') STORED",
+            "ALTER TABLE notifications ALTER COLUMN user_id SET NOT NULL",  # the daemon fills it
+            "ALTER TABLE bookings ADD COLUMN quote_id uuid NOT NULL",  # bookings are only updated
+        ):
+            await conn.execute(text(statement))
+    code, lines = await check(Settings(_env_file=None, database_url=to_libpq(database_url)))
+    assert code == 0, lines
+    assert lines["tables"].startswith("ok"), lines["tables"]
+
+
+async def test_unfilled_not_null_column_fails_the_check_from_the_command_line(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE audit_logs ADD COLUMN ip_address inet NOT NULL"))
+    done = await asyncio.to_thread(run_cli, "--check", env=clean_env(DATABASE_URL=to_libpq(database_url)))
+    assert done.code == 1, done.stdout + done.stderr
+    [tables] = [line for line in done.stdout.splitlines() if line.split()[1:2] == ["tables"]]
+    assert tables.startswith("FAIL") and "audit_logs" in tables and "ip_address" in tables
+    assert "Traceback" not in done.stderr

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import uuid4
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.app import App
@@ -300,3 +301,105 @@ async def test_three_concurrent_runs_send_each_message_once(
     assert len(email.sent) == 400
     assert await scalar(engine, "SELECT count(*) FROM notifications") == 400
     assert await scalar(engine, "SELECT count(*) FROM audit_logs") == 200
+
+
+# --- A -> B -> A: the reminder owed is the one for the current event_date, unless the latest
+# reminder sent was for that same date (CONTRACT §2) ------------------------------------------------
+
+TWO_PM = NOW + 20 * HOUR  # Monday 30 November 2026, 2:00 pm in Perth
+FOUR_PM = NOW + 22 * HOUR  # 4:00 pm
+
+
+async def move(engine: AsyncEngine, booking: dict[str, Any], event_date: Any) -> None:
+    from sqlalchemy import text
+
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE bookings SET event_date = :d, updated_at = :d WHERE id = ANY(:ids)"),
+            {"d": event_date, "ids": [booking["id"]]},
+        )
+
+
+def to_client(sent: list[Any], booking: dict[str, Any]) -> list[Any]:
+    return [m for m in sent if m.to == booking["client"]["email"]]
+
+
+@pytest.mark.parametrize("hours_between_runs", [1, 0], ids=["hourly", "same-instant"])
+async def test_moved_a_b_a_is_reminded_for_a_again_once(
+    app: App, clock: FrozenClock, engine: AsyncEngine, email: RecordingTransport, hours_between_runs: int
+) -> None:
+    booking = await add_booking(engine, event_date=TWO_PM)
+    assert (await run(app, JobName.SEND_BOOKING_REMINDERS)).count == 1
+    await move(engine, booking, FOUR_PM)
+    clock.advance(3600 * hours_between_runs)
+    assert (await run(app, JobName.SEND_BOOKING_REMINDERS)).count == 1
+    await move(engine, booking, TWO_PM)
+    clock.advance(3600 * hours_between_runs)
+
+    back = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    again = await run(app, JobName.SEND_BOOKING_REMINDERS)
+
+    assert back.success, back.errors
+    assert (back.count, again.count) == (1, 0)
+    told = to_client(email.sent, booking)
+    assert ["2:00 pm" in m.text for m in told] == [True, False, True]
+    assert "4:00 pm" in told[1].text
+    assert len(email.sent) == 6  # client and performer, three times
+    assert await scalar(engine, "SELECT count(*) FROM notifications") == 6
+    assert await scalar(engine, "SELECT count(*) FROM audit_logs WHERE action = 'reminder_sent'") == 3
+    assert await scalar(engine, "SELECT count(DISTINCT dedupe_key) FROM flavor_scheduler.deliveries") == 12
+
+
+async def test_moved_a_b_is_reminded_for_b(app: App, engine: AsyncEngine, email: RecordingTransport) -> None:
+    booking = await add_booking(engine, event_date=TWO_PM)
+    await run(app, JobName.SEND_BOOKING_REMINDERS)
+    await move(engine, booking, FOUR_PM)
+    moved = await run(app, JobName.SEND_BOOKING_REMINDERS)
+    assert moved.count == 1
+    assert "4:00 pm" in to_client(email.sent, booking)[-1].text
+    assert (await run(app, JobName.SEND_BOOKING_REMINDERS)).count == 0
+
+
+async def test_moved_a_a_is_never_reminded_twice(app: App, engine: AsyncEngine, email: RecordingTransport) -> None:
+    booking = await add_booking(engine, event_date=TWO_PM)
+    await run(app, JobName.SEND_BOOKING_REMINDERS)
+    await move(engine, booking, TWO_PM)  # saved again, same time
+    assert (await run(app, JobName.SEND_BOOKING_REMINDERS)).count == 0
+    assert len(email.sent) == 2
+
+
+async def test_moved_a_b_a_b_a_each_return_reminded_once(
+    app: App, clock: FrozenClock, engine: AsyncEngine, email: RecordingTransport
+) -> None:
+    booking = await add_booking(engine, event_date=TWO_PM)
+    for when in (TWO_PM, FOUR_PM, TWO_PM, FOUR_PM, TWO_PM):
+        await move(engine, booking, when)
+        assert (await run(app, JobName.SEND_BOOKING_REMINDERS)).count == 1
+        assert (await run(app, JobName.SEND_BOOKING_REMINDERS)).count == 0
+        clock.advance(600)
+    told = to_client(email.sent, booking)
+    assert ["2:00 pm" in m.text for m in told] == [True, False, True, False, True]
+
+
+async def test_three_concurrent_runs_remind_a_b_a_bookings_once_more(
+    app: App, engine: AsyncEngine, whatsapp: RecordingTransport
+) -> None:
+    from sqlalchemy import text
+
+    made = [await add_booking(engine, event_date=TWO_PM + timedelta(minutes=n)) for n in range(60)]
+    await run(app, JobName.SEND_BOOKING_REMINDERS)
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE bookings SET event_date = event_date + interval '2 hours'"))
+    await run(app, JobName.SEND_BOOKING_REMINDERS)
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE bookings SET event_date = event_date - interval '2 hours'"))
+    before = len(whatsapp.sent)
+
+    results = await asyncio.gather(*(send_booking_reminders(JobContext(app.deps), NOW) for _ in range(3)))
+
+    assert sum(r.count for r in results) == len(made)
+    again = whatsapp.sent[before:]
+    assert len(again) == 2 * len(made)
+    assert len({m.delivery_id for m in again}) == len(again)
+    assert len({(m.booking_reference, m.to) for m in again}) == len(again)
+    assert await scalar(engine, "SELECT count(*) FROM audit_logs") == 3 * len(made)

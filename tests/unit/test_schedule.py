@@ -4,6 +4,7 @@ of each fire with its exact scheduled time."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from structlog.testing import capture_logs
 
+from scheduler import cron
 from scheduler.clock import FrozenClock, SystemClock
 from scheduler.jobs.catalog import enabled_schedules
 from scheduler.schedule import (
@@ -73,12 +75,13 @@ def test_daily_job_runs_once_per_local_day_around_each_changeover(day: tuple[dat
     assert set(per_day.values()) == {1}
 
 
-def test_hourly_job_on_the_fall_back_day_runs_each_local_hour_once() -> None:
+def test_hourly_job_on_the_fall_back_day_runs_every_real_hour() -> None:
     expression = "0 * * * *"
     assert len(fires(expression, SYDNEY, FALL_BACK_DAY)) == 25  # a 25-hour day, one fire an hour
     keys = slots(expression, SYDNEY, FALL_BACK_DAY)
-    assert len(set(keys)) == 24
-    assert [key for key, count in Counter(keys).items() if count > 1] == ["2026-04-05T02:00"]
+    assert len(set(keys)) == 25  # as Vixie cron runs a wildcard-hour job: the repeated 02:00 runs too
+    # The first 02:00 keeps the ordinary key; only the repeat carries its offset.
+    assert {"2026-04-05T02:00", "2026-04-05T02:00+10:00"} <= set(keys)
 
 
 def test_hourly_job_on_the_spring_forward_day_skips_the_missing_hour() -> None:
@@ -98,6 +101,161 @@ def test_a_job_more_frequent_than_hourly_runs_every_fire_of_the_repeated_hour() 
 def test_perth_has_no_changeover() -> None:
     day = (datetime(2026, 4, 5, tzinfo=PERTH), datetime(2026, 4, 6, tzinfo=PERTH))
     assert len(fires("0 * * * *", PERTH, day)) == 24
+
+
+# Vixie cron on the DST nights of three zones ----------------------------------------------------
+# 2026: each zone falls back on 5 April and springs forward on 4 October. Sydney and Adelaide
+# (+10:30/+9:30) repeat or skip 02:00-02:59; Lord Howe's shift is 30 minutes: it falls back
+# from 02:00 (+11) to 01:30 (+10:30), repeating 01:30-01:59, and springs from 02:00 to 02:30.
+ADELAIDE = ZoneInfo("Australia/Adelaide")
+LORD_HOWE = ZoneInfo("Australia/Lord_Howe")
+
+
+def local_day(tz: ZoneInfo, year: int, month: int, day: int) -> tuple[datetime, datetime]:
+    start = datetime(year, month, day, tzinfo=tz)
+    return start, start + timedelta(days=1)
+
+
+DST_NIGHTS = {
+    "sydney_fall_back": (SYDNEY, local_day(SYDNEY, 2026, 4, 5)),
+    "sydney_spring_forward": (SYDNEY, local_day(SYDNEY, 2026, 10, 4)),
+    "adelaide_fall_back": (ADELAIDE, local_day(ADELAIDE, 2026, 4, 5)),
+    "adelaide_spring_forward": (ADELAIDE, local_day(ADELAIDE, 2026, 10, 4)),
+    "lord_howe_fall_back": (LORD_HOWE, local_day(LORD_HOWE, 2026, 4, 5)),
+    "lord_howe_spring_forward": (LORD_HOWE, local_day(LORD_HOWE, 2026, 10, 4)),
+}
+# (night, expression, runs that day): wildcard jobs run whenever the real clock matches, fixed-time
+# jobs once per local time they name.
+EXPECTED_RUNS = [
+    # A 25-hour day: every real hour, the repeated 02:00 included.
+    ("sydney_fall_back", "0 * * * *", 25),
+    ("sydney_fall_back", "30 * * * *", 25),
+    ("sydney_fall_back", "0 */1 * * *", 25),
+    ("sydney_fall_back", "0 0-23 * * *", 25),
+    ("sydney_fall_back", "0 0-11,12-23 * * *", 25),
+    ("sydney_fall_back", "*/30 * * * *", 50),
+    ("sydney_fall_back", "*/15 2 * * *", 8),  # a wildcard minute runs in both 02:00 hours, as in Vixie cron
+    ("sydney_fall_back", "0 2 * * *", 1),
+    ("sydney_fall_back", "30 2 * * *", 1),
+    ("sydney_fall_back", "0,30 2 * * *", 2),
+    ("sydney_fall_back", "0 1-3 * * *", 3),
+    ("sydney_fall_back", "0 */2 * * *", 12),  # fixed local times: its 02:00 once
+    ("sydney_fall_back", "30 3 * * *", 1),
+    # A 23-hour day: 02:00-02:59 never happens; a fixed time in it runs once, at or after the change.
+    ("sydney_spring_forward", "0 * * * *", 23),
+    ("sydney_spring_forward", "*/30 * * * *", 46),
+    ("sydney_spring_forward", "0 2 * * *", 1),
+    ("sydney_spring_forward", "30 2 * * *", 1),
+    ("sydney_spring_forward", "59 2 * * *", 1),
+    ("sydney_spring_forward", "0 3 * * *", 1),
+    ("sydney_spring_forward", "0,30 2 * * *", 2),  # both skipped times, at 03:00 and 03:30 (APScheduler lost 02:30)
+    ("sydney_spring_forward", "0 2,3 * * *", 1),  # the skipped 02:00 and 03:00 are one instant: one run
+    ("adelaide_fall_back", "0 * * * *", 25),
+    ("adelaide_fall_back", "30 * * * *", 25),
+    ("adelaide_fall_back", "*/5 * * * *", 300),
+    ("adelaide_fall_back", "0 2 * * *", 1),
+    ("adelaide_fall_back", "30 2 * * *", 1),
+    ("adelaide_spring_forward", "0 * * * *", 23),
+    ("adelaide_spring_forward", "0 2 * * *", 1),
+    ("adelaide_spring_forward", "30 2 * * *", 1),
+    ("adelaide_spring_forward", "15,45 2 * * *", 2),
+    # Lord Howe: 24.5 hours. No :00 wall time repeats, 01:30 does.
+    ("lord_howe_fall_back", "0 * * * *", 24),
+    ("lord_howe_fall_back", "30 * * * *", 25),
+    ("lord_howe_fall_back", "*/15 * * * *", 98),
+    ("lord_howe_fall_back", "45 1 * * *", 1),
+    ("lord_howe_fall_back", "0 2 * * *", 1),
+    # 23.5 hours: 02:00-02:29 never happens, 02:30 does.
+    ("lord_howe_spring_forward", "0 * * * *", 23),
+    ("lord_howe_spring_forward", "30 * * * *", 24),
+    ("lord_howe_spring_forward", "*/15 * * * *", 94),
+    ("lord_howe_spring_forward", "0 2 * * *", 1),
+    ("lord_howe_spring_forward", "15 2 * * *", 1),
+    ("lord_howe_spring_forward", "30 2 * * *", 1),
+    ("lord_howe_spring_forward", "0,15 2 * * *", 2),  # 02:00 at the change (02:30), 02:15 at 02:45
+    ("lord_howe_spring_forward", "0,30 2 * * *", 1),  # the skipped 02:00 is 02:30 itself: one instant
+]
+
+
+@pytest.mark.parametrize(("night", "expression", "runs"), EXPECTED_RUNS)
+def test_dst_nights_run_wildcard_jobs_every_real_time_and_fixed_times_once(
+    night: str, expression: str, runs: int
+) -> None:
+    tz, day = DST_NIGHTS[night]
+    keys = slots(expression, tz, day)
+    assert len(set(keys)) == runs, Counter(keys).most_common(3)
+
+
+@pytest.mark.parametrize("night", [name for name in DST_NIGHTS if name.endswith("fall_back")])
+def test_an_hourly_job_runs_an_hour_apart_through_the_night_clocks_go_back(night: str) -> None:
+    tz, day = DST_NIGHTS[night]
+    by_slot = {slot_key("0 * * * *", tz, fire): fire.astimezone(UTC) for fire in fires("0 * * * *", tz, day)}
+    instants = sorted(by_slot.values())
+    gaps = {later - earlier for earlier, later in itertools.pairwise(instants)}
+    if tz is LORD_HOWE:  # 01:00 +11 to 02:00 +10:30 is 90 real minutes: no :00 in between
+        assert gaps == {timedelta(hours=1), timedelta(minutes=90)}
+    else:
+        assert gaps == {timedelta(hours=1)}
+
+
+@pytest.mark.parametrize("night", [name for name in DST_NIGHTS if name.endswith("spring_forward")])
+@pytest.mark.parametrize("minute", [0, 15, 29])
+def test_a_fixed_time_in_the_skipped_hour_runs_once_soon_after_the_change(night: str, minute: int) -> None:
+    tz, day = DST_NIGHTS[night]
+    expression = f"{minute} 2 * * *"
+    (fire,) = fires(expression, tz, day)
+    changeover = datetime(2026, 10, 4, 2, 0, tzinfo=tz).astimezone(UTC)  # the non-existent 02:00 is the change
+    assert changeover <= fire.astimezone(UTC) < changeover + timedelta(hours=1)
+    assert len(set(slots(expression, tz, day))) == 1
+
+
+def test_every_skipped_time_of_a_job_runs_once_in_order() -> None:
+    tz, day = DST_NIGHTS["sydney_spring_forward"]
+    instants = [fire.astimezone(UTC) for fire in fires("0,20,40 2 * * *", tz, day)]
+    # 02:00, 02:20 and 02:40 AEST never happen: they run at 03:00, 03:20 and 03:40 AEDT.
+    assert instants == [datetime(2026, 10, 3, 16, minute, tzinfo=UTC) for minute in (0, 20, 40)]
+    assert next_fire("0,20,40 2 * * *", tz, instants[-1] + timedelta(seconds=1)) == datetime(
+        2026, 10, 5, 2, 0, tzinfo=tz
+    )
+
+
+def test_the_repeated_hour_s_key_depends_on_the_instant_only() -> None:
+    instant = datetime(2026, 4, 4, 16, 0, tzinfo=UTC)  # 02:00 +10, the second 02:00 in Sydney
+    representations = [
+        instant,
+        instant.astimezone(SYDNEY),
+        instant.astimezone(PERTH),
+        datetime(2026, 4, 5, 2, 0, fold=1, tzinfo=SYDNEY),
+    ]
+    assert {slot_key("0 * * * *", SYDNEY, when) for when in representations} == {"2026-04-05T02:00+10:00"}
+    first = datetime(2026, 4, 5, 2, 0, fold=0, tzinfo=SYDNEY)
+    assert slot_key("0 * * * *", SYDNEY, first) == "2026-04-05T02:00"
+    assert slot_key("0 2 * * *", SYDNEY, instant) == slot_key("0 2 * * *", SYDNEY, first) == "2026-04-05T02:00"
+
+
+@pytest.mark.parametrize(
+    ("expression", "wildcard"),
+    [
+        ("0 * * * *", True),
+        ("*/5 * * * *", True),
+        ("* 2 * * *", True),
+        ("*/15 2 * * *", True),
+        ("0 */1 * * *", True),
+        ("0 0-23 * * *", True),
+        ("0 0-23/1 * * *", True),
+        ("0 0-11,12-23 * * *", True),
+        ("0,30 * * * *", True),
+        ("0 2 * * *", False),
+        ("30 2 * * *", False),
+        ("0,30 2 * * *", False),
+        ("0 */2 * * *", False),
+        ("0 1-23 * * *", False),
+        ("0 0-23/2 * * *", False),
+        ("5-10 3 * * *", False),
+    ],
+)
+def test_wildcard_jobs_are_told_from_fixed_time_jobs(expression: str, wildcard: bool) -> None:
+    assert cron.is_wildcard(expression) is wildcard
 
 
 # Weekdays are standard cron: 0 and 7 are Sunday ----------------------------------------------

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
+from scheduler import database_url
 from scheduler.jobs.catalog import schedule_for
 from scheduler.settings import SettingsError, load_settings
 from scheduler.vocabulary import JobName
@@ -88,7 +90,7 @@ def test_database_url_schemes(monkeypatch: pytest.MonkeyPatch) -> None:
     plain = load(monkeypatch, DATABASE_URL="postgresql://u:p@db:5432/app")
     assert plain.async_database_url() == "postgresql+asyncpg://u:p@db:5432/app"
     supabase = load(monkeypatch, DATABASE_URL="postgresql://u:p@pooler.supabase.com:6543/postgres?sslmode=require")
-    assert supabase.async_database_url() == "postgresql+asyncpg://u:p@pooler.supabase.com:6543/postgres?ssl=require"
+    assert supabase.async_database_url() == "postgresql+asyncpg://u:p@pooler.supabase.com:6543/postgres?sslmode=require"
     driver = load(monkeypatch, DATABASE_URL="postgresql+asyncpg://u:p@db:5432/app")
     assert driver.async_database_url() == "postgresql+asyncpg://u:p@db:5432/app"
 
@@ -127,3 +129,100 @@ def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     (tmp_path / ".env").write_text("STALE_BOOKING_HOURS=48\n")
     monkeypatch.chdir(tmp_path)
     assert load_settings().stale_booking_hours == 48
+
+
+# DATABASE_URL's libpq parameters (CONTRACT §4) ---------------------------------------------------
+
+
+def connect_target(monkeypatch: pytest.MonkeyPatch, query: str) -> database_url.ConnectTarget:
+    settings = load(monkeypatch, DATABASE_URL=f"postgresql://app:pw-9f3c1@db.example.com:5432/app?{query}")
+    return database_url.parse(settings.async_database_url() or "")
+
+
+def test_libpq_parameters_become_asyncpg_s_connect_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    target = connect_target(
+        monkeypatch,
+        "sslmode=verify-full&connect_timeout=7&application_name=flavor%20prod"
+        "&options=-c%20statement_timeout%3D5000%20-c%20lock_timeout=2s&pgbouncer=true",
+    )
+    assert target.url == "postgresql+asyncpg://app:pw-9f3c1@db.example.com:5432/app"  # nothing left for asyncpg
+    assert (target.ssl, target.connect_timeout_seconds, target.application_name) == ("verify-full", 7, "flavor prod")
+    assert target.server_settings == {"statement_timeout": "5000", "lock_timeout": "2s"}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("sslmode=require", {"ssl": "require"}),
+        ("sslmode=DISABLE", {"ssl": "disable"}),
+        ("ssl=require", {"ssl": "require"}),  # asyncpg's own spelling, which worked before
+        ("pgbouncer=true", {}),
+        ("pgbouncer=false", {}),
+        ("application_name=", {"application_name": None}),
+        ("fallback_application_name=billing", {"application_name": "billing"}),
+        ("application_name=a&fallback_application_name=b", {"application_name": "a"}),
+        ("options=-c%20application_name%3Dfrom-options", {"application_name": "from-options"}),
+        ("options=-cstatement_timeout=1s", {"server_settings": {"statement_timeout": "1s"}}),
+        ("options=--statement-timeout=1s", {"server_settings": {"statement_timeout": "1s"}}),
+        ("options=-c%20search_path=a\\%20b", {"server_settings": {"search_path": "a b"}}),  # backslash escapes
+        ("options=-c%20timezone=Etc/GMT+5", {"server_settings": {"timezone": "Etc/GMT+5"}}),  # a + stays a +
+        ("options=", {"server_settings": {}}),
+        ("target_session_attrs=read-write", {"connect_args": {"target_session_attrs": "read-write"}}),
+        ("dbname=other", {"connect_args": {"database": "other"}}),
+    ],
+)
+def test_each_libpq_parameter_is_honoured(
+    monkeypatch: pytest.MonkeyPatch, query: str, expected: dict[str, object]
+) -> None:
+    target = connect_target(monkeypatch, query)
+    for name, value in expected.items():
+        assert getattr(target, name) == value, name
+
+
+def test_host_and_port_in_the_query_stay_in_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load(
+        monkeypatch, DATABASE_URL="postgresql://postgres@/app?host=/run/postgresql&port=5433&sslmode=disable"
+    )
+    target = database_url.parse(settings.async_database_url() or "")
+    url = make_url(target.url)
+    assert dict(url.query) == {"host": "/run/postgresql", "port": "5433"}  # SQLAlchemy's dialect reads these
+    assert target.ssl == "disable"
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("keepalives=1", "'keepalives'"),
+        ("connect_timout=10", "'connect_timout' is not supported (did you mean 'connect_timeout'?"),
+        ("statement_cache_size=100", "'statement_cache_size'"),  # the engine's pooler safety is not negotiable
+        ("sslmode=bogus", "'sslmode'"),
+        ("sslmode=require&ssl=require", "sslmode or ssl"),
+        ("connect_timeout=abc", "'connect_timeout'"),
+        ("connect_timeout=0", "'connect_timeout'"),  # libpq's "wait forever"
+        ("connect_timeout=-5", "'connect_timeout'"),
+        ("connect_timeout=2.5", "'connect_timeout'"),
+        ("pgbouncer=maybe", "'pgbouncer'"),
+        ("options=-d%205", "'options'"),
+        ("options=statement_timeout%3D5", "'options'"),
+        ("options=-c%20statement_timeout", "'options'"),
+        ("options=-c", "'options'"),
+        ("target_session_attrs=whatever", "'target_session_attrs'"),
+        ("sslrootcert=/etc/ca.pem", "PGSSLROOTCERT"),
+        ("application_name=a&application_name=b", "'application_name' is given twice"),
+    ],
+)
+def test_a_parameter_that_cannot_be_honoured_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, query: str, named: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load(monkeypatch, DATABASE_URL=f"postgresql://app:pw-9f3c1@db.example.com/app?{query}")
+    message = str(refused.value)
+    assert "DATABASE_URL" in message
+    assert named in message
+    assert "pw-9f3c1" not in message
+    assert "Traceback" not in message
+
+
+def test_a_password_in_the_query_is_a_secret_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load(monkeypatch, DATABASE_URL="postgresql://app@db.example.com/app?password=qry-S3cret-pw")
+    assert "qry-S3cret-pw" in settings.secret_values()
