@@ -29,7 +29,7 @@ from scheduler.http import HttpServer
 from scheduler.inflight import RunsInFlight
 from scheduler.jobs.catalog import enabled_schedules
 from scheduler.jobs.context import Dependencies
-from scheduler.lifecycle import Lifecycle
+from scheduler.lifecycle import Lifecycle, Phase
 from scheduler.limits import PRODUCTION, Limits
 from scheduler.metrics import Metrics
 from scheduler.notify.content import Renderer
@@ -185,7 +185,10 @@ def build(
     deps = Dependencies(settings, db, PlatformTables(), metrics, planner, dispatcher, limits)
     schedule = Schedule(schedules if schedules is not None else enabled_schedules(settings), settings.tz, clock)
     lifecycle = Lifecycle(
-        clock, health_stale_seconds=limits.health_stale_seconds, scheduler_running=lambda: schedule.running
+        clock,
+        health_stale_seconds=limits.health_stale_seconds,
+        scheduler_running=lambda: schedule.running,
+        on_change=lambda phase: metrics.set_ready(phase is Phase.READY),
     )
     history = RunHistory(db, clock, limits, replica_id)
     runner = Runner(deps, history, lifecycle, clock)

@@ -223,8 +223,7 @@ class Daemon:
     async def _heartbeat(self) -> None:
         """Prove the loop alive (/healthz) and keep the next-run gauges current after each fire."""
         self.app.lifecycle.beat()
-        if self.app.schedule.running:
-            self._next_runs()
+        self._next_runs()  # from the first beat on: known before the database answers
 
     def _next_runs(self) -> dict[JobName, datetime | None]:
         times = self.app.schedule.next_run_times()

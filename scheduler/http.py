@@ -44,6 +44,9 @@ TWILIO_STATUSES = frozenset(
     }
 )  # fmt: skip
 
+Readiness = tuple[str | None, str | None]
+"""What stops readiness (a fixed phrase, None when ready) and the driver's detail, for the log."""
+
 
 @web.middleware
 async def _limit_body(
@@ -81,6 +84,7 @@ class HttpServer:
         self._head_revision = migrate.head_revision()
         self._runner: web.AppRunner | None = None
         self._readiness: str | None = None  # the last problem logged (None: ready, or not asked yet)
+        self._probe: asyncio.Future[Readiness] | None = None  # the readiness probe in flight
         self.port: int | None = None  # the bound port (HTTP_PORT=0 picks a free one)
         self.guard = Guard(limits, _handler_options(limits))
 
@@ -130,6 +134,10 @@ class HttpServer:
     # Observability -----------------------------------------------------------
 
     async def metrics(self, _request: web.Request) -> web.Response:
+        # The ready gauge is what the last probe found (a database lost while running shows too);
+        # each scrape starts the next one and never waits for it: a slow database or a busy pool
+        # must not make the scrape itself fail.
+        self._probe_started()
         return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -152,7 +160,24 @@ class HttpServer:
             return web.json_response({"status": "not ready"}, status=503)
         return web.json_response({"status": "ready"})
 
-    async def _readiness_problem(self) -> tuple[str | None, str | None]:
+    async def _readiness_problem(self) -> Readiness:
+        """What /readyz answers, the probe's finding also setting the ready gauge."""
+        return await asyncio.shield(self._probe_started())  # one caller going away cancels no one's
+
+    def _probe_started(self) -> asyncio.Future[Readiness]:
+        """The readiness probe in flight, or a new one. Requests that come while one is in flight
+        share it: a flood of probes or scrapes costs the database one query, not one each."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._probe_readiness())
+            self._probe.add_done_callback(self._record_readiness)
+        return self._probe
+
+    def _record_readiness(self, probe: asyncio.Future[Readiness]) -> None:
+        found_ready = not probe.cancelled() and probe.exception() is None and probe.result()[0] is None
+        ready = found_ready and self._lifecycle.ready  # a probe that outlived the start of a stop is old news
+        self._metrics.set_ready(ready)
+
+    async def _probe_readiness(self) -> Readiness:
         """What stops readiness (a fixed phrase, None when ready) and the driver's detail, for the log."""
         if self._lifecycle.stopping:
             return "stopping", None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 
 from scheduler.records import OwedDelivery
 from scheduler.vocabulary import (
@@ -107,6 +107,12 @@ class Metrics:
         )
         self.build_info = Gauge(f"{p}_build_info", "The running version.", ["version"], registry=registry)
         self.build_info.labels(version=version).set(1)
+        # 0 until the database answers and the schema is migrated: a replica that waits for its
+        # database looks healthy (up == 1, /healthz 200) and only this tells the alert rules.
+        self.ready = Gauge(f"{p}_ready", "1 when /readyz would answer 200.", registry=registry)
+        # process_* (CPU, memory, open files against their limit): the injected registry does not
+        # get prometheus_client's default collectors.
+        ProcessCollector(registry=registry)
         self._seed()
 
     def _seed(self) -> None:
@@ -146,6 +152,10 @@ class Metrics:
         from scheduler import __version__
 
         return cls(CollectorRegistry(), __version__)
+
+    def set_ready(self, ready: bool) -> None:
+        """Follow readiness (CONTRACT §7: 1 exactly when /readyz would answer 200)."""
+        self.ready.set(1 if ready else 0)
 
     def count_recorded(self, settled: Iterable[OwedDelivery]) -> None:
         """Count messages finished as they were recorded: skipped (channel off) or failed (bad address)."""

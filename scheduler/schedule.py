@@ -137,6 +137,7 @@ class Schedule:
     def __init__(self, schedules: Mapping[JobName, str], tz: tzinfo, clock: Clock) -> None:
         self.schedules = dict(schedules)
         self.tz = tz
+        self._clock = clock
         self._on_fire: OnFire | None = None
         self.scheduler = AsyncIOScheduler(
             timezone=tz,  # APScheduler's default is the host's zone
@@ -174,9 +175,17 @@ class Schedule:
         return slot_key(self.schedules[job], self.tz, scheduled_for)
 
     def next_run_times(self) -> dict[JobName, datetime | None]:
-        """Every job's next fire as the running scheduler has it; None for a disabled job."""
+        """Every job's next fire; None for a disabled job.
+
+        Before the scheduler starts (the daemon still waits for its database) the triggers are
+        asked, so the next runs are known from the first scrape (CONTRACT §5).
+        """
         times: dict[JobName, datetime | None] = dict.fromkeys(JobName)
+        now = self._clock.now()
         for scheduled in self.scheduler.get_jobs():
             # Jobs have no next_run_time until the scheduler has started.
-            times[JobName(scheduled.id)] = getattr(scheduled, "next_run_time", None)
+            at = getattr(scheduled, "next_run_time", None)
+            if at is None and not self.scheduler.running:
+                at = scheduled.trigger.get_next_fire_time(None, now)
+            times[JobName(scheduled.id)] = at
         return times

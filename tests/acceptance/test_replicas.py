@@ -2,7 +2,7 @@
 every fire once and take over a dead replica's run; SIGTERM mid-run exits 0 leaving nothing half
 done; the daemon outlives its database going away and coming back.
 
-Subprocesses cannot be awaited on an event, so these tests poll a condition in bounded loops.
+The processes and the polling are tests/acceptance/daemons.py's.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,11 +17,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -36,25 +35,24 @@ from scheduler.demo.seed import create_platform_tables
 from scheduler.limits import Limits
 from scheduler.schedule import slot_key
 from scheduler.vocabulary import JobName
-from tests.database import to_libpq
+from tests.acceptance.daemons import (
+    bearer,
+    daemon_env,
+    daemons,
+    eventually,
+    stop_gracefully,
+)
 from tests.factories import add_booking, fetch, scalar
 from tests.fakes.fixtures import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER
 from tests.fakes.providers import FakeTwilio, Reply
-from tests.program import command
 
 pytestmark = pytest.mark.slow
 
-T = TypeVar("T")
-SECRET = "cron-secret-for-the-tests"
-QUIET = "0 0 1 1 *"  # once a year: nothing fires unless the test triggers it
 # Second-long timings instead of production's (a 60 s run lease, fires on real minutes): the
 # daemons are the real program, built with these (tests/program.py).
 PERIOD_SECONDS = 3
 EVERY_PERIOD = f"*/{PERIOD_SECONDS} * * * * *"  # a leading field of seconds
 FAST = Limits(run_lease_seconds=4, run_lease_renew_seconds=1, reap_seconds=1)
-POLL_SECONDS = 0.2
-START_TIMEOUT_SECONDS = 30
-SHUTDOWN_TIMEOUT_SECONDS = 10
 TAKE_OVER_TIMEOUT_SECONDS = FAST.run_lease_seconds + FAST.reap_seconds + 10  # lease, a reaper round, slack
 
 
@@ -70,130 +68,12 @@ def every_job(expression: str) -> dict[JobName, str]:
 
 PERIOD = timedelta(seconds=PERIOD_SECONDS)
 SETTLE_SECONDS = 2  # a fire's runs of an empty database end within this, even on a loaded machine
-REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def boundary_after(moment: datetime) -> datetime:
     """The first fire of EVERY_PERIOD after `moment`."""
     seconds = (moment.second // PERIOD_SECONDS + 1) * PERIOD_SECONDS
     return moment.replace(second=0, microsecond=0) + timedelta(seconds=seconds)
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float, what: str) -> T:
-    """Poll `check` until it returns something other than None (or fail after `within` seconds)."""
-    deadline = time.monotonic() + within
-    while True:
-        found = await check()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await asyncio.sleep(POLL_SECONDS)
-
-
-@dataclass
-class DaemonProcess:
-    """One `python -m scheduler` process; its JSON log lines go to a file."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @classmethod
-    def start(
-        cls, name: str, env: dict[str, str], workdir: Path, schedules: dict[JobName, str] | None = None
-    ) -> DaemonProcess:
-        log_path = workdir / f"{name}.log"
-        env = {**env, "PYTHONPATH": str(REPOSITORY)}
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                command(timings(schedules)), env=env, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT
-            )
-        return cls(name, process, log_path)
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        entries = []
-        for line in self.log_path.read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if isinstance(entry, dict) and (name is None or entry.get("event") == name):
-                    entries.append(entry)
-        return entries
-
-    async def wait_ready(self) -> dict[str, Any]:
-        async def ready() -> dict[str, Any] | None:
-            if self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited {self.process.returncode}:\n{self.log_path.read_text()}")
-            found = self.events("ready")
-            return found[0] if found else None
-
-        return await eventually(ready, within=START_TIMEOUT_SECONDS, what=f"{self.name} to be ready")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.events('ready')[0]['http_port']}"
-
-    @property
-    def replica(self) -> str:
-        return str(self.events("ready")[0]["replica"])
-
-    async def wait_exit(self, within: float) -> int:
-        async def exited() -> int | None:
-            return self.process.poll()
-
-        return await eventually(exited, within=within, what=f"{self.name} to exit")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@contextlib.contextmanager
-def daemons(
-    count: int,
-    env: dict[str, str],
-    workdir: Path,
-    prefix: str = "replica",
-    schedules: dict[JobName, str] | None = None,
-) -> Iterator[list[DaemonProcess]]:
-    started = [DaemonProcess.start(f"{prefix}-{n}", env, workdir, schedules) for n in range(count)]
-    try:
-        yield started
-    finally:
-        for daemon in started:
-            daemon.kill()
-
-
-def daemon_env(database_url: str, **settings: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=to_libpq(database_url),
-        HTTP_HOST="127.0.0.1",
-        HTTP_PORT="0",
-        LOG_FORMAT="json",
-        LOG_LEVEL="INFO",
-        CRON_SECRET=SECRET,
-        SHUTDOWN_TIMEOUT_SECONDS=str(SHUTDOWN_TIMEOUT_SECONDS),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update({f"SCHEDULE_{job.value.upper()}": QUIET for job in JobName})
-    env.update({name.upper(): value for name, value in settings.items()})
-    return env
-
-
-def bearer() -> dict[str, str]:
-    return {"Authorization": f"Bearer {SECRET}"}
-
-
-async def stop_gracefully(daemon: DaemonProcess) -> float:
-    """SIGTERM; assert exit 0 within the shutdown timeout; returns how long it took."""
-    started = time.monotonic()
-    daemon.process.send_signal(signal.SIGTERM)
-    assert await daemon.wait_exit(SHUTDOWN_TIMEOUT_SECONDS + 5) == 0, daemon.log_path.read_text()[-3000:]
-    elapsed = time.monotonic() - started
-    assert elapsed < SHUTDOWN_TIMEOUT_SECONDS
-    return elapsed
 
 
 # Replicas -------------------------------------------------------------------------------------------
@@ -217,7 +97,7 @@ async def test_replicas_run_every_fire_once_and_take_over_a_dead_replica_s_run(
     locked = True
     try:
         await lock.execute(text("LOCK TABLE bookings IN SHARE MODE"))
-        with daemons(4, env, tmp_path, schedules=every_job(EVERY_PERIOD)) as replicas:
+        with daemons(4, env, tmp_path, timings=timings(every_job(EVERY_PERIOD))) as replicas:
             for replica in replicas:
                 await replica.wait_ready()
             all_ready = datetime.now(UTC)
@@ -334,7 +214,7 @@ async def test_sigterm_during_a_run_exits_0_in_time_and_leaves_nothing_half_done
         twilio_api_base_url=twilio_server.url,
         whatsapp_max_per_second="4",
     )
-    with daemons(1, env, tmp_path, prefix="stopping") as (daemon,):
+    with daemons(1, env, tmp_path, prefix="stopping", timings=timings()) as (daemon,):
         await daemon.wait_ready()
         async with aiohttp.ClientSession() as http:
             request = asyncio.create_task(http.post(f"{daemon.url}/api/cron/reminders", headers=bearer()))
@@ -384,7 +264,7 @@ async def test_a_second_sigterm_exits_at_once(
         twilio_whatsapp_number=TWILIO_WHATSAPP_NUMBER,
         twilio_api_base_url=twilio_server.url,
     )
-    with daemons(1, env, tmp_path, prefix="impatient") as (daemon,):
+    with daemons(1, env, tmp_path, prefix="impatient", timings=timings()) as (daemon,):
         await daemon.wait_ready()
         async with aiohttp.ClientSession() as http:
             request = asyncio.create_task(http.post(f"{daemon.url}/api/cron/reminders", headers=bearer()))
@@ -476,7 +356,7 @@ async def test_the_daemon_outlives_its_database_going_away(tmp_path: Path) -> No
             await platform.dispose()
 
         env = daemon_env(cluster.url("flavor"))
-        with daemons(1, env, tmp_path, prefix="outage", schedules=every_job(EVERY_PERIOD)) as (daemon,):
+        with daemons(1, env, tmp_path, prefix="outage", timings=timings(every_job(EVERY_PERIOD))) as (daemon,):
             await daemon.wait_ready()
             async with aiohttp.ClientSession() as http:
 

@@ -220,7 +220,7 @@ def test_compose_stack_is_valid() -> None:
     proc = run([*command, "-f", str(COMPOSE), "config", "--format", "json"], env=env)
     assert proc.returncode == 0, proc.stderr
     services = json.loads(proc.stdout)["services"]
-    assert set(services) == {"postgres", "scheduler", "prometheus", "grafana"}
+    assert set(services) == {"postgres", "scheduler", "prometheus", "alertmanager", "grafana"}
     assert services["postgres"]["image"].startswith("postgres:16")
     scheduler = services["scheduler"]
     assert scheduler["build"] == {"context": str(ROOT), "dockerfile": "Dockerfile"}
@@ -229,3 +229,10 @@ def test_compose_stack_is_valid() -> None:
     mounts = {volume["target"]: volume.get("source") for volume in services["prometheus"]["volumes"]}
     assert mounts["/etc/prometheus/prometheus.yml"] == str(ROOT / "deploy" / "prometheus" / "prometheus.yml")
     assert mounts["/etc/prometheus/alerts.yml"] == str(ROOT / "deploy" / "prometheus" / "alerts.yml")
+    alertmanager = services["alertmanager"]
+    mounts = {volume["target"]: volume.get("source") for volume in alertmanager["volumes"]}
+    assert mounts["/etc/alertmanager/alertmanager.yml"] == str(ROOT / "deploy" / "alertmanager" / "alertmanager.yml")
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    # prometheus.yml sends its alerts to this service, on Alertmanager's port.
+    assert '- targets: ["alertmanager:9093"]' in (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    assert any(port["target"] == 9093 for port in alertmanager["ports"])

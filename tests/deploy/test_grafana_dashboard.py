@@ -1,6 +1,7 @@
 """The Grafana dashboard: a current JSON model that picks its Prometheus through a variable (no
-hard-coded data source uid), queries the daemon's metrics in every panel, and colours job
-staleness with the alert thresholds; the provisioning files load it."""
+hard-coded data source uid), queries the daemon's metrics in every panel, follows the environment
+and instance selectors in every query, draws bars that add up to the true count, shows readiness,
+and colours job staleness with the alert thresholds; the provisioning files load it."""
 
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ SHOWN_METRICS = (
     "flavor_scheduler_messages_total",
     "flavor_scheduler_messages_pending",
     "flavor_scheduler_provider_request_duration_seconds_bucket",
+    "flavor_scheduler_ready",
 )
+SCOPE = ('environment=~"$environment"', 'instance=~"$instance"')
+# A metric's selector in a query: the name, and its braces when it has them.
+SELECTOR = re.compile(r"\b(flavor_scheduler_\w+|up)\b(\{[^}]*\})?")
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 
@@ -92,8 +97,74 @@ def test_job_name_variable_lists_the_jobs(dashboard: dict[str, Any]) -> None:
     assert variable["multi"] is True
     assert variable["includeAll"] is True
     assert variable["datasource"] == DATASOURCE
-    assert variable["definition"] == "label_values(flavor_scheduler_job_runs_total, job_name)"
+    assert variable["definition"] == (
+        'label_values(flavor_scheduler_job_runs_total{environment=~"$environment", instance=~"$instance"}, job_name)'
+    )
     assert variable["query"]["query"] == variable["definition"]
+
+
+def test_environment_and_instance_variables(dashboard: dict[str, Any]) -> None:
+    names = [v["name"] for v in dashboard["templating"]["list"]]
+    assert names.index("environment") < names.index("instance") < names.index("job_name"), "each narrows the next"
+    environment = _variable(dashboard, "environment")
+    assert environment["multi"] is False, "one environment at a time: staging's figures never mix with production's"
+    assert environment["definition"] == 'label_values(flavor_scheduler_build_info{job="flavor-scheduler"}, environment)'
+    instance = _variable(dashboard, "instance")
+    assert (instance["multi"], instance["includeAll"], instance["allValue"]) == (True, True, ".*")
+    assert 'environment=~"$environment"' in instance["definition"]
+    for variable in (environment, instance):
+        assert variable["type"] == "query"
+        assert variable["datasource"] == DATASOURCE
+        assert variable["query"]["query"] == variable["definition"]
+
+
+def _targets(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(panel title, query) for every query of every panel."""
+    for panel in _panels(dashboard):
+        for target in panel["targets"]:
+            yield panel["title"], target["expr"]
+
+
+def test_every_query_follows_the_environment_and_instance(dashboard: dict[str, Any]) -> None:
+    for title, expr in _targets(dashboard):
+        selectors = SELECTOR.findall(expr)
+        assert selectors, f"{title}: {expr}"
+        for name, braces in selectors:
+            for matcher in SCOPE:
+                assert matcher in braces, f"{title}: {name}{braces} lacks {matcher}"
+
+
+def _bar_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in _panels(dashboard) if p["fieldConfig"]["defaults"].get("custom", {}).get("drawStyle") == "bars"]
+
+
+def test_bars_add_up_to_the_true_count(dashboard: dict[str, Any]) -> None:
+    """`increase(x[$__rate_interval])` per bar counts every event in several bars (the windows are
+    longer than the step); each bar must be the rise over its own interval (a replica's last
+    samples before it stopped, and the rise across a failed scrape, included), and no interval
+    shorter than a scrape or two."""
+    bars = _bar_panels(dashboard)
+    assert len(bars) == 8
+    for panel in bars:
+        assert panel.get("interval") == "1m", panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            assert "$__rate_interval" not in expr, panel["title"]
+            assert "$__range" not in expr, panel["title"]
+            # The last sample in the bar's interval minus the last one before it (a failed scrape's
+            # staleness marker does not hide it, as it would from `x offset $__interval`).
+            now, before = (
+                r"last_over_time\((\w+\{[^}]*\})\[\$__interval\]\)",
+                r"last_over_time\(\1\[5m\] offset \$__interval\)",
+            )
+            assert re.search(f"{now} - {before}", expr), expr
+
+
+def test_readiness_is_shown_per_replica(dashboard: dict[str, Any]) -> None:
+    (panel,) = [p for p in _panels(dashboard) if p["title"] == "Ready"]
+    (target,) = panel["targets"]
+    assert target["expr"].startswith("max by (instance) (flavor_scheduler_ready{")
+    assert target["legendFormat"] == "{{instance}}"
 
 
 def test_no_hard_coded_datasource_uid(dashboard: dict[str, Any]) -> None:
@@ -113,7 +184,7 @@ def test_every_panel_queries_the_daemon(dashboard: dict[str, Any]) -> None:
         assert panel.get("targets"), f"panel {title!r} has no query"
         for target in panel["targets"]:
             assert target["datasource"] == DATASOURCE, title
-            assert re.search(r"flavor_scheduler_\w+|up\{job=\"flavor-scheduler\"\}", target["expr"]), title
+            assert re.search(r"flavor_scheduler_\w+|up\{job=\"flavor-scheduler\"[,}]", target["expr"]), title
         assert {"h", "w", "x", "y"} <= panel["gridPos"].keys(), title
 
 

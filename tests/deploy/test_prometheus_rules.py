@@ -1,5 +1,6 @@
 """The alerting rules: promtool accepts them and their unit tests pass; every alert is labelled,
-described, linked to its runbook section and tested both firing and quiet."""
+described, linked to its runbook section and tested both firing and quiet; every aggregation keeps
+the environment; Prometheus sends the alerts to an Alertmanager whose configuration amtool accepts."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 RULES = PROMETHEUS_DIR / "alerts.yml"
 RULE_TESTS = PROMETHEUS_DIR / "alerts_test.yml"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
+ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/flavor-entertainers/flavor-scheduler/blob/main/docs/runbook.md#"
 INSTALL_PROMTOOL = "apt-get install -y prometheus (it brings promtool)"
+INSTALL_AMTOOL = "apt-get install -y prometheus-alertmanager (it brings amtool)"
 ALERTS = {
     "FlavorSchedulerDown",
+    "FlavorSchedulerNotReady",
+    "FlavorSchedulerJobPaused",
     "FlavorSchedulerJobStale",
     "FlavorSchedulerJobFailing",
     "FlavorSchedulerMessagesFailing",
@@ -84,3 +89,24 @@ def test_every_alert_is_tested_firing_and_quiet() -> None:
 def test_rules_and_scrape_config_agree_on_the_job_name() -> None:
     assert re.search(r"^ +- job_name: flavor-scheduler$", CONFIG.read_text(), flags=re.MULTILINE)
     assert 'up{job="flavor-scheduler"}' in RULES.read_text()
+
+
+def test_every_aggregation_keeps_job_and_environment() -> None:
+    """A rule that drops `environment` would let a healthy staging hide a stale production."""
+    text = "\n".join(line for line in RULES.read_text().splitlines() if not line.lstrip().startswith("#"))
+    groupings = re.findall(r"\b(?:by|on) \(([^)]*)\)", text)
+    assert groupings
+    for grouping in groupings:
+        labels = {label.strip() for label in grouping.split(",")}
+        assert {"job", "environment"} <= labels, grouping
+
+
+def test_prometheus_sends_alerts_to_alertmanager() -> None:
+    section = r"^alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: \[\S+\]$"
+    assert re.search(section, CONFIG.read_text(), flags=re.MULTILINE)
+
+
+def test_amtool_accepts_the_alertmanager_config() -> None:
+    proc = run([find_tool("amtool", INSTALL_AMTOOL), "check-config", str(ALERTMANAGER_CONFIG)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout

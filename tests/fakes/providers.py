@@ -201,6 +201,10 @@ class FakeProviderServer:
         """Answer the next requests on `route` with these replies, in order, then normally."""
         self._scripts.setdefault(route, deque()).extend(replies)
 
+    def unscript(self, route: str = "send") -> None:
+        """Forget the replies still scripted for `route`: answer normally from now on."""
+        self._scripts.pop(route, None)
+
     def pending_replies(self, route: str = "send") -> int:
         return len(self._scripts.get(route, ()))
 

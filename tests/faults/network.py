@@ -5,6 +5,10 @@ while its sockets stay open: no FIN, no RST, and the proxy's kernel keeps acknow
 neither end can tell (TCP keepalives would not either). That is a middlebox losing a flow:
 a NAT or load balancer timing out, a firewall failover. Connections opened afterwards are
 forwarded normally, as through the recovered path.
+
+`cut()` is the plain outage: every connection is closed and new ones are closed as soon as they
+arrive, until `restore()`, as a client sees a database that went away (a server stopped, a host
+unreachable behind a load balancer).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class BlackholeProxy:
         self._server: asyncio.Server | None = None
         self._links: list[_Link] = []
         self.silenced = 0
+        self.refusing = False
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -93,7 +98,25 @@ class BlackholeProxy:
         self.silenced += count
         return count
 
+    def cut(self) -> int:
+        """Close every connection and turn new ones away until `restore()`; returns how many were open."""
+        self.refusing = True
+        closed = 0
+        for link in self._links:
+            if not link.client.is_closing():
+                closed += 1
+            for writer in (link.client, link.upstream):
+                writer.close()
+        return closed
+
+    def restore(self) -> None:
+        """Forward new connections again."""
+        self.refusing = False
+
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            client_writer.close()
+            return
         if self._unix_path:
             upstream_reader, upstream_writer = await asyncio.open_unix_connection(self._unix_path)
         else:

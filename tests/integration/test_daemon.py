@@ -25,6 +25,7 @@ from twilio.request_validator import RequestValidator
 
 from scheduler.app import App, build
 from scheduler.daemon import Daemon
+from scheduler.db import migrate
 from scheduler.db.engine import create_engine
 from scheduler.db.tables import deliveries, job_runs
 from scheduler.lifecycle import Phase
@@ -168,10 +169,16 @@ async def test_ready_only_once_the_database_answers(
         assert "waiting for the database" in running.events("readiness_changed")[-1]["problem"]
         async with http.get(f"{running.url}/api/cron/cleanup", headers=bearer(SECRET)) as response:
             assert response.status == 503
+        waiting = await scrape(http, running)
+        assert value(waiting, "flavor_scheduler_ready", "flavor_scheduler_ready") == 0
+        next_run = "flavor_scheduler_job_next_run_timestamp_seconds"
+        for job in JobName:  # known from the schedule before the database answers
+            assert value(waiting, next_run, next_run, job_name=job) > datetime.now(UTC).timestamp(), job
         await _allow_connections(test_databases, name, allowed=True)
         await until(running.app, Phase.READY, running.task)
         async with http.get(f"{running.url}/readyz") as response:
             assert response.status == 200
+        assert value(await scrape(http, running), "flavor_scheduler_ready", "flavor_scheduler_ready") == 1
         (unavailable, *_) = running.events("database_unavailable")
         assert unavailable["attempt"] == 1
         assert "connections" in unavailable["error"]
@@ -191,6 +198,32 @@ async def _allow_connections(databases: test_database.DatabaseFactory, name: str
                 )
     finally:
         await engine.dispose()
+
+
+async def test_probes_and_scrapes_in_flight_share_one_readiness_query(
+    database_url: str, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/readyz and the ready gauge ask the database; a flood of them must not be a flood of queries."""
+    async with started(daemon_settings(database_url)) as running:
+        original = migrate.current_revision
+        queries = 0
+
+        async def slow_revision(engine: AsyncEngine) -> str | None:
+            nonlocal queries
+            queries += 1
+            await asyncio.sleep(1.0)  # long enough for the whole flood to arrive while it runs
+            return await original(engine)
+
+        monkeypatch.setattr(migrate, "current_revision", slow_revision)
+
+        async def status(path: str) -> int:
+            async with http.get(f"{running.url}{path}") as response:
+                return response.status
+
+        statuses = await asyncio.gather(*(status(path) for path in ("/readyz", "/metrics") * 50))
+        assert set(statuses) == {200}
+        assert queries <= 2, f"{queries} readiness queries for 100 requests"  # a straggler may start a second
+        assert value(await scrape(http, running), "flavor_scheduler_ready", "flavor_scheduler_ready") == 1
 
 
 async def test_a_missing_required_table_stops_the_start_with_exit_1(database_url: str, engine: AsyncEngine) -> None:
@@ -261,6 +294,7 @@ CONTRACT_METRICS: dict[str, tuple[str, set[str]]] = {
     "flavor_scheduler_message_status_total": ("counter", {"channel", "status"}),
     "flavor_scheduler_provider_request_duration_seconds": ("histogram", {"provider", "outcome"}),
     "flavor_scheduler_build_info": ("gauge", {"version"}),
+    "flavor_scheduler_ready": ("gauge", set()),
 }
 
 
@@ -298,6 +332,8 @@ async def test_metrics_are_the_contract_s_names_types_and_labels(
             assert set(sample.labels) - {"le"} == labels, (sample.name, sample.labels)
             if kind == "counter":
                 assert sample.name == name
+    assert families["flavor_scheduler_ready"].samples[0].value == 1
+    assert {"process_resident_memory_bytes", "process_open_fds", "process_max_fds"} <= set(families)
 
 
 async def test_every_job_s_series_exist_at_zero_from_start(database_url: str, http: aiohttp.ClientSession) -> None:

@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from scheduler import cron
-from scheduler.clock import SystemClock
+from scheduler.clock import FrozenClock, SystemClock
 from scheduler.jobs.catalog import enabled_schedules
 from scheduler.schedule import (
     CATCH_UP_WINDOW,
@@ -378,6 +378,19 @@ async def test_scheduler_settings_are_explicit() -> None:
         assert now < times[JobName.DELIVER_PENDING_MESSAGES] <= now + timedelta(minutes=5)
     finally:
         schedule.shutdown()
+
+
+def test_next_runs_are_known_before_the_scheduler_starts() -> None:
+    """The daemon waits for its database before it starts the schedule; the next-run gauges must
+    not read 0 ("off") meanwhile."""
+    now = datetime(2026, 11, 29, 10, 7, tzinfo=UTC)
+    settings = Settings(_env_file=None, timezone="Australia/Sydney", schedule_cleanup_expired_otps="off")
+    schedule = Schedule(enabled_schedules(settings), settings.tz, FrozenClock(now))
+    times = schedule.next_run_times()
+    assert not schedule.running
+    assert times[JobName.CLEANUP_EXPIRED_OTPS] is None
+    assert times[JobName.DELIVER_PENDING_MESSAGES] == datetime(2026, 11, 29, 10, 10, tzinfo=UTC)
+    assert times[JobName.SEND_BOOKING_REMINDERS] == datetime(2026, 11, 29, 11, 0, tzinfo=UTC)
 
 
 async def test_each_fire_is_handed_over_with_its_scheduled_time_and_late_ones_are_dropped() -> None:
