@@ -29,6 +29,8 @@ _FROM_ENVIRONMENT = {
     "sslcrl": "PGSSLCRL",
 }
 
+ASYNCPG_SCHEME = "postgresql+asyncpg"
+
 
 class DatabaseUrlError(ValueError):
     """A DATABASE_URL parameter that cannot be honoured; the message names it, never the password."""
@@ -262,3 +264,30 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> str:
 def _shown(text: str) -> str:
     """A word of the operator's for an error message: quoted, cut short."""
     return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
+def check_url(url: str) -> None:
+    """DATABASE_URL as the settings accept it; a ValueError says what is wrong, never the password."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres", ASYNCPG_SCHEME):
+        raise ValueError("DATABASE_URL must start with postgresql:// or postgresql+asyncpg://")
+    if rest.partition("?")[0].count("@") > 1:
+        # user:p@ss@host parses as host "ss@host": say what is wrong, not "host not found".
+        raise ValueError(
+            "DATABASE_URL has more than one '@': percent-encode an '@' in the user name or password "
+            "as %40 (and ':' as %3A, '/' as %2F)"
+        )
+    from sqlalchemy.engine import make_url
+
+    # libpq's query parameters are translated or refused here, by name (exit 2), rather than
+    # reaching asyncpg.connect() as keywords it does not know (a TypeError).
+    target = parse(f"{ASYNCPG_SCHEME}://{rest}")
+    try:
+        port = make_url(target.url).port
+    except (ValueError, TypeError):  # the parser's message would quote the URL, password and all
+        port = 0
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(
+            "DATABASE_URL is not a valid URL: check the port, and percent-encode special "
+            "characters in the user name and password"
+        )

@@ -2,108 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import ipaddress
-import os
-import re
-import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    Field,
-    PositiveInt,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import Field, PositiveInt, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from scheduler import cron
+from scheduler.database_url import ASYNCPG_SCHEME, check_url
+from scheduler.settings_values import (
+    CENTURY_DAYS,
+    SCHEDULE_PREFIX,
+    Days,
+    Hours,
+    ScheduleVariables,
+    SendRate,
+    check_schedules,
+    email_address,
+    fold_schedule_keywords,
+    host_name,
+    http_url,
+    read_secret_file,
+)
 from scheduler.vocabulary import JobName
 
-SCHEDULE_PREFIX = "schedule_"  # SCHEDULE_<JOB>, case-insensitive like every variable
 SECRET_NAMES = ("database_url", "twilio_auth_token", "resend_api_key", "cron_secret")
-_ASYNCPG_SCHEME = "postgresql+asyncpg"
-
-# Durations the jobs step back or forward from now: at most a century, which no rule needs and
-# which keeps the date arithmetic in range (a larger value crashed every run with OverflowError).
-_CENTURY_DAYS = 36_500
-Hours = Annotated[int, Field(gt=0, le=_CENTURY_DAYS * 24)]
-Days = Annotated[int, Field(gt=0, le=_CENTURY_DAYS)]
-# A send ceiling: a finite number, and not so slow that the smallest claim of messages (10)
-# outlasts the delivery lease (120 s); below one message every two seconds it would.
-SendRate = Annotated[float, Field(ge=0.5, allow_inf_nan=False)]
-_EMAIL_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_HOST_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"{_HOST_LABEL}(\.{_HOST_LABEL})*\.?")
-
-
-def _has_control_or_space(value: str) -> bool:
-    return any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in value)
 
 
 class SettingsError(Exception):
     """Settings that cannot be used; the message names each offending variable."""
-
-
-def _http_url(value: str | None) -> str | None:
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or _has_control_or_space(value):
-        raise ValueError("must be an http:// or https:// URL")
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ValueError("the port must be a number from 1 to 65535")
-    return value.rstrip("/")
-
-
-def _email_address(value: str | None) -> str | None:
-    """An address, or `Name <address>` as Resend accepts; no line breaks (header injection)."""
-    if value is None:
-        return None
-    from email.utils import parseaddr
-
-    if any(unicodedata.category(ch).startswith("C") for ch in value) or not _EMAIL_ADDRESS.fullmatch(
-        parseaddr(value)[1]
-    ):
-        raise ValueError("must be an email address such as bookings@example.com or Name <bookings@example.com>")
-    return value
-
-
-class _ScheduleVariables(PydanticBaseSettingsSource):
-    """SCHEDULE_<JOB> variables (the environment over `.env`) gathered into `schedules`: the jobs
-    are the catalog's, so the settings need no field per job."""
-
-    def __init__(self, settings_cls: type[BaseSettings], *sources: PydanticBaseSettingsSource) -> None:
-        super().__init__(settings_cls)
-        self._sources = [source for source in sources if isinstance(source, EnvSettingsSource)]
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # this source fills `schedules` as a whole, in __call__
-
-    def __call__(self) -> dict[str, Any]:
-        found: dict[str, str] = {}
-        for source in reversed(self._sources):  # lowest priority first: the environment wins
-            for name, value in source.env_vars.items():
-                if name.lower().startswith(SCHEDULE_PREFIX) and value:
-                    found[name.lower().removeprefix(SCHEDULE_PREFIX)] = value
-        return {"schedules": found} if found else {}
 
 
 class Settings(BaseSettings):
@@ -118,7 +45,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        schedules = _ScheduleVariables(settings_cls, env_settings, dotenv_settings)
+        schedules = ScheduleVariables(settings_cls, env_settings, dotenv_settings)
         return init_settings, env_settings, dotenv_settings, schedules, file_secret_settings
 
     model_config = SettingsConfigDict(
@@ -145,7 +72,7 @@ class Settings(BaseSettings):
     audit_log_keep_event_types: Annotated[tuple[str, ...], NoDecode] = ("security", "fraud", "dispute")
     booking_reminder_hours: Hours = 24
     payment_reminder_days: Days = 3
-    reminder_min_lead_minutes: Annotated[int, Field(ge=0, le=_CENTURY_DAYS * 24 * 60)] = 60
+    reminder_min_lead_minutes: Annotated[int, Field(ge=0, le=CENTURY_DAYS * 24 * 60)] = 60
     delete_batch_size: Annotated[int, Field(gt=0, le=1_000_000)] = 5000
 
     twilio_account_sid: str | None = None
@@ -191,35 +118,12 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _schedule_keywords(cls, data: Any) -> Any:
-        """`Settings(schedule_<job>=...)` keywords, as the environment variables are gathered."""
-        if isinstance(data, dict):
-            given = {key: value for key, value in data.items() if str(key).lower().startswith(SCHEDULE_PREFIX)}
-            if given:
-                data = {key: value for key, value in data.items() if key not in given}
-                named = {str(key).lower().removeprefix(SCHEDULE_PREFIX): value for key, value in given.items()}
-                data["schedules"] = {**data.get("schedules", {}), **named}
-        return data
+        return fold_schedule_keywords(data)
 
     @field_validator("schedules")
     @classmethod
     def _known_jobs_cron_or_off(cls, value: dict[str, str]) -> dict[str, str]:
-        problems, schedules = [], {}
-        names = [job.value for job in JobName]
-        for key, expression in value.items():
-            job = key.lower()
-            variable = f"SCHEDULE_{job.upper()}"
-            if job not in names:
-                close = difflib.get_close_matches(job, names, n=1)
-                hint = f"; did you mean SCHEDULE_{close[0].upper()}?" if close else ""
-                problems.append(f"{variable} names no job{hint}")
-                continue
-            try:
-                schedules[job] = cron.validate(expression)
-            except cron.CronError as exc:
-                problems.append(f"{variable}: {exc}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return schedules
+        return check_schedules(value)
 
     @field_validator("audit_log_keep_event_types", mode="before")
     @classmethod
@@ -231,22 +135,17 @@ class Settings(BaseSettings):
     @field_validator("twilio_api_base_url", "resend_api_url", "twilio_status_callback_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        return _http_url(value)
+        return http_url(value)
 
     @field_validator("email_from", "email_reply_to")
     @classmethod
     def _email(cls, value: str | None) -> str | None:
-        return _email_address(value)
+        return email_address(value)
 
     @field_validator("http_host")
     @classmethod
     def _host(cls, value: str) -> str:
-        with contextlib.suppress(ValueError):
-            ipaddress.ip_address(value)
-            return value
-        if len(value) > 253 or not _HOSTNAME.fullmatch(value):
-            raise ValueError("must be an IP address (0.0.0.0, ::, 127.0.0.1) or a host name")
-        return value
+        return host_name(value)
 
     @field_validator("twilio_whatsapp_number")
     @classmethod
@@ -278,45 +177,14 @@ class Settings(BaseSettings):
                 continue
             if getattr(self, name) is not None:
                 raise ValueError(f"{name.upper()} and {name.upper()}_FILE are both set; set one")
-            try:
-                text = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(f"{name.upper()}_FILE: cannot read {path}: {exc.strerror}") from None
-            except UnicodeDecodeError:
-                raise ValueError(f"{name.upper()}_FILE: {path} is not UTF-8 text") from None
-            if not text:
-                raise ValueError(f"{name.upper()}_FILE: {path} is empty")
+            text = read_secret_file(f"{name.upper()}_FILE", path)
             setattr(self, name, SecretStr(text))
         return self
 
     @model_validator(mode="after")
     def _database_url_scheme(self) -> Settings:
         if self.database_url is not None:
-            scheme = self.database_url.get_secret_value().partition("://")[0]
-            if scheme not in ("postgresql", "postgres", _ASYNCPG_SCHEME):
-                raise ValueError("DATABASE_URL must start with postgresql:// or postgresql+asyncpg://")
-            if self.database_url.get_secret_value().partition("://")[2].partition("?")[0].count("@") > 1:
-                # user:p@ss@host parses as host "ss@host": say what is wrong, not "host not found".
-                raise ValueError(
-                    "DATABASE_URL has more than one '@': percent-encode an '@' in the user name or password "
-                    "as %40 (and ':' as %3A, '/' as %2F)"
-                )
-            from sqlalchemy.engine import make_url
-
-            from scheduler import database_url
-
-            # libpq's query parameters are translated or refused here, by name (exit 2), rather
-            # than reaching asyncpg.connect() as keywords it does not know (a TypeError).
-            target = database_url.parse(self.async_database_url() or "")
-            try:
-                port = make_url(target.url).port
-            except (ValueError, TypeError):  # the parser's message would quote the URL, password and all
-                port = 0
-            if port is not None and not 0 < port < 65536:
-                raise ValueError(
-                    "DATABASE_URL is not a valid URL: check the port, and percent-encode special "
-                    "characters in the user name and password"
-                )
+            check_url(self.database_url.get_secret_value())
         return self
 
     @model_validator(mode="after")
@@ -365,7 +233,7 @@ class Settings(BaseSettings):
         url = self.database_url.get_secret_value()
         _, _, rest = url.partition("://")
         # The query stays as written: db.engine translates libpq's parameters for asyncpg.
-        return f"{_ASYNCPG_SCHEME}://{rest}"
+        return f"{ASYNCPG_SCHEME}://{rest}"
 
     @property
     def whatsapp_enabled(self) -> bool:
@@ -408,25 +276,11 @@ def variable_names() -> list[str]:
     return names + [f"{SCHEDULE_PREFIX.upper()}{job.value.upper()}" for job in JobName]
 
 
-def _given_variables(env_file: Any) -> list[str]:
-    """The names in the environment and in the `.env` file the settings are read from."""
-    names = list(os.environ)
-    if isinstance(env_file, str | Path) and Path(env_file).is_file():
-        from dotenv import dotenv_values
-
-        names += list(dotenv_values(env_file))
-    return names
-
-
-def _variable_name(loc: tuple[int | str, ...]) -> str:
-    return str(loc[0]).upper() if loc else "settings"
-
-
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings, raising SettingsError with one line per bad variable."""
-    from scheduler.settings_typos import describe, lookalikes
+    from scheduler.settings_typos import describe, given_variables, lookalikes
 
-    found = lookalikes(_given_variables(overrides.get("_env_file", ".env")))
+    found = lookalikes(given_variables(overrides.get("_env_file", ".env")))
     if found:
         raise SettingsError(describe(found))
     try:
@@ -436,7 +290,7 @@ def load_settings(**overrides: Any) -> Settings:
         for error in exc.errors(include_input=False, include_url=False):
             message = str(error["msg"]).removeprefix("Value error, ")
             if error["loc"] and error["loc"][0] != "schedules":  # those messages name their variable
-                lines.append(f"{_variable_name(error['loc'])}: {message}")
+                lines.append(f"{str(error['loc'][0]).upper()}: {message}")
             else:
                 lines.append(message)
         raise SettingsError("; ".join(lines)) from None

@@ -7,8 +7,11 @@ setting or job is known here without a second list.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 # Variables of other programs that share a prefix with ours and are not mistakes.
 FOREIGN_NAMES = frozenset({"HTTP_PROXY"})
@@ -22,6 +25,16 @@ def setting_names() -> frozenset[str]:
     from scheduler.settings import variable_names
 
     return frozenset(variable_names())
+
+
+def given_variables(env_file: Any) -> list[str]:
+    """The names in the environment and in the `.env` file the settings are read from."""
+    names = list(os.environ)
+    if isinstance(env_file, str | Path) and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        names += list(dotenv_values(env_file))
+    return names
 
 
 def prefixes(names: Iterable[str]) -> frozenset[str]:

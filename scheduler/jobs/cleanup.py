@@ -8,9 +8,10 @@ from uuid import UUID
 from scheduler.db import bookings as bookings_db
 from scheduler.db import cleanup as cleanup_db
 from scheduler.db import outbox as outbox_db
-from scheduler.db.bookings import RefusedRow
+from scheduler.db import platform_rows
 from scheduler.db.cleanup import START_OF_TABLE, Purge
 from scheduler.db.errors import DatabaseError
+from scheduler.db.platform_rows import RefusedRow
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
 from scheduler.notify.content import ContentError
@@ -51,14 +52,14 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
                     conn, ids, with_preferences=deps.tables.has("notification_preferences")
                 )
                 owed = _owe_cancellation(ctx, records, now)
-                refused = await bookings_db.insert_notifications(conn, owed.notices, now=now)
+                refused = await platform_rows.insert_notifications(conn, owed.notices, now=now)
                 if has_audit:
                     reason = STALE_REASON.format(hours=hours)
                     audits = [
                         AuditEntry.for_booking(record, "auto_cancelled_stale", reason=reason, cutoff=cutoff.isoformat())
                         for record in records
                     ]
-                    refused += await bookings_db.insert_audit_entries(conn, audits, now=now)
+                    refused += await platform_rows.insert_audit_entries(conn, audits, now=now)
                 inserted = await outbox_db.record_owed(conn, owed.deliveries)
         except DatabaseError as exc:
             result.fail(f"cancelling a batch of stale bookings failed: {exc}")
@@ -120,7 +121,7 @@ async def cleanup_old_notifications(ctx: JobContext, now: datetime) -> JobResult
     if result.count and not ctx.dry_run and deps.tables.has("audit_logs"):
         try:
             async with deps.db.begin() as conn:
-                refused = await bookings_db.insert_audit_entries(
+                refused = await platform_rows.insert_audit_entries(
                     conn,
                     [
                         AuditEntry(

@@ -15,10 +15,12 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.db import bookings as bookings_db
 from scheduler.db import outbox as outbox_db
-from scheduler.db.bookings import DueReminder, RefusedRow
+from scheduler.db import platform_rows
+from scheduler.db import reminders as reminders_db
 from scheduler.db.errors import DatabaseError
+from scheduler.db.platform_rows import RefusedRow
+from scheduler.db.reminders import DueReminder
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
 from scheduler.notify.content import ContentError
@@ -87,7 +89,7 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
                 if not candidates:
                     break
                 owed, writable = _plan(ctx, rule, candidates, now=now, result=result, unwritable=unwritable)
-                won = await bookings_db.claim_reminders(
+                won = await reminders_db.claim_reminders(
                     conn,
                     kind=rule.kind.value,
                     due=[(due.record.id, due.record.event_date) for due in writable if due.record.event_date],
@@ -95,9 +97,9 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
                     now=now,
                 )
                 owed = _for_this_reminder(owed.only_bookings(won), writable)
-                refused = await bookings_db.insert_notifications(conn, owed.notices, now=now)
+                refused = await platform_rows.insert_notifications(conn, owed.notices, now=now)
                 if deps.tables.has("audit_logs"):
-                    refused += await bookings_db.insert_audit_entries(conn, _audit_rows(rule, writable, won), now=now)
+                    refused += await platform_rows.insert_audit_entries(conn, _audit_rows(rule, writable, won), now=now)
                 inserted = await outbox_db.record_owed(conn, owed.deliveries)
         except DatabaseError as exc:
             result.fail(f"recording {rule.kind.value}s failed: {exc}")
@@ -132,7 +134,7 @@ async def _find_due(
     limit: int,
     exclude: Iterable[UUID],
 ) -> list[DueReminder]:
-    return await bookings_db.find_due_reminders(
+    return await reminders_db.find_due_reminders(
         conn,
         kind=rule.kind.value,
         earliest_event=earliest,
