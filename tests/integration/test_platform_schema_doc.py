@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
 from scheduler.db.engine import create_engine
-from scheduler.db.platform import inspect_platform
+from scheduler.db.platform import PlatformTables, inspect_platform
 from scheduler.db.tables import OPTIONAL_TABLES, REQUIRED_TABLES
 from tests.database import DatabaseFactory
 
@@ -46,7 +46,8 @@ async def test_the_documented_ddl_is_what_the_code_uses(test_databases: Database
             found: dict[str, dict[str, tuple[str, bool]]] = {}
             for row in await conn.execute(_COLUMNS_SQL):
                 found.setdefault(row.table_name, {})[row.column_name] = (row.type, row.has_default)
-            tables = await inspect_platform(conn)  # the daemon accepts the documented schema as it stands
+            tables = PlatformTables()
+            await inspect_platform(conn, tables)  # the daemon accepts the documented schema as it stands
     finally:
         await engine.dispose()
         await test_databases.drop(url)
