@@ -256,20 +256,30 @@ class HttpServer:
             return web.json_response({"error": "MessageSid and MessageStatus are required"}, status=400)
         try:
             async with self._db.begin() as conn:
-                channel = await outbox_db.record_provider_status(
+                recorded = await outbox_db.record_provider_status(
                     conn, provider_id=provider_id, status=status, error_code=error_code, now=self._clock.now()
                 )
         except DatabaseError as exc:
             log.warning("message_status_not_recorded", provider_id=provider_id, error=str(exc))
             return web.json_response({"error": "database unavailable"}, status=503)
-        self._metrics.message_status.labels(
-            channel=channel or Channel.WHATSAPP, status=status if status in TWILIO_STATUSES else "other"
-        ).inc()
-        if channel is None:
-            log.warning("message_status_unknown_message", provider_id=provider_id, status=status, error_code=error_code)
-        else:
-            log.info("message_status", provider_id=provider_id, status=status, error_code=error_code)
+        self._status_recorded(recorded, provider_id=provider_id, status=status, error_code=error_code)
         return web.Response(status=204)
+
+    def _status_recorded(
+        self, recorded: outbox_db.StatusRecorded, *, provider_id: str, status: str, error_code: str | None
+    ) -> None:
+        """Log and count a status report: news is counted, a replay or a late earlier stage is not."""
+        fields = {"provider_id": provider_id, "status": status, "error_code": error_code}
+        if recorded.channel is None:
+            log.warning("message_status_unknown_message", **fields)
+        elif not recorded.applied:
+            log.info("message_status_superseded", **fields)
+            return
+        else:
+            log.info("message_status", **fields)
+        self._metrics.message_status.labels(
+            channel=recorded.channel or Channel.WHATSAPP, status=status if status in TWILIO_STATUSES else "other"
+        ).inc()
 
 
 def _handler_options(limits: ConnectionLimits) -> dict[str, Any]:

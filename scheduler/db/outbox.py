@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -262,20 +263,38 @@ async def count_by_channel_and_status(conn: AsyncConnection) -> dict[str, dict[s
     return counts
 
 
+# The order of a message's later statuses: a callback never moves a message back (Twilio sends
+# them concurrently, so they may arrive out of order), and failed/undelivered are final, their
+# error code kept. Statuses not listed rank lowest.
+STATUS_RANKS: dict[str, int] = {
+    "accepted": 1, "scheduled": 1, "queued": 1, "sending": 1,
+    "sent": 2, "delivered": 3, "read": 4,
+    "undelivered": 5, "failed": 5, "canceled": 5,
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRecorded:
+    """What a provider's status report did: the delivery's channel (None: no such message) and
+    whether the status was news (False for a replayed or out-of-order report)."""
+
+    channel: str | None
+    applied: bool
+
+
 async def record_provider_status(
     conn: AsyncConnection, *, provider_id: str, status: str, error_code: str | None, now: datetime
-) -> str | None:
-    """Store a later status reported by the provider; returns the delivery's channel, or None if unknown."""
+) -> StatusRecorded:
+    """Store a later status reported by the provider, unless the message is already at that stage or later."""
+    current_rank = case(STATUS_RANKS, value=deliveries.c.provider_status, else_=0)
     statement = (
         update(deliveries)
-        .where(deliveries.c.provider_message_id == provider_id)
-        .values(
-            provider_status=status,
-            provider_error_code=error_code,
-            provider_status_at=now,
-            updated_at=now,
-        )
+        .where(deliveries.c.provider_message_id == provider_id, current_rank < STATUS_RANKS.get(status, 0))
+        .values(provider_status=status, provider_error_code=error_code, provider_status_at=now, updated_at=now)
         .returning(deliveries.c.channel)
     )
     channel: str | None = (await conn.scalars(statement)).first()
-    return channel
+    if channel is not None:
+        return StatusRecorded(channel, applied=True)
+    known = select(deliveries.c.channel).where(deliveries.c.provider_message_id == provider_id).limit(1)
+    return StatusRecorded((await conn.scalars(known)).first(), applied=False)

@@ -760,6 +760,47 @@ async def test_status_callbacks_signed_by_twilio_are_recorded(
     ]
 
 
+@pytest.mark.parametrize(
+    ("arrivals", "final", "news"),
+    [
+        # Twilio posts its callbacks concurrently: they may arrive out of order, and be replayed.
+        ((("failed", "63016"), ("sent", None)), ("failed", "63016"), 1),  # final, its error code kept
+        ((("read", None), ("delivered", None)), ("read", None), 1),  # a later stage is never overwritten
+        ((("sent", None), ("delivered", None), ("delivered", None)), ("delivered", None), 2),  # a replay
+    ],
+)
+async def test_status_callbacks_only_ever_move_a_message_forward(
+    database_url: str,
+    http: aiohttp.ClientSession,
+    engine: AsyncEngine,
+    arrivals: tuple[tuple[str, str | None], ...],
+    final: tuple[str, str | None],
+    news: int,
+) -> None:
+    sid = "SM" + "1" * 32
+    await _add_sent_delivery(engine, sid)
+    validator = RequestValidator(TWILIO_AUTH_TOKEN)
+    async with started(twilio_settings(database_url, twilio_status_callback_url=CALLBACK_URL)) as running:
+        for status, code in arrivals:
+            form = callback_form(sid, status, code) if code else callback_form(sid, status)
+            signature = validator.compute_signature(CALLBACK_URL, form)
+            endpoint = f"{running.url}/api/twilio/status"
+            async with http.post(endpoint, data=form, headers={"X-Twilio-Signature": signature}) as response:
+                assert response.status == 204  # a stale or repeated report is still a genuine one
+        recorded = len(running.events("message_status"))
+        superseded = len(running.events("message_status_superseded"))
+        families = await scrape(http, running)
+    (row,) = await fetch(engine, "SELECT provider_status, provider_error_code FROM flavor_scheduler.deliveries")
+    assert tuple(row) == final
+    assert (recorded, superseded) == (news, len(arrivals) - news)
+    counted = sum(
+        value(families, "flavor_scheduler_message_status", "flavor_scheduler_message_status_total",
+              channel="whatsapp", status=status) or 0
+        for status in {status for status, _ in arrivals}
+    )  # fmt: skip
+    assert counted == news  # only news is counted
+
+
 async def test_status_callbacks_with_a_forged_signature_are_refused(
     database_url: str, http: aiohttp.ClientSession, engine: AsyncEngine
 ) -> None:
