@@ -228,14 +228,41 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
         return _fail(f"{what}: {redact_text(problem, app.settings.secret_values())}", EXIT_FAILED)
     started = app.clock.now()
     results: list[JobResult] = []
-    for job in jobs:
-        results.append(await app.runner.run(job, trigger=Trigger.MANUAL, dry_run=dry_run))
+    with _stop_on_signals(app):
+        for job in jobs:
+            if results and app.lifecycle.stopping:
+                break
+            results.append(await app.runner.run(job, trigger=Trigger.MANUAL, dry_run=dry_run))
     secrets = app.settings.secret_values()
     for result in results:
         result.errors = [redact_text(error, secrets) for error in result.errors]
     body = group_json(target, results, started) if target in GROUPS else result_json(results[0])
     print(json.dumps(body, ensure_ascii=False, default=str))
-    return EXIT_OK if all(result.success for result in results) else EXIT_FAILED
+    interrupted = app.lifecycle.stopping
+    return EXIT_OK if all(result.success for result in results) and not interrupted else EXIT_FAILED
+
+
+@contextlib.contextmanager
+def _stop_on_signals(app: App) -> Iterator[None]:
+    """SIGINT/SIGTERM during --run-once: stop after the item in hand; the runner hands back the
+    run's lease and the dispatcher the messages it had claimed, at once, and the result so far is
+    printed with `"interrupted": true`. A second signal ends the program at once."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+
+    def stop(signum: int) -> None:
+        if not app.lifecycle.request_stop():
+            raise KeyboardInterrupt
+        print(f"{PROG}: {signal.Signals(signum).name}: stopping after the item in hand", file=sys.stderr)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
 
 
 def list_jobs(settings: Settings, now: datetime) -> str:

@@ -79,7 +79,8 @@ class RunHistory:
 
     async def admit(self, job: JobName, trigger: Trigger, fire: Fire | None) -> Admission:
         """Claim a run of `job` in the run history: at most one in progress per job in all
-        replicas, one per scheduled fire ever."""
+        replicas, one per scheduled fire ever; a manual run always runs."""
+        alongside: list[str] = []
         try:
             async with self._db.begin() as conn:
                 claim = await runs_db.claim_run(
@@ -92,8 +93,13 @@ class RunHistory:
                     now=self._clock.now(),
                     lease=self._limits.run_lease,
                 )
+                if claim.run_id is not None and trigger is Trigger.MANUAL:
+                    alongside = await runs_db.running_elsewhere(conn, job=job.value, run_id=claim.run_id)
         except DatabaseError as exc:
             return Admission(None, error=str(exc))
+        if claim.run_id is not None and trigger is Trigger.MANUAL and alongside:
+            # Allowed: the reminder ledger and the outbox keep every booking and message once.
+            log.warning("running_alongside", job=job.value, other_runs=alongside)
         return Admission(claim.run_id, claim.refused_because, claim.holder)
 
     async def take_over(self, job: JobName, run: AbandonedRun) -> Admission:

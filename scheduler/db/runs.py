@@ -85,6 +85,16 @@ async def claim_run(
     return Claim(None, SkipReason.ALREADY_RUNNING, holder)
 
 
+async def running_elsewhere(conn: AsyncConnection, *, job: str, run_id: UUID) -> list[str]:
+    """The replicas of the job's other runs in progress (a manual run says it runs alongside them)."""
+    rows = await conn.scalars(
+        select(job_runs.c.replica_id).where(
+            job_runs.c.job_name == job, job_runs.c.status == RunStatus.RUNNING, job_runs.c.id != run_id
+        )
+    )
+    return list(rows)
+
+
 async def renew_lease(conn: AsyncConnection, run_id: UUID, *, replica: str, lease: timedelta) -> bool:
     """Extend a running run's lease (by the database's clock); False when the run is no longer
     ours (taken over)."""

@@ -37,7 +37,7 @@ from scheduler.db.engine import create_engine
 from scheduler.demo.seed import create_platform_tables
 from scheduler.schedule import slot_key
 from scheduler.vocabulary import JobName
-from tests.acceptance.test_replicas import (
+from tests.acceptance.daemons import (
     SHUTDOWN_TIMEOUT_SECONDS,
     DaemonProcess,
     daemons,
