@@ -167,6 +167,7 @@ def build(
     with translated_errors():
         db = Database(create_engine(url, pool_size=settings.database_pool_size))
     replica_id = replica_name()
+    tables = PlatformTables()  # as if every optional table existed, until prepare_database() looks
     dispatcher = Dispatcher(
         db,
         transports,
@@ -176,13 +177,15 @@ def build(
         metrics=metrics,
         claimer=replica_id,
         give_up_after=timedelta(hours=settings.message_max_retry_hours),
+        lead=timedelta(minutes=settings.reminder_min_lead_minutes),
+        tables=tables,
     )
     planner = MessagePlanner(
         Renderer(settings.tz),
         enabled_channels=transports.keys(),
         content_sids={kind: settings.content_sid(kind.value) for kind in MessageKind},
     )
-    deps = Dependencies(settings, db, PlatformTables(), metrics, planner, dispatcher, limits)
+    deps = Dependencies(settings, db, tables, metrics, planner, dispatcher, limits)
     schedule = Schedule(schedules if schedules is not None else enabled_schedules(settings), settings.tz, clock)
     lifecycle = Lifecycle(
         clock,

@@ -14,8 +14,10 @@ import structlog
 
 from scheduler.clock import Clock
 from scheduler.db import outbox as outbox_db
+from scheduler.db import validity as validity_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
+from scheduler.db.platform import PlatformTables
 from scheduler.limits import Limits
 from scheduler.metrics import Metrics
 from scheduler.notify.backoff import Backoff
@@ -41,6 +43,8 @@ class Dispatcher:
         metrics: Metrics,
         claimer: str,
         give_up_after: timedelta,
+        lead: timedelta,
+        tables: PlatformTables,
         rng: random.Random | None = None,
     ) -> None:
         self._db = db
@@ -53,6 +57,8 @@ class Dispatcher:
         self._metrics = metrics
         self._claimer = claimer
         self._give_up_after = give_up_after
+        self._lead = lead  # REMINDER_MIN_LEAD_MINUTES: a reminder closer to its event than this is void
+        self._tables = tables
         self._record = OutcomeRecorder(db, metrics, clock, claimer)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
 
@@ -94,18 +100,31 @@ class Dispatcher:
     ) -> None:
         in_flight = asyncio.Semaphore(self._limits.max_in_flight)
         while not should_stop():
+            now = self._clock.now()
             async with self._db.begin() as conn:
                 batch = await outbox_db.claim_due(
                     conn,
                     channel=channel.value,
-                    now=self._clock.now(),
+                    now=now,
                     lease=self._limits.delivery_lease,
                     claimer=self._claimer,
                     limit=self._claim_size(channel),
                     only_ids=only_ids,
                 )
+                # Every claimed message is re-checked against its booking as it stands now.
+                voided = await validity_db.void_untrue(
+                    conn,
+                    [delivery.id for delivery in batch],
+                    now=now,
+                    lead=self._lead,
+                    with_preferences=self._tables.has("notification_preferences"),
+                )
             if not batch:
                 return
+            for delivery in batch:
+                if delivery.id in voided:
+                    self._record.voided(delivery, report, voided[delivery.id])
+            batch = [delivery for delivery in batch if delivery.id not in voided]
 
             async def one(delivery: ClaimedDelivery) -> None:
                 async with in_flight:

@@ -127,6 +127,15 @@ class OutcomeRecorder:
         report.states[MessageState.RETRYING] += 1
         report.errors.append(f"{describe(delivery)}: {reason}; retrying at {next_attempt:%Y-%m-%dT%H:%M:%SZ}")
 
+    def voided(self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str) -> None:
+        """No longer true, so not sent (written by the claim): counted, logged, not an error."""
+        report.states[MessageState.VOID] += 1
+        self._count(delivery, MessageOutcome.VOID)
+        log.info(
+            "message_void", booking=delivery.booking_reference, channel=delivery.channel.value,
+            kind=delivery.kind.value, reason=reason,
+        )  # fmt: skip
+
     async def hand_back(self, delivery: ClaimedDelivery) -> None:
         """Stopping before the message was tried: it is owed again at once, as it was."""
         async with self._db.begin() as conn:

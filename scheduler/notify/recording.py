@@ -50,6 +50,10 @@ class RecordingTransport:
         failure = error or TransientSendError("scripted transient failure", code="scripted")
         self._failures.extend([failure] * count)
 
+    def recover(self) -> None:
+        """The outage is over: failures still queued by `fail_next` or `drop_next` are dropped."""
+        self._failures.clear()
+
     def drop_next(self, count: int = 1) -> None:
         """The next `count` sends go out but raise an ambiguous TransientSendError (lost answer)."""
         self._failures.extend([None] * count)

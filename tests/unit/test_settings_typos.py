@@ -8,6 +8,7 @@ import pytest
 
 from scheduler.settings import Settings, SettingsError, load_settings
 from scheduler.settings_typos import lookalikes, prefixes, setting_names
+from scheduler.vocabulary import JobName
 
 
 @pytest.mark.parametrize(
@@ -49,6 +50,7 @@ def test_other_programs_variables_are_left_alone(monkeypatch: pytest.MonkeyPatch
 
 def test_real_names_come_from_the_settings_model() -> None:
     names = setting_names()
-    assert names == {field.upper() for field in Settings.model_fields}
+    fields = {field.upper() for field in Settings.model_fields} - {"SCHEDULES"}
+    assert names == fields | {f"SCHEDULE_{job.value.upper()}" for job in JobName}
     assert {"SCHEDULE_", "TWILIO_", "RESEND_", "DATABASE_", "TIMEZONE"} <= prefixes(names)
     assert lookalikes(names) == []
