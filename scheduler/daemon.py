@@ -27,6 +27,7 @@ from scheduler import __version__, systemd
 from scheduler.app import App
 from scheduler.db.errors import DatabaseError, explain_connect_error
 from scheduler.db.platform import PlatformSchemaError
+from scheduler.fires import FireRuns
 from scheduler.jobs.catalog import GROUPS
 from scheduler.lifecycle import Phase
 from scheduler.records import Fire
@@ -46,6 +47,7 @@ class Daemon:
         self.handle_signals = handle_signals
         self._exit_code = EXIT_OK
         self._background: list[asyncio.Task[None]] = []
+        self.fires = FireRuns(app)
         self._signals = 0
 
     async def run(self) -> int:
@@ -146,6 +148,7 @@ class Daemon:
         app = self.app
         self.stop()  # STOPPING=1 if no signal said it yet; jobs finish the item in hand and return
         app.schedule.shutdown()
+        self.fires.cancel_retries()
         for task in self._background:
             if task.get_name() != "heartbeat":
                 task.cancel()
@@ -189,7 +192,7 @@ class Daemon:
     def _on_fire(self, job: JobName, scheduled_for: datetime) -> None:
         """The schedule's callback: run the job for this fire (the run history decides if it may)."""
         fire = Fire(self.app.schedule.slot(job, scheduled_for), scheduled_for)
-        self.app.inflight.run(job, Trigger.SCHEDULE, fire=fire)
+        self.fires.run(job, fire, Trigger.SCHEDULE)
 
     async def _catch_up(self) -> None:
         """Run once each job's latest fire of the catch-up window that no replica ran."""
@@ -200,7 +203,7 @@ class Daemon:
             return
         for job, fire in due:
             log.info("catching_up", job=job.value, slot=fire.slot, scheduled_for=fire.scheduled_for.isoformat())
-            self.app.inflight.run(job, Trigger.CATCH_UP, fire=fire)
+            self.fires.run(job, fire, Trigger.CATCH_UP)
 
     async def _reap(self) -> None:
         """Resume runs still marked running whose lease expired: their replica died or gave them up."""

@@ -45,6 +45,10 @@ class Limits:
     reap_seconds: float = 20.0
     # The catch-up window (CONTRACT §5): a fire missed longer ago than this is not run late.
     catch_up_window: timedelta = timedelta(hours=6)
+    # A fire whose run ended in error is run again after 1, 2, 4 ... minutes, at most 30, within
+    # the catch-up window (CONTRACT §5): a short outage at a daily fire time costs minutes, not a day.
+    fire_retry_first_seconds: float = 60.0
+    fire_retry_max_seconds: float = 1800.0
 
     # Deliveries: a dead sender's messages are retried after the lease; a claim holds about
     # `claim_seconds_of_work` of sending at the channel's ceiling, well inside the lease.

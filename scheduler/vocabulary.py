@@ -81,6 +81,7 @@ class Trigger(StrEnum):
     MANUAL = "manual"  # --run-once
     HTTP = "http"  # /api/cron/*
     TAKE_OVER = "take_over"  # resuming a run whose replica died
+    RETRY = "retry"  # a scheduled fire whose run ended in error (or could not reach the database), again
 
 
 class RunOutcome(StrEnum):

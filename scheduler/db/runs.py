@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scheduler.db.tables import installation, job_runs
-from scheduler.vocabulary import RunStatus, SkipReason
+from scheduler.vocabulary import RunStatus, SkipReason, Trigger
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ async def claim_run(
     ledger and the outbox keeping every item once. Leases are judged by the database's clock.
     """
     run_id = uuid4()
-    statement = (
+    insert_run = (
         insert(job_runs)
         .values(
             id=run_id,
@@ -71,7 +71,11 @@ async def claim_run(
         .on_conflict_do_nothing()
         .returning(job_runs.c.id)
     )
-    if (await conn.scalar(statement)) is not None:
+    if trigger == Trigger.RETRY and slot is not None:
+        again = await conn.scalar(_retry_errored_fire(job, slot, replica=replica, now=now, lease=lease))
+        if again is not None:
+            return Claim(again)
+    if (await conn.scalar(insert_run)) is not None:
         return Claim(run_id)
     if slot is not None:
         holder = await conn.scalar(
@@ -83,6 +87,38 @@ async def claim_run(
         select(job_runs.c.replica_id).where(job_runs.c.job_name == job, job_runs.c.status == RunStatus.RUNNING)
     )
     return Claim(None, SkipReason.ALREADY_RUNNING, holder)
+
+
+def _retry_errored_fire(job: str, slot: str, *, replica: str, now: datetime, lease: timedelta) -> Any:
+    """A fire whose run ended in error runs again under the same row (its attempt counted), unless
+    a run of the job is in progress (the one-running rule holds for retries too)."""
+    other = job_runs.alias("other")
+    in_progress = (
+        select(other.c.id)
+        .where(
+            other.c.job_name == job,
+            other.c.status == RunStatus.RUNNING,
+            other.c.dry_run.is_(False),
+            other.c.trigger != Trigger.MANUAL,
+        )
+        .exists()
+    )
+    return (
+        update(job_runs)
+        .where(job_runs.c.job_name == job, job_runs.c.slot == slot, job_runs.c.status == RunStatus.ERROR, ~in_progress)
+        .values(
+            status=RunStatus.RUNNING,
+            trigger=Trigger.RETRY,
+            replica_id=replica,
+            attempt=job_runs.c.attempt + 1,
+            started_at=now,
+            finished_at=None,
+            lease_expires_at=func.now() + lease,
+            counts=None,
+            errors=None,
+        )
+        .returning(job_runs.c.id)
+    )
 
 
 async def running_elsewhere(conn: AsyncConnection, *, job: str, run_id: UUID) -> list[str]:

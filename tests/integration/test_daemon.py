@@ -29,14 +29,16 @@ from scheduler.db import migrate
 from scheduler.db.engine import create_engine
 from scheduler.db.tables import deliveries, job_runs
 from scheduler.lifecycle import Phase
+from scheduler.limits import PRODUCTION, Limits
 from scheduler.notify.recording import RecordingTransport
 from scheduler.schedule import slot_key
 from scheduler.settings import Settings
 from scheduler.vocabulary import Channel, JobName, RunOutcome, SkipReason
 from tests import database as test_database
 from tests.database import to_libpq, with_database
-from tests.factories import add_booking, fetch, scalar
+from tests.factories import add_booking, add_notification, fetch, scalar
 from tests.fakes.fixtures import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER
+from tests.faults.support import wait_until
 
 QUIET = "0 0 1 1 *"  # once a year: nothing fires during a test unless the test makes it
 SECRET = "cron-secret-for-the-tests"
@@ -93,11 +95,15 @@ async def until(app: App, phase: Phase, task: asyncio.Task[int]) -> None:
 
 @asynccontextmanager
 async def started(
-    settings: Settings, *, wait_ready: bool = True, prepare: Callable[[App], None] | None = None
+    settings: Settings,
+    *,
+    wait_ready: bool = True,
+    prepare: Callable[[App], None] | None = None,
+    limits: Limits = PRODUCTION,
 ) -> AsyncIterator[Running]:
     """Run a daemon (signal handling off) until the block ends, then stop it and close the app."""
     whatsapp, email = RecordingTransport(Channel.WHATSAPP), RecordingTransport(Channel.EMAIL)
-    app = build(settings, transports={Channel.WHATSAPP: whatsapp, Channel.EMAIL: email})
+    app = build(settings, transports={Channel.WHATSAPP: whatsapp, Channel.EMAIL: email}, limits=limits)
     if prepare is not None:
         prepare(app)
     daemon = Daemon(app, handle_signals=False)
@@ -838,3 +844,53 @@ async def test_status_callbacks_answer_404_without_a_callback_url(
         http.post(f"{running.url}/api/twilio/status", data=form, headers={"X-Twilio-Signature": signature}) as response,
     ):
         assert response.status == 404
+
+
+# Failed fires run again (CONTRACT §5) --------------------------------------------------------------
+
+QUICK_RETRIES = Limits(fire_retry_first_seconds=0.2, fire_retry_max_seconds=1.0)
+
+
+async def _fire_runs(engine: AsyncEngine, job: JobName) -> list[Any]:
+    return await fetch(
+        engine,
+        "SELECT slot, trigger, status, attempt FROM flavor_scheduler.job_runs WHERE job_name = :job",
+        job=job.value,
+    )
+
+
+async def test_a_fire_whose_run_ended_in_error_runs_again_once_it_can(database_url: str, engine: AsyncEngine) -> None:
+    """The nightly purge fails (a trigger on the table raises, as a database in trouble would);
+    the same fire runs again after a short backoff, under the same run-history row, and succeeds
+    once the trouble is gone; no second row, no run of the next fire."""
+    job = JobName.CLEANUP_OLD_NOTIFICATIONS
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'storage trouble'; END $$"
+            )
+        )
+        await conn.execute(text("CREATE TRIGGER trouble BEFORE DELETE ON notifications EXECUTE FUNCTION refuse()"))
+    await add_notification(engine, is_read=True, created_at=datetime.now(UTC) - timedelta(days=40))
+    async with started(daemon_settings(database_url), limits=QUICK_RETRIES) as running:
+        await fire_now(running, job)
+
+        async def failed_once() -> bool:
+            return any(row.status == "error" for row in await _fire_runs(engine, job))
+
+        await wait_until(failed_once, within=10, what="the fire's run to fail")
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP TRIGGER trouble ON notifications"))
+
+        async def succeeded() -> bool:
+            return any(row.status == "success" for row in await _fire_runs(engine, job))
+
+        await wait_until(succeeded, within=10, what="the fire to run again and succeed")
+        await running.app.inflight.idle()
+        scheduled = running.events("fire_retry_scheduled")
+    (row,) = await _fire_runs(engine, job)  # one fire, one row: its attempts counted
+    assert (row.trigger, row.status) == ("retry", "success")
+    assert row.attempt >= 2
+    assert scheduled and scheduled[0]["slot"] == row.slot
+    assert await scalar(engine, "SELECT count(*) FROM notifications") == 0
