@@ -69,6 +69,10 @@ class Runner:
             metrics.job_runs.labels(job_name=job, outcome=RunOutcome.ERROR).inc()
             metrics.job_errors.labels(job_name=job).inc()
             log.error("job_failed", reason="database_unreachable", error=admission.error)
+            # Every attempt ends with one job_finished line, also one that could not start.
+            log.error(
+                "job_finished", outcome=RunOutcome.ERROR.value, reason="database_unreachable", errors=result.errors
+            )
             return result
         result.skipped = admission.refused
         if quietly:  # a take-over another replica won: nothing was due here
