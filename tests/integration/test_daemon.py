@@ -894,3 +894,32 @@ async def test_a_fire_whose_run_ended_in_error_runs_again_once_it_can(database_u
     assert row.attempt >= 2
     assert scheduled and scheduled[0]["slot"] == row.slot
     assert await scalar(engine, "SELECT count(*) FROM notifications") == 0
+
+
+async def test_a_fire_that_could_not_reach_the_database_runs_once_it_answers(
+    database_url: str, engine: AsyncEngine, test_databases: test_database.DatabaseFactory
+) -> None:
+    """A short outage at a daily fire time: the fire cannot even be claimed; it runs once the
+    database answers again (the next retry), instead of waiting for tomorrow."""
+    job = JobName.CLEANUP_EXPIRED_OTPS
+    name = make_url(database_url).database
+    async with started(daemon_settings(database_url), limits=QUICK_RETRIES) as running:
+        await _allow_connections(test_databases, name, allowed=False)
+        try:
+            await running.app.db.dispose()  # no pooled connection survives the outage either
+            await fire_now(running, job)
+            await wait_until(
+                lambda: bool(running.events("fire_retry_scheduled")), within=10, what="the fire to fail and be retried"
+            )
+        finally:
+            await _allow_connections(test_databases, name, allowed=True)
+
+        async def ran() -> bool:
+            return any(row.status == "success" for row in await _fire_runs(engine, job))
+
+        await wait_until(ran, within=15, what="the fire to run once the database answers")
+        await running.app.inflight.idle()
+        failed = running.events("job_failed")
+    assert failed and failed[0]["reason"] == "database_unreachable"
+    (row,) = await _fire_runs(engine, job)
+    assert (row.trigger, row.status) == ("retry", "success")  # the fire's one row, written by its retry
