@@ -17,10 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from scheduler.clock import Clock
 from scheduler.db import migrate
-from scheduler.db import outbox as outbox_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
 from scheduler.http_guard import Guard
+from scheduler.http_twilio import TwilioCallbacks
 from scheduler.inflight import RunsInFlight
 from scheduler.jobs.report import group_json
 from scheduler.lifecycle import Lifecycle
@@ -28,7 +28,7 @@ from scheduler.limits import ConnectionLimits
 from scheduler.metrics import Metrics
 from scheduler.redact import redact_text
 from scheduler.settings import Settings
-from scheduler.vocabulary import Channel, SkipReason, Trigger
+from scheduler.vocabulary import SkipReason, Trigger
 
 log = structlog.get_logger(__name__)
 
@@ -36,13 +36,6 @@ MAX_BODY_BYTES = 64 * 1024  # a Twilio callback is under 2 KiB and the triggers 
 READY_PROBE_TIMEOUT_SECONDS = 2.0  # a probe must answer in time even when the database hangs
 SHUTDOWN_GRACE_SECONDS = 1.0  # open requests at stop; runs are drained before the server stops
 TRIGGER_GROUPS = ("cleanup", "reminders")  # the old Vercel routes: /api/cron/cleanup, /api/cron/reminders
-# Twilio's message statuses; anything else is counted as "other" so a label cannot grow unbounded.
-TWILIO_STATUSES = frozenset(
-    {
-        "accepted", "scheduled", "canceled", "queued", "sending", "sent", "failed", "delivered",
-        "undelivered", "receiving", "received", "read", "partially_delivered",
-    }
-)  # fmt: skip
 
 Readiness = tuple[str | None, str | None]
 """What stops readiness (a fixed phrase, None when ready) and the driver's detail, for the log."""
@@ -95,7 +88,8 @@ class HttpServer:
         for group in TRIGGER_GROUPS:
             web_app.router.add_route("GET", f"/api/cron/{group}", self.cron_trigger)
             web_app.router.add_route("POST", f"/api/cron/{group}", self.cron_trigger)
-        web_app.router.add_post("/api/twilio/status", self.twilio_status)
+        self.twilio = TwilioCallbacks(settings, db=db, clock=clock, metrics=metrics, guard=self.guard)
+        web_app.router.add_post("/api/twilio/status", self.twilio.status)
         self.web_app = web_app
 
     async def start(self) -> int:
@@ -223,75 +217,12 @@ class HttpServer:
             return web.json_response(body, status=409)  # another replica holds one of its jobs
         return web.json_response(body, status=200 if body["success"] else 500)
 
-    # Twilio ------------------------------------------------------------------------
-
-    async def twilio_status(self, request: web.Request) -> web.Response:
-        """Record a message's later status (delivered, read, failed with its error code, ...)."""
-        settings = self.settings
-        url, token = settings.twilio_status_callback_url, settings.twilio_auth_token
-        if url is None or token is None:
-            raise web.HTTPNotFound
-        from twilio.request_validator import SIGNATURE_SETTINGS_HEADER, RequestValidator, get_signature_algorithm
-
-        if request.content_type != "application/x-www-form-urlencoded":  # how Twilio posts its callbacks
-            return _callback_rejected(request, "not a form-encoded body")
-        try:
-            # The body is due with the request (http_guard): a sender trickling it is cut off.
-            async with asyncio.timeout_at(self.guard.request_deadline(request)):
-                form = await request.post()
-        except TimeoutError:
-            log.warning("twilio_callback_rejected", reason="body not received in time", remote=request.remote)
-            raise web.HTTPRequestTimeout(headers={"Connection": "close"}) from None
-        except (ValueError, LookupError):  # undecodable bytes or an unknown charset (from an unsigned sender)
-            return _callback_rejected(request, "undecodable body")
-        signature = request.headers.get("X-Twilio-Signature", "")
-        algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
-        if not signature or not RequestValidator(token.get_secret_value()).validate(url, form, signature, algorithm):
-            return _callback_rejected(request, "bad signature")
-
-        provider_id = str(form.get("MessageSid") or form.get("SmsSid") or "")
-        status = str(form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
-        error_code = str(form.get("ErrorCode") or "") or None
-        if not provider_id or not status:
-            return web.json_response({"error": "MessageSid and MessageStatus are required"}, status=400)
-        try:
-            async with self._db.begin() as conn:
-                recorded = await outbox_db.record_provider_status(
-                    conn, provider_id=provider_id, status=status, error_code=error_code, now=self._clock.now()
-                )
-        except DatabaseError as exc:
-            log.warning("message_status_not_recorded", provider_id=provider_id, error=str(exc))
-            return web.json_response({"error": "database unavailable"}, status=503)
-        self._status_recorded(recorded, provider_id=provider_id, status=status, error_code=error_code)
-        return web.Response(status=204)
-
-    def _status_recorded(
-        self, recorded: outbox_db.StatusRecorded, *, provider_id: str, status: str, error_code: str | None
-    ) -> None:
-        """Log and count a status report: news is counted, a replay or a late earlier stage is not."""
-        fields = {"provider_id": provider_id, "status": status, "error_code": error_code}
-        if recorded.channel is None:
-            log.warning("message_status_unknown_message", **fields)
-        elif not recorded.applied:
-            log.info("message_status_superseded", **fields)
-            return
-        else:
-            log.info("message_status", **fields)
-        self._metrics.message_status.labels(
-            channel=recorded.channel or Channel.WHATSAPP, status=status if status in TWILIO_STATUSES else "other"
-        ).inc()
-
 
 def _handler_options(limits: ConnectionLimits) -> dict[str, Any]:
     """aiohttp's per-connection options, the same for the runner and the guard's handlers."""
     # The guard's deadline closes idle and kept-alive connections; aiohttp's keep-alive timer
     # (an hour by default) stays behind it. Lingering over an unread body is bounded like a request.
     return {"access_log": None, "lingering_time": limits.request_timeout_seconds}
-
-
-def _callback_rejected(request: web.Request, reason: str) -> web.Response:
-    log.warning("twilio_callback_rejected", reason=reason, remote=request.remote)
-    return web.json_response({"error": "invalid signature"}, status=403)
 
 
 def _bearer_matches(header: str, secret: str) -> bool:
