@@ -7,22 +7,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import import_module
+from typing import TYPE_CHECKING, cast
 
 from scheduler import cron
-from scheduler.jobs.cleanup import (
-    cleanup_expired_otps,
-    cleanup_old_audit_logs,
-    cleanup_old_notifications,
-    cleanup_stale_bookings,
-)
-from scheduler.jobs.context import JobContext
-from scheduler.jobs.deliver import deliver_pending_messages
-from scheduler.jobs.reminders import send_booking_reminders, send_payment_reminders
-from scheduler.jobs.result import JobResult
-from scheduler.settings import Settings
 from scheduler.vocabulary import JobName
 
-JobFunction = Callable[[JobContext, datetime], Awaitable[JobResult]]
+if TYPE_CHECKING:  # the table itself loads nothing: `--help` and `--list-jobs` stay quick
+    from scheduler.jobs.context import JobContext
+    from scheduler.jobs.result import JobResult
+    from scheduler.settings import Settings
+
+JobFunction = Callable[["JobContext", datetime], Awaitable["JobResult"]]
 
 CLEANUP, REMINDERS = "cleanup", "reminders"
 
@@ -33,30 +29,35 @@ class Job:
 
     name: JobName
     default_schedule: str
-    run: JobFunction
+    module: str  # scheduler.jobs.<module> holds the job's function, named after the job
     count_key: str  # the key of the result JSON (CONTRACT §3)
     summary_key: str  # the key inside a group's summary
     summary_count: str  # the count's name inside that summary entry
     group: str | None  # `cleanup`, `reminders`, or None (only in `all`)
     needs_tables: tuple[str, ...] = ()  # optional platform tables; missing: the run skips (table_missing)
 
+    @property
+    def run(self) -> JobFunction:
+        """The job's function (imported on first use)."""
+        return cast("JobFunction", getattr(import_module(f"scheduler.jobs.{self.module}"), self.name.value))
+
 
 JOBS: dict[JobName, Job] = {
     job.name: job
     for job in (
-        Job(JobName.CLEANUP_STALE_BOOKINGS, "0 2 * * *", cleanup_stale_bookings,
+        Job(JobName.CLEANUP_STALE_BOOKINGS, "0 2 * * *", "cleanup",
             "cancelledCount", "staleBookings", "cancelled", CLEANUP),
-        Job(JobName.CLEANUP_OLD_NOTIFICATIONS, "0 2 * * *", cleanup_old_notifications,
+        Job(JobName.CLEANUP_OLD_NOTIFICATIONS, "0 2 * * *", "cleanup",
             "deletedCount", "notifications", "deleted", CLEANUP),
-        Job(JobName.CLEANUP_EXPIRED_OTPS, "0 2 * * *", cleanup_expired_otps,
+        Job(JobName.CLEANUP_EXPIRED_OTPS, "0 2 * * *", "cleanup",
             "deletedCount", "otps", "deleted", CLEANUP, ("otp_codes",)),
-        Job(JobName.CLEANUP_OLD_AUDIT_LOGS, "0 2 * * *", cleanup_old_audit_logs,
+        Job(JobName.CLEANUP_OLD_AUDIT_LOGS, "0 2 * * *", "cleanup",
             "deletedCount", "auditLogs", "deleted", CLEANUP, ("audit_logs",)),
-        Job(JobName.SEND_BOOKING_REMINDERS, "0 * * * *", send_booking_reminders,
+        Job(JobName.SEND_BOOKING_REMINDERS, "0 * * * *", "reminders",
             "remindersSent", "bookingReminders", "sent", REMINDERS),
-        Job(JobName.SEND_PAYMENT_REMINDERS, "0 * * * *", send_payment_reminders,
+        Job(JobName.SEND_PAYMENT_REMINDERS, "0 * * * *", "reminders",
             "remindersSent", "paymentReminders", "sent", REMINDERS),
-        Job(JobName.DELIVER_PENDING_MESSAGES, "*/5 * * * *", deliver_pending_messages,
+        Job(JobName.DELIVER_PENDING_MESSAGES, "*/5 * * * *", "deliver",
             "messagesSent", "pendingMessages", "sent", None),
     )
 }  # fmt: skip
