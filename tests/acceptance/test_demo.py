@@ -84,7 +84,8 @@ def test_two_signals_still_stop_the_embedded_server(tmp_path: Path) -> None:
         # into one delivery): the second makes the daemon exit at once, without its clean-up.
         os.killpg(process.pid, signal.SIGTERM)
         os.killpg(process.pid, signal.SIGINT)
-        assert process.wait(STOP_SECONDS) in (128 + signal.SIGTERM, 128 + signal.SIGINT)
+        # Exits at the second signal, or at once if the first one's stop was already done.
+        assert process.wait(STOP_SECONDS) in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT)
     server.wait(STOP_SECONDS)  # stopped by the demo's watchdog, which outlives the daemon
 
 

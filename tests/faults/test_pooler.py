@@ -331,8 +331,8 @@ async def test_replicas_and_run_once_through_pgbouncer_run_each_fire_once_and_se
         monitoring, seen = asyncio.Event(), [0]
         watcher = asyncio.create_task(max_server_connections(monitor, name, monitoring, seen))
         try:
-            every_job = dict.fromkeys(JobName, EVERY_PERIOD)
-            with daemons(REPLICAS, env, workdir, prefix="pooled", schedules=every_job) as replicas:
+            every_job = {"schedules": {job.value: EVERY_PERIOD for job in JobName}}
+            with daemons(REPLICAS, env, workdir, prefix="pooled", timings=every_job) as replicas:
                 lane_tasks = [asyncio.create_task(lanes.lane()) for _ in range(LANES)]  # racing the migration too
                 try:
                     for replica in replicas:
