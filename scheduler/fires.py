@@ -49,8 +49,16 @@ class FireRuns:
             log.error("fire_given_up", job=job.value, slot=fire.slot, attempts=attempt)
             return
         log.warning("fire_retry_scheduled", job=job.value, slot=fire.slot, attempt=attempt + 1, in_seconds=delay)
-        self._timers.add(asyncio.get_running_loop().call_later(delay, self._retry, job, fire, attempt + 1))
+        timer: asyncio.TimerHandle | None = None
 
-    def _retry(self, job: JobName, fire: Fire, attempt: int) -> None:
+        def due() -> None:
+            if timer is not None:
+                self._retry(timer, job, fire, attempt + 1)
+
+        timer = asyncio.get_running_loop().call_later(delay, due)
+        self._timers.add(timer)
+
+    def _retry(self, timer: asyncio.TimerHandle, job: JobName, fire: Fire, attempt: int) -> None:
+        self._timers.discard(timer)  # only pending retries are kept (a long-lived daemon's set stays small)
         if not self._app.lifecycle.stopping:
             self.run(job, fire, Trigger.RETRY, attempt=attempt)
