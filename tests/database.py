@@ -33,6 +33,11 @@ def with_database(url: str, name: str) -> str:
     return make_url(to_asyncpg(url)).set(database=name).render_as_string(hide_password=False)
 
 
+def over_tcp(url: str) -> bool:
+    """Whether the URL reaches the server over TCP (an embedded server listens on a socket only)."""
+    return make_url(url).host is not None
+
+
 def to_libpq(url: str) -> str:
     """A plain postgresql:// URL, as an operator would write DATABASE_URL."""
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)

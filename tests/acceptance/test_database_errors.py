@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from scheduler.db.errors import ConnectProblem, describe_db_error, explain_connect_error
 from scheduler.settings import SettingsError, load_settings
 from tests.acceptance.cli import clean_env, run_cli
-from tests.database import DatabaseFactory, admin, to_libpq
+from tests.database import DatabaseFactory, admin, over_tcp, to_libpq
 
 PASSWORD = "Sup3r-S3cret-Pw"  # looked for in every output
 
@@ -22,10 +22,6 @@ PASSWORD = "Sup3r-S3cret-Pw"  # looked for in every output
 def _url(server: str, *, user: str, password: str | None, database: str) -> str:
     parsed = make_url(server).set(username=user, password=password, database=database)
     return to_libpq(parsed.render_as_string(hide_password=False))
-
-
-def _tcp(server: str) -> bool:
-    return make_url(server).host is not None
 
 
 @pytest.fixture
@@ -83,7 +79,7 @@ async def test_wrong_password_is_refused_naming_the_user(test_databases: Databas
 
 
 def test_closed_port_is_connection_refused(test_databases: DatabaseFactory) -> None:
-    if not _tcp(test_databases.url):
+    if not over_tcp(test_databases.url):
         pytest.skip("the test server listens on a socket only")
     url = _url(test_databases.url, user="postgres", password=PASSWORD, database="postgres").replace(
         f":{make_url(test_databases.url).port or 5432}/", ":1/"
