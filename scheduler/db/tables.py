@@ -185,3 +185,12 @@ deliveries = Table(
     Column("sent_at", DateTime(timezone=True)),
     Column("first_failed_at", DateTime(timezone=True)),  # the first transient failure: retries end by time
 )
+
+job_pauses = Table(
+    "job_pauses",
+    own,
+    Column("job_name", Text, primary_key=True),
+    Column("reason", Text),
+    Column("paused_by", Text, nullable=False),
+    Column("paused_at", DateTime(timezone=True), nullable=False, server_default=FetchedValue()),  # now()
+)
