@@ -1,5 +1,6 @@
 """The composition root: `build(settings)` returns everything the process runs, fully wired
-(database, transports, metrics, dispatcher, run history, runner, schedule, HTTP server), and
+(database, transports, metrics, dispatcher, run history, runner, schedule; the HTTP server on first
+use), and
 `App` owns the steps of start-up and shutdown that touch them."""
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import timedelta
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from uuid import uuid4
 
 import structlog
@@ -25,7 +27,6 @@ from scheduler.db.engine import create_engine
 from scheduler.db.platform import PlatformTables, inspect_platform
 from scheduler.db.tables import OPTIONAL_TABLES
 from scheduler.history import RunHistory
-from scheduler.http import HttpServer
 from scheduler.inflight import RunsInFlight
 from scheduler.jobs.catalog import enabled_schedules
 from scheduler.jobs.context import Dependencies
@@ -40,6 +41,9 @@ from scheduler.runner import Runner
 from scheduler.schedule import Schedule
 from scheduler.settings import Settings
 from scheduler.vocabulary import Channel, JobName, MessageKind
+
+if TYPE_CHECKING:
+    from scheduler.http import HttpServer
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +102,23 @@ class App:
     runner: Runner
     inflight: RunsInFlight
     schedule: Schedule
-    http: HttpServer
+
+    @cached_property
+    def http(self) -> HttpServer:
+        """The HTTP server, built when the daemon first asks: `--run-once` and the console never
+        load aiohttp."""
+        from scheduler.http import HttpServer
+
+        return HttpServer(
+            self.settings,
+            registry=self.registry,
+            lifecycle=self.lifecycle,
+            db=self.db,
+            metrics=self.metrics,
+            clock=self.clock,
+            inflight=self.inflight,
+            limits=self.limits.http,
+        )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -196,19 +216,9 @@ def build(
     history = RunHistory(db, clock, limits, replica_id)
     runner = Runner(deps, history, lifecycle, clock)
     inflight = RunsInFlight(runner)
-    http = HttpServer(
-        settings,
-        registry=registry,
-        lifecycle=lifecycle,
-        db=db,
-        metrics=metrics,
-        clock=clock,
-        inflight=inflight,
-        limits=limits.http,
-    )
     return App(
         settings, clock, limits, db, registry, metrics, transports, deps, lifecycle, history, runner, inflight,
-        schedule, http,
+        schedule,
     )  # fmt: skip
 
 

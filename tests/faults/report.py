@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: its share goes to the controller
-        workeroutput[_WORKER_KEY] = json.dumps(
+        workeroutput[_WORKER_KEY] = pickle.dumps(
             {
                 "figures": FIGURES,
                 "sources": EXPOSURE.sources,
                 "characters": EXPOSURE.characters,
                 "leaks": EXPOSURE.leaks,
             },
-            default=str,
         )
 
 
@@ -47,9 +47,11 @@ class _CollectFromWorkers:
         share = getattr(node, "workeroutput", {}).get(_WORKER_KEY)
         if share is None:
             return
-        report = json.loads(share)
+        report = pickle.loads(share)  # noqa: S301 - written by this suite's own workers
         for scenario, values in report["figures"].items():
-            FIGURES.setdefault(scenario, {}).update(values)
+            merged = FIGURES.setdefault(scenario, {})
+            for name, value in values.items():
+                merged[name] = _combined(merged.get(name), value)
         EXPOSURE.sources += report["sources"]
         EXPOSURE.characters += report["characters"]
         EXPOSURE.leaks += report["leaks"]
@@ -72,6 +74,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             "database": "TEST_DATABASE_URL" if os.environ.get("TEST_DATABASE_URL") else "embedded",
         }
         Path(target).write_text(json.dumps(body, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _combined(mine: Any, theirs: Any) -> Any:
+    """Tallies kept across a worker's tests (answers by status) add up over the workers."""
+    if _tally(mine) and _tally(theirs):
+        return {key: mine.get(key, 0) + theirs.get(key, 0) for key in sorted({*mine, *theirs})}
+    return theirs
+
+
+def _tally(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(count, int | float) for count in value.values())
 
 
 def _show(value: Any) -> str:
