@@ -115,6 +115,7 @@ async def main() -> None:
                     whatsapp_max_per_second=args.rate,
                     email_max_per_second=args.rate,
                     database_pool_size=10,
+                    quiet_hours="off",  # measured at any hour
                 )
                 app = build(settings)
                 await app.prepare_database()

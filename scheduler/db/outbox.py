@@ -139,7 +139,13 @@ async def _settle(conn: AsyncConnection, delivery_id: UUID, claimer: str, extra_
 
 
 async def mark_sent(
-    conn: AsyncConnection, delivery_id: UUID, *, claimer: str, provider_id: str, extra_attempts: int, now: datetime
+    conn: AsyncConnection,
+    delivery_id: UUID,
+    *,
+    claimer: str,
+    provider_id: str | None,
+    extra_attempts: int,
+    now: datetime,
 ) -> bool:
     return await _settle(
         conn,
@@ -204,7 +210,9 @@ async def renew_claims(conn: AsyncConnection, *, channel: str, claimer: str, lea
     return int(result.rowcount)
 
 
-async def record_sent_unclaimed(conn: AsyncConnection, delivery_id: UUID, *, provider_id: str, now: datetime) -> None:
+async def record_sent_unclaimed(
+    conn: AsyncConnection, delivery_id: UUID, *, provider_id: str | None, now: datetime
+) -> None:
     """A message went out after its sender lost the claim: mark it sent unless another sender
     already did (then its own provider id stands)."""
     await conn.execute(
