@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 OFF = "off"
-_WINDOW = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
+_WINDOW = re.compile(r"\s*([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})\s*")
 # The longest a zone has ever skipped at once (Samoa, 30 December 2011): the search for the
 # end of a quiet period that falls into a skipped stretch of wall time looks this far.
 _LONGEST_GAP = timedelta(days=1)

@@ -45,6 +45,7 @@ def test_parse(value: str, expected: QuietHours | None) -> None:
         ("21:60-08:00", "00 to 59"),
         ("08:00-08:00", "both 08:00"),
         ("", "HH:MM-HH:MM"),
+        ("\u0662\u0661:\u0660\u0660-\u0660\u0668:\u0660\u0660", "HH:MM-HH:MM"),  # Arabic-Indic digits
     ],
 )
 def test_parse_refuses(value: str, says: str) -> None:
