@@ -251,10 +251,12 @@ async def release_unsent(conn: AsyncConnection, ids: Sequence[UUID], *, claimer:
 
 
 async def unfinished_by_channel(conn: AsyncConnection) -> dict[str, int]:
-    """How many messages are still owed, per channel (the messages_pending gauge)."""
+    """How many messages are still owed and not waiting for the quiet hours to end, per channel
+    (the messages_pending gauge: a night of held reminders is not a backlog growing)."""
+    waiting = [status for status in UNFINISHED_DELIVERIES if status is not DeliveryStatus.HELD]
     statement = (
         select(deliveries.c.channel, func.count())
-        .where(deliveries.c.status.in_(UNFINISHED_DELIVERIES))
+        .where(deliveries.c.status.in_(waiting))
         .group_by(deliveries.c.channel)
     )
     return {row[0]: int(row[1]) for row in await conn.execute(statement)}

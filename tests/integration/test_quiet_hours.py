@@ -96,6 +96,8 @@ async def test_a_reminder_due_at_night_is_held_until_eight_and_then_sent_true(
     assert all("quiet hours" in row.last_error for row in rows)
     held = {"channel": "whatsapp", "kind": "booking_reminder", "outcome": "held"}
     assert app.registry.get_sample_value("flavor_scheduler_messages_total", held) == 2
+    # Waiting for the morning is not a backlog (FlavorSchedulerBacklogGrowing would page all night).
+    assert app.registry.get_sample_value("flavor_scheduler_messages_pending", {"channel": "whatsapp"}) == 0
 
     clock.set(morning - timedelta(seconds=1))
     assert (await run(app, JobName.DELIVER_PENDING_MESSAGES)).messages[MessageState.SENT] == 0
