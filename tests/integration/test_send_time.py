@@ -244,3 +244,26 @@ async def test_a_whatsapp_whose_answer_was_lost_is_looked_for_in_its_earlier_wor
         engine, "SELECT provider_message_id FROM flavor_scheduler.deliveries WHERE channel = 'whatsapp'"
     )
     assert provider_id == whatsapp.sid
+
+
+async def test_a_message_that_can_no_longer_be_written_fails_alone_with_its_reason(
+    app: App, clock: FrozenClock, engine: AsyncEngine, whatsapp: RecordingTransport, email: RecordingTransport
+) -> None:
+    kept = await add_booking(engine, event_date=NOW + 5 * HOUR)
+    broken = await add_booking(engine, event_date=NOW + 6 * HOUR)
+    whatsapp.fail_next(100)
+    email.fail_next(100)
+    await run(app, JobName.SEND_PAYMENT_REMINDERS)
+    whatsapp.recover()
+    email.recover()
+    await _set(engine, broken, deposit_amount=None)  # the balance cannot be stated any more
+
+    clock.advance(3600)
+    later = await run(app, JobName.DELIVER_PENDING_MESSAGES)
+
+    assert later.messages[MessageState.SENT] == 2 and later.messages[MessageState.FAILED] == 2
+    assert len(later.errors) == 2 and all(broken["booking_reference"] in error for error in later.errors)
+    assert all("cannot be written now" in error for error in later.errors)
+    assert {sent.message.booking_reference for sent in [*whatsapp.accepted, *email.accepted]} == {
+        kept["booking_reference"]
+    }
