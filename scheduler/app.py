@@ -36,6 +36,7 @@ from scheduler.metrics import Metrics
 from scheduler.notify.content import Renderer
 from scheduler.notify.dispatcher import Dispatcher
 from scheduler.notify.planner import MessagePlanner
+from scheduler.notify.send_time import SendTime
 from scheduler.notify.transport import Transport
 from scheduler.runner import Runner
 from scheduler.schedule import Schedule
@@ -188,6 +189,7 @@ def build(
         db = Database(create_engine(url, pool_size=settings.database_pool_size))
     replica_id = replica_name()
     tables = PlatformTables()  # as if every optional table existed, until prepare_database() looks
+    renderer = Renderer(settings.tz)
     dispatcher = Dispatcher(
         db,
         transports,
@@ -197,11 +199,17 @@ def build(
         metrics=metrics,
         claimer=replica_id,
         give_up_after=timedelta(hours=settings.message_max_retry_hours),
-        lead=timedelta(minutes=settings.reminder_min_lead_minutes),
-        tables=tables,
+        send_time=SendTime(
+            renderer,
+            tz=settings.tz,
+            quiet=settings.quiet,
+            lead=timedelta(minutes=settings.reminder_min_lead_minutes),
+            pickup=timedelta(seconds=limits.quiet_pickup_seconds),
+            tables=tables,
+        ),
     )
     planner = MessagePlanner(
-        Renderer(settings.tz),
+        renderer,
         enabled_channels=transports.keys(),
         content_sids={kind: settings.content_sid(kind.value) for kind in MessageKind},
     )

@@ -10,6 +10,7 @@ from pydantic import Field, PositiveInt, SecretStr, ValidationError, field_valid
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from scheduler.database_url import ASYNCPG_SCHEME, check_url
+from scheduler.quiet_hours import QuietHours, QuietHoursError
 from scheduler.settings_values import (
     CENTURY_DAYS,
     SCHEDULE_PREFIX,
@@ -92,6 +93,7 @@ class Settings(BaseSettings):
     resend_api_url: str = "https://api.resend.com"
 
     message_max_retry_hours: Hours = 24  # a message failing transiently for this long is failed
+    quiet_hours: str = "21:00-08:00"  # local HH:MM-HH:MM in TIMEZONE when WhatsApp and email wait; off
     whatsapp_max_per_second: SendRate = 10
     email_max_per_second: SendRate = 2
 
@@ -114,6 +116,15 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Australia/Perth)") from exc
         return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_window(cls, value: str) -> str:
+        try:
+            window = QuietHours.parse(value)
+        except QuietHoursError as exc:
+            raise ValueError(str(exc)) from None
+        return str(window) if window is not None else "off"
 
     @model_validator(mode="before")
     @classmethod
@@ -221,6 +232,11 @@ class Settings(BaseSettings):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def quiet(self) -> QuietHours | None:
+        """QUIET_HOURS as a window, None when `off`."""
+        return QuietHours.parse(self.quiet_hours)
 
     def schedule_override(self, job: JobName) -> str | None:
         """SCHEDULE_<JOB> when set (a cron expression or 'off'); the job's default is the catalog's."""

@@ -82,7 +82,8 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(_env_file=None, database_url=to_libpq(database_url), http_port=0)
+    # Sends at any hour: tests stand at any time of day (quiet hours have their own tests).
+    return Settings(_env_file=None, database_url=to_libpq(database_url), http_port=0, quiet_hours="off")
 
 
 @pytest.fixture

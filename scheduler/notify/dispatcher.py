@@ -14,20 +14,20 @@ import structlog
 
 from scheduler.clock import Clock
 from scheduler.db import outbox as outbox_db
-from scheduler.db import validity as validity_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
-from scheduler.db.platform import PlatformTables
 from scheduler.limits import Limits
 from scheduler.metrics import Metrics
 from scheduler.notify.backoff import Backoff
 from scheduler.notify.outcomes import DeliveryReport, OutcomeRecorder
 from scheduler.notify.ratelimit import RateLimiter
-from scheduler.notify.transport import PermanentSendError, TransientSendError, Transport
+from scheduler.notify.send_time import SendTime
+from scheduler.notify.transport import AlreadySentError, PermanentSendError, TransientSendError, Transport
 from scheduler.records import ClaimedDelivery, OutgoingMessage
 from scheduler.vocabulary import Channel
 
 log = structlog.get_logger(__name__)
+
 
 class Dispatcher:
     """Sends owed deliveries through the transports; one per process, shared by every job."""
@@ -43,8 +43,7 @@ class Dispatcher:
         metrics: Metrics,
         claimer: str,
         give_up_after: timedelta,
-        lead: timedelta,
-        tables: PlatformTables,
+        send_time: SendTime,
         rng: random.Random | None = None,
     ) -> None:
         self._db = db
@@ -57,8 +56,7 @@ class Dispatcher:
         self._metrics = metrics
         self._claimer = claimer
         self._give_up_after = give_up_after
-        self._lead = lead  # REMINDER_MIN_LEAD_MINUTES: a reminder closer to its event than this is void
-        self._tables = tables
+        self._send_time = send_time
         self._record = OutcomeRecorder(db, metrics, clock, claimer)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
 
@@ -111,20 +109,18 @@ class Dispatcher:
                     limit=self._claim_size(channel),
                     only_ids=only_ids,
                 )
-                # Every claimed message is re-checked against its booking as it stands now.
-                voided = await validity_db.void_untrue(
-                    conn,
-                    [delivery.id for delivery in batch],
-                    now=now,
-                    lead=self._lead,
-                    with_preferences=self._tables.has("notification_preferences"),
-                )
+                # Every claimed message is re-checked against its booking as it stands now, held
+                # in the quiet hours, and written afresh (notify/send_time.py).
+                prepared = await self._send_time.prepare(conn, batch, now=now, claimer=self._claimer)
             if not batch:
                 return
-            for delivery in batch:
-                if delivery.id in voided:
-                    self._record.voided(delivery, report, voided[delivery.id])
-            batch = [delivery for delivery in batch if delivery.id not in voided]
+            for delivery, reason in prepared.voided:
+                self._record.voided(delivery, report, reason)
+            for delivery in prepared.held:
+                self._record.held(delivery, report, prepared.held_until)
+            for delivery, reason in prepared.unwritable:
+                await self._record.failed(delivery, report, reason, 1)
+            batch = prepared.ready
 
             async def one(delivery: ClaimedDelivery) -> None:
                 async with in_flight:
@@ -167,7 +163,17 @@ class Dispatcher:
             attempt_here += 1
             started = self._clock.now()
             try:
+                if delivery.rewritten is not None and message is delivery.message:
+                    looked_up = await self._rewritten_once_clear(channel, delivery, delivery.rewritten)
+                    if isinstance(looked_up, str):
+                        await self._record.sent(delivery, report, looked_up, attempt_here)
+                        return
+                    message = looked_up
                 provider_id = await self._attempt(channel, message, should_stop)
+            except AlreadySentError as exc:
+                bound.info("message_found_already_sent", reason=exc.reason)
+                await self._record.sent(delivery, report, None, attempt_here)
+                return
             except PermanentSendError as exc:
                 await self._record.failed(delivery, report, exc.reason, attempt_here)
                 bound.warning("message_failed", reason=exc.reason, code=exc.code)
@@ -212,6 +218,23 @@ class Dispatcher:
         if should_stop():  # the wait for a slot may outlast the decision to stop
             return None
         return await transport.send(message)
+
+    async def _rewritten_once_clear(
+        self, channel: Channel, delivery: ClaimedDelivery, rewritten: OutgoingMessage
+    ) -> str | OutgoingMessage:
+        """For a message whose stored text may have gone out in an earlier attempt and that was
+        written afresh: the provider id if it did go out, else the new text, stored before it is sent."""
+        message = delivery.message
+        found = await self._transports[channel].find_sent(
+            message, (message.ambiguous_since or self._clock.now()) - self._limits.ambiguity_slack
+        )
+        if found is not None:
+            log.info("message_found_already_sent", booking=message.booking_reference, provider_id=found)
+            return found
+        fresh = replace(rewritten, ambiguous_since=message.ambiguous_since)
+        async with self._db.begin() as conn:
+            await self._send_time.store(conn, fresh, claimer=self._claimer)
+        return fresh
 
     async def _retry_now(
         self,

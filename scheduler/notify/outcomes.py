@@ -67,7 +67,10 @@ class OutcomeRecorder:
         """A transient failure about to be tried again (now or later)."""
         self._count(delivery, MessageOutcome.RETRIED)
 
-    async def sent(self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str, tries: int) -> None:
+    async def sent(
+        self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str | None, tries: int
+    ) -> None:
+        """Sent (provider_id None: the provider had it from an earlier attempt and did not say its id)."""
         now = self._clock.now()
         async with self._db.begin() as conn:
             ours = await outbox_db.mark_sent(
@@ -126,6 +129,15 @@ class OutcomeRecorder:
             )
         report.states[MessageState.RETRYING] += 1
         report.errors.append(f"{describe(delivery)}: {reason}; retrying at {next_attempt:%Y-%m-%dT%H:%M:%SZ}")
+
+    def held(self, delivery: ClaimedDelivery, report: DeliveryReport, until: datetime | None) -> None:
+        """Held for the quiet hours (written by the claim): counted, logged, not an error."""
+        report.states[MessageState.HELD] += 1
+        self._count(delivery, MessageOutcome.HELD)
+        log.info(
+            "message_held", booking=delivery.booking_reference, channel=delivery.channel.value,
+            kind=delivery.kind.value, until=until.isoformat() if until else None,
+        )  # fmt: skip
 
     def voided(self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str) -> None:
         """No longer true, so not sent (written by the claim): counted, logged, not an error."""
