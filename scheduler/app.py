@@ -10,8 +10,8 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, TextIO
 from uuid import uuid4
 
