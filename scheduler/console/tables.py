@@ -39,7 +39,7 @@ def _table(title: str | None, columns: Sequence[str], *, fixed: int = 0) -> Tabl
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, expand=False)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False)
     for number, column in enumerate(columns):
         table.add_column(column, no_wrap=number < fixed, overflow="fold")
     return table
@@ -71,22 +71,29 @@ def _errors(errors: Sequence[str], limit: int = 3) -> str:
     return "\n".join(shown + ([f"(+{more} more)"] if more > 0 else [])) or "-"
 
 
-def _state(job: dict[str, Any], tz: tzinfo) -> str:
+def _state(job: dict[str, Any]) -> str:
     if not job["enabled"]:
-        state = "[dim]off[/]"
-    elif job["paused"]:
+        return "[dim]off[/]"
+    state = "[bold magenta]paused[/]" if job["paused"] else "scheduled"
+    return state + ("\n[cyan]running[/]" if job["running"] else "")
+
+
+def _notes(job: dict[str, Any], tz: tzinfo) -> list[str]:
+    """What the job's row has no room for: its pause, its runs in progress, its last run's errors."""
+    lines = []
+    if job["paused"]:
         reason = f": {_text(job['pausedReason'])}" if job["pausedReason"] else ""
-        state = f"[bold magenta]paused[/] {local(job['pausedAt'], tz)} by {_text(job['pausedBy'])}{reason}"
-    else:
-        state = "scheduled"
+        lines.append(f"paused since {local(job['pausedAt'], tz)} by {_text(job['pausedBy'])}{reason}")
     for run in job["running"]:
         lease = run["leaseLeftSeconds"]
-        lease_text = f"lease {lease:.0f} s" if lease is not None and lease >= 0 else "[red]lease expired[/]"
-        state += (
-            f"\n[cyan]running[/] ({run['trigger']}) on {_text(run['replica'])} "
-            f"since {local(run['since'], tz)}, {lease_text}"
+        lease_text = f"lease {lease:.0f} s left" if lease is not None and lease >= 0 else "[red]lease expired[/]"
+        lines.append(
+            f"running ({run['trigger']}) on {_text(run['replica'])} since {local(run['since'], tz)}, {lease_text}"
         )
-    return state
+    last = job["lastRun"]
+    if last and last["errors"]:
+        lines.append("errors of its last run:\n    " + _errors(last["errors"]).replace("\n", "\n    "))
+    return lines
 
 
 def print_status(console: Console, document: dict[str, Any], tz: tzinfo, zone: str) -> None:
@@ -95,26 +102,25 @@ def print_status(console: Console, document: dict[str, Any], tz: tzinfo, zone: s
         f"[bold]flavor-scheduler[/] · now {local(document['now'], tz)} {zone} · "
         f"database reachable, schema {database['revision'] or 'not migrated'}"
     )
-    jobs = _table(None, ("JOB", "SCHEDULE", "LAST RUN", "OUTCOME", "NEXT RUN", "STATE"), fixed=2)
-    failing: list[tuple[str, list[str]]] = []
+    jobs = _table(None, ("JOB", "SCHEDULE", "STATE", "LAST RUN", "OUTCOME", "NEXT RUN"), fixed=2)
+    notes: list[str] = []
     for job in document["jobs"]:
         last = job["lastRun"]
-        if last and last["errors"]:
-            failing.append((job["job"], last["errors"]))
+        notes += [f"[bold]{job['job']}[/] {line}" for line in _notes(job, tz)]
         jobs.add_row(
             job["job"],
             job["schedule"],
+            _state(job),
             f"{local(last['finishedAt'] or last['startedAt'], tz)} {last['trigger']}" if last else "never",
             f"{_styled(last['outcome'])} {_count(last)}".rstrip() if last else "-",
             local(job["nextRun"], tz) if job["enabled"] else "-",
-            _state(job, tz),
         )
     console.print(jobs)
-    for name, errors in failing:
-        console.print(f"[bold]{name}[/], errors of its last run:\n  " + _errors(errors).replace("\n", "\n  "))
+    for line in notes:
+        console.print(line)
     counts: dict[str, dict[str, int]] = document["messages"]
     backlog = _table(
-        f"Messages: all unfinished, and the others owed since {local(document['messagesSince'], tz)}",
+        f"\nMessages: all unfinished, and the others owed since {local(document['messagesSince'], tz)}",
         ("CHANNEL", *(status.upper() for status in MESSAGE_STATUSES)),
         fixed=1 + len(MESSAGE_STATUSES),
     )
@@ -187,7 +193,7 @@ def print_trail(console: Console, document: dict[str, Any], reference: str, tz: 
         console.print(
             f"[bold]Booking {_text(reference)}[/]: not in the platform's bookings (deleted?) (times in {zone})"
         )
-    reminders = _table("Reminders recorded (one per kind and event date)", ("KIND", "EVENT DATE", "RECORDED", "RUN"))
+    reminders = _table("\nReminders recorded (one per kind and event date)", ("KIND", "EVENT DATE", "RECORDED", "RUN"))
     for reminder in document["reminders"]:
         reminders.add_row(
             reminder["kind"],
@@ -196,8 +202,8 @@ def print_trail(console: Console, document: dict[str, Any], reference: str, tz: 
             (reminder["runId"] or "-")[:8],
         )
     console.print(reminders if document["reminders"] else "No reminders recorded.")
-    print_messages(console, list(reversed(document["messages"])), tz, "Messages, oldest first")
-    notices = _table("In-app notices", ("CREATED", "TYPE", "TO", "TITLE", "READ"))
+    print_messages(console, list(reversed(document["messages"])), tz, "\nMessages, oldest first")
+    notices = _table("\nIn-app notices", ("CREATED", "TYPE", "TO", "TITLE", "READ"))
     for notice in document["notices"]:
         notices.add_row(
             local(notice["createdAt"], tz),
@@ -207,7 +213,7 @@ def print_trail(console: Console, document: dict[str, Any], reference: str, tz: 
             "yes" if notice["isRead"] else "no",
         )
     console.print(notices if document["notices"] else "No in-app notices.")
-    audit = _table("Audit rows", ("AT", "EVENT", "ACTION", "DETAILS"))
+    audit = _table("\nAudit rows", ("AT", "EVENT", "ACTION", "DETAILS"))
     for row in document["audit"]:
         details = ", ".join(f"{key}={value}" for key, value in row["details"].items())
         audit.add_row(local(row["at"], tz), _text(row["eventType"]), _text(row["action"]), _text(details))

@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from scheduler.db.tables import OWN_SCHEMA
 from scheduler.vocabulary import DeliveryStatus, RunStatus
 
 if TYPE_CHECKING:
@@ -30,7 +29,8 @@ RESEND_SUFFIX = ":resent"  # a forced resend's dedupe key: the original's and th
 FAILED_RUNS = (RunStatus.PARTIAL, RunStatus.ERROR)
 RESENDABLE = (DeliveryStatus.FAILED, DeliveryStatus.SKIPPED, DeliveryStatus.VOID)
 CANCELLABLE = (DeliveryStatus.PENDING, DeliveryStatus.HELD)
-_S = OWN_SCHEMA
+# tables.OWN_SCHEMA, which cannot be imported here without SQLAlchemy (a test keeps them equal).
+_S = "flavor_scheduler"
 
 
 @dataclass(frozen=True, slots=True)
