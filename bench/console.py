@@ -77,7 +77,7 @@ _MULTIPLY_RUNS = f"""
     SELECT gen_random_uuid(), r.job_name, coalesce(r.slot, 'manual') || ':' || g, r.scheduled_for,
            r.trigger, CASE WHEN g % 97 = 0 THEN 'error' WHEN g % 13 = 0 THEN 'partial' ELSE 'success' END,
            'replica-' || (g % 3), false, 1,
-           r.started_at - g * interval '5 minutes', r.finished_at - g * interval '5 minutes', NULL,
+           r.started_at - g * interval '30 minutes', r.finished_at - g * interval '30 minutes', NULL,
            r.counts, CASE WHEN g % 97 = 0 THEN '["database unreachable"]'::jsonb ELSE '[]'::jsonb END
     FROM {OWN}.job_runs AS r CROSS JOIN generate_series(1, :copies) AS g
     WHERE r.status <> 'running'
@@ -87,12 +87,12 @@ _MULTIPLY_DELIVERIES = f"""
         channel, address, subject, body_text, body_html, content_sid, content_variables, status, attempts,
         next_attempt_at, provider_message_id, last_error, provider_status, created_at, updated_at, sent_at)
     SELECT gen_random_uuid(), d.dedupe_key || ':' || g, d.booking_id, d.booking_reference || '-' || g, d.kind,
-           d.event_date - g * interval '1 hour', d.recipient_role, d.channel, d.address, d.subject, d.body_text,
+           d.event_date - g * interval '9 hours', d.recipient_role, d.channel, d.address, d.subject, d.body_text,
            d.body_html, d.content_sid, d.content_variables,
            CASE WHEN d.status IN ('pending', 'held', 'sending') THEN 'sent' ELSE d.status END, d.attempts,
            d.next_attempt_at, d.provider_message_id || '-' || g, d.last_error,
            CASE WHEN g % 3 = 0 THEN 'delivered' END,
-           d.created_at - g * interval '1 hour', d.updated_at - g * interval '1 hour', d.sent_at - g * interval '1 hour'
+           d.created_at - g * interval '9 hours', d.updated_at - g * interval '9 hours', d.sent_at - g * interval '9 hours'
     FROM {OWN}.deliveries AS d CROSS JOIN generate_series(1, :copies) AS g
 """
 
@@ -118,7 +118,7 @@ async def multiply(url: str, *, runs: int, messages: int) -> tuple[int, int]:
 
 
 async def samples(url: str) -> dict[str, str]:
-    """Ids and references the commands are timed on: a failed message, a pending one, a booking."""
+    """Ids and references the commands are timed on: a failed message, a sent one, a booking."""
     engine = create_engine(url, pool_size=1)
     try:
         async with engine.connect() as conn:
@@ -129,7 +129,6 @@ async def samples(url: str) -> dict[str, str]:
             return {
                 "failed": await one(f"SELECT id FROM {OWN}.deliveries WHERE status = 'failed' LIMIT 1"),
                 "sent": await one(f"SELECT id FROM {OWN}.deliveries WHERE status = 'sent' LIMIT 1"),
-                "pending": await one(f"SELECT id FROM {OWN}.deliveries WHERE status = 'pending' LIMIT 1"),
                 "booking": await one("SELECT booking_reference FROM bookings ORDER BY booking_reference LIMIT 1"),
             }
     finally:
@@ -169,6 +168,7 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the database (its URL is printed) to look into")
     args = parser.parse_args()
     now = datetime.now(UTC) - timedelta(hours=2)
     with bench_server() as server:
@@ -201,7 +201,7 @@ async def main() -> None:
                 ["messages", "--booking", ids["booking"], "--json"],
                 ["resend", ids["failed"]],
                 ["resend", ids["sent"], "--force"],
-                ["cancel", ids["pending"]],
+                ["cancel", ids["failed"]],  # pending again since the resend above
                 ["pause", "send_booking_reminders", "--reason", "bench"],
                 ["resume", "send_booking_reminders"],
                 ["--list-jobs"],
@@ -216,7 +216,10 @@ async def main() -> None:
             after = await full_scans(url)
             print(f"sequential scans of job_runs/deliveries before {before}, after {after}")
         finally:
-            await drop_database(server, url)
+            if args.keep:
+                print(f"kept: {to_libpq(url)}")
+            else:
+                await drop_database(server, url)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ async def connect(
     try:
         with _translated():
             yield conn
-    finally:
-        with _translated():
-            await conn.close(timeout=command_timeout_seconds)
+    except BaseException:
+        conn.terminate()  # the connection may be broken: closing it politely could hang or hide the error
+        raise
+    with _translated():
+        await conn.close(timeout=command_timeout_seconds)
