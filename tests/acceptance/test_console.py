@@ -5,6 +5,7 @@ pause / resume doing exactly what they say."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -353,3 +354,20 @@ def test_the_database_unreachable_or_not_configured() -> None:
         assert done.stdout == ""
     missing = console("status", env=clean_env())
     assert missing.code == 2 and "DATABASE_URL" in missing.stderr
+
+
+def test_demo_combines_with_the_console(tmp_path: Path) -> None:
+    env = clean_env(COLUMNS="200")
+    first = run_cli("--demo", "status", "--json", env=env, cwd=tmp_path)
+    assert first.code == 0, first.stderr
+    runs = {job["job"]: job["lastRun"] for job in first.json()["jobs"]}
+    assert all(run is not None and run["outcome"] == "success" for run in runs.values())  # each job ran once
+    trail = run_cli("--demo", "messages", "--booking", "FE-DEMO-03", "--json", env=env, cwd=tmp_path)
+    assert trail.code == 0, trail.stderr
+    body = trail.json()
+    sent = {(m["kind"], m["channel"], m["role"]) for m in body["messages"] if m["status"] == "sent"}
+    assert ("booking_reminder", "whatsapp", "client") in sent
+    assert {r["kind"] for r in body["reminders"]} >= {"booking_reminder"}
+    assert body["booking"]["reference"] == "FE-DEMO-03"
+    again = run_cli("--demo", "status", "--json", env=env, cwd=tmp_path)
+    assert [job["lastRun"]["runId"] for job in again.json()["jobs"]] == [run["runId"] for run in runs.values()]
