@@ -180,6 +180,13 @@ async def messages(conn: asyncpg.Connection, ctx: Context) -> Answer:
     return Answer({"messages": listed}, lambda console: print_messages(console, listed, ctx.tz, title))
 
 
+def _local(ctx: Context, when: datetime | None) -> str:
+    """A time for a person: local to TIMEZONE."""
+    if when is None:
+        return "-"
+    return f"{when.astimezone(ctx.tz):%Y-%m-%d %H:%M} {ctx.settings.timezone}"
+
+
 def _describe(message: MessageRow) -> str:
     address = documents.masked_address(message.channel, message.address) or "no address"
     what = f"{message.booking_reference} {message.kind} {message.channel} to {message.role} {address}"
@@ -242,7 +249,7 @@ async def resend(conn: asyncpg.Connection, ctx: Context) -> Answer:
                 elif ctx.args.force:
                     again.append(message.id)
                 else:
-                    sent = documents.iso(message.sent_at) or "earlier"
+                    sent = _local(ctx, message.sent_at)
                     answer.problems.append(
                         f"{what} was sent at {sent} (provider id {message.provider_id or '-'}); "
                         "add --force to send it again as a new message"
@@ -250,7 +257,7 @@ async def resend(conn: asyncpg.Connection, ctx: Context) -> Answer:
             elif message.status == DeliveryStatus.SENDING:
                 answer.notes.append(f"{what} is being sent now")
             else:
-                next_try = documents.iso(message.next_attempt_at) or "its next run"
+                next_try = _local(ctx, message.next_attempt_at)
                 answer.notes.append(f"{what} is already {message.status}: it goes out at {next_try}")
         for delivery_id in await queries.requeue(conn, requeue, now=ctx.now):
             changed.append(str(delivery_id))
