@@ -9,8 +9,10 @@ transports failing on cue (sent, failed, skipped, left pending and then void). R
 100,000 times would take hours, so that history is then multiplied in bulk, by SQL, into the
 same tables: copies of the rows the daemon wrote, moved back in time, with their own ids, slots
 and dedupe keys (and booking references, so that a booking keeps its own few messages). Prints
-the median and the slowest of `--repeat` runs of each command, the interpreter's own start for
-comparison, and whether PostgreSQL planned any full scan of the two big tables for them.
+the median and the slowest of `--repeat` runs of each command as a process, the same command's own
+work in-process (connection, queries, tables: its modules already loaded), the interpreter's own
+start and the imports and settings every command pays for comparison, and whether PostgreSQL
+scanned either big table in full for any of them.
 """
 
 from __future__ import annotations
@@ -163,6 +165,26 @@ async def full_scans(url: str) -> list[str]:
         await engine.dispose()
 
 
+async def in_process(command: list[str], env: dict[str, str], repeat: int) -> float:
+    """The command's own work (connect, queries, tables), its modules already loaded: the median."""
+    import contextlib
+    import io
+
+    from scheduler.cli import _parser
+    from scheduler.console.run import run_console_command
+    from scheduler.limits import PRODUCTION
+
+    settings = Settings(_env_file=None, database_url=env["DATABASE_URL"], http_port=0)
+    args = _parser().parse_args(command)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            await run_console_command(args, settings, PRODUCTION)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
@@ -208,11 +230,16 @@ async def main() -> None:
             ]
             base, _, _ = timed([sys.executable, "-c", "pass"], env, args.repeat)
             print(f"{'python -c pass (the interpreter alone)':58} median {base * 1000:6.0f} ms")
+            load = "from scheduler.settings import load_settings; load_settings(); import scheduler.cli, scheduler.console.run, scheduler.console.tables, asyncpg, rich.console, rich.table"
+            imports, _, _ = timed([sys.executable, "-c", load], env, args.repeat)
+            print(f"{'the imports and settings of a command (no database)':58} median {imports * 1000:6.0f} ms")
             before = await full_scans(url)
             for command in commands:
                 median, slowest, code = timed(program + command, env, args.repeat)
                 label = "flavor-scheduler " + " ".join(part if len(part) < 20 else part[:8] + "…" for part in command)
-                print(f"{label:58} median {median * 1000:6.0f} ms  slowest {slowest * 1000:6.0f} ms  exit {code}")
+                work = await in_process(command, env, args.repeat) if command[0] != "--list-jobs" else None
+                own = f"  its own work {work * 1000:5.0f} ms" if work is not None else ""
+                print(f"{label:58} median {median * 1000:6.0f} ms  slowest {slowest * 1000:6.0f} ms  exit {code}{own}")
             after = await full_scans(url)
             print(f"sequential scans of job_runs/deliveries before {before}, after {after}")
         finally:
