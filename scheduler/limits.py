@@ -87,6 +87,12 @@ class Limits:
     cancel_grace_seconds: float = 2.0
     release_timeout_seconds: float = 5.0
 
+    # The operator's console: a database that has not answered in 5 s is down for a person at a
+    # terminal; `--list-jobs` shows the schedule at once and the last runs only if they come in 1 s.
+    console_connect_timeout_seconds: float = 5.0
+    console_command_timeout_seconds: float = 10.0
+    list_jobs_connect_timeout_seconds: float = 1.0
+
     http: ConnectionLimits = ConnectionLimits()
 
     @property

@@ -272,12 +272,10 @@ class Settings(BaseSettings):
             if secret is not None
         ]
         if self.database_url is not None:
-            from sqlalchemy.engine import make_url
-
             from scheduler import database_url
 
             try:
-                url = make_url(database_url.parse(self.async_database_url() or "").url)
+                url = database_url.url_parts(database_url.parse(self.async_database_url() or "").url)
                 password = url.password or url.query.get("password")  # libpq also takes ?password=
             except Exception:
                 password = None
