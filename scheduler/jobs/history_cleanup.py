@@ -1,0 +1,70 @@
+"""The daemon's own data kept tidy (CONTRACT §2, §4): settled messages lose their address and text
+after MESSAGE_RETENTION_DAYS and go, with the run history, after RUN_HISTORY_RETENTION_DAYS."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from scheduler import progress
+from scheduler.db import cleanup as cleanup_db
+from scheduler.db.cleanup import START_OF_TABLE, Purge
+from scheduler.db.errors import DatabaseError
+from scheduler.jobs.context import JobContext
+from scheduler.jobs.result import JobResult
+from scheduler.vocabulary import JobName
+
+JOB = JobName.CLEANUP_SCHEDULER_HISTORY
+
+
+async def cleanup_scheduler_history(ctx: JobContext, now: datetime) -> JobResult:
+    """Blank, then delete, settled messages; delete finished runs. Never a run in progress, never
+    a message still owed (pending, held, sending). Each step walks its table in batches of
+    DELETE_BATCH_SIZE, each its own transaction; a failed batch ends the run.
+
+    The count is the rows deleted; `details` tell runs deleted, messages deleted and blanked.
+    """
+    settings = ctx.deps.settings
+    history_cutoff = now - timedelta(days=settings.run_history_retention_days)
+    text_cutoff = now - timedelta(days=settings.message_retention_days)
+    result = JobResult(JOB, started_at=now, dry_run=ctx.dry_run)
+    # Deleting first spares blanking the rows about to go.
+    steps = (
+        ("messagesDeleted", "deleted", "deliveries", cleanup_db.OLD_MESSAGES, history_cutoff),
+        ("messagesBlanked", "blanked", "deliveries", cleanup_db.MESSAGE_CONTENT, text_cutoff),
+        ("runsDeleted", "deleted", "job_runs", cleanup_db.OLD_RUNS, history_cutoff),
+    )
+    for key, what, table, purge, cutoff in steps:
+        if ctx.should_stop() or result.fatal:
+            break
+        changed = await _walk(ctx, result, purge, cutoff, what=what, table=table)
+        result.details[key] = changed
+        if what == "deleted":
+            result.count += changed
+    return result
+
+
+async def _walk(ctx: JobContext, result: JobResult, purge: Purge, cutoff: datetime, *, what: str, table: str) -> int:
+    """One purge over its whole table (or, in a dry run, how many rows it would change)."""
+    deps = ctx.deps
+    params = cleanup_db.purge_params(cutoff)
+    if ctx.dry_run:
+        async with deps.db.connect() as conn:
+            return await cleanup_db.count_matching(conn, purge, params)
+    changed = 0
+    after: tuple[int, int] | None = START_OF_TABLE
+    try:
+        async with deps.db.connect() as conn:
+            while after is not None and not ctx.should_stop():
+                async with conn.begin():
+                    outcome = await cleanup_db.delete_batch(
+                        conn, purge, params, after=after, batch_size=deps.settings.delete_batch_size
+                    )
+                changed += outcome.deleted
+                progress.count(what, outcome.deleted)
+                if what == "deleted":
+                    deps.metrics.rows_deleted.labels(job_name=JOB, table=table).inc(outcome.deleted)
+                after = outcome.resume_after
+    except DatabaseError as exc:
+        doing = "blanking messages in" if what == "blanked" else "deleting from"
+        result.fail(f"{doing} {table} failed after {changed} rows: {exc}")
+    return changed
