@@ -454,6 +454,7 @@ async def test_cron_routes_run_the_group_and_answer_its_json(
         "notifications": {"deleted": 0, "errors": []},
         "otps": {"deleted": 0, "errors": []},
         "auditLogs": {"deleted": 0, "errors": []},
+        "schedulerHistory": {"deleted": 0, "errors": []},
     }
     assert reminders["summary"] == {
         "bookingReminders": {"sent": 0, "errors": []},
@@ -468,6 +469,7 @@ async def test_cron_routes_run_the_group_and_answer_its_json(
             "cleanup_old_notifications",
             "cleanup_expired_otps",
             "cleanup_old_audit_logs",
+            "cleanup_scheduler_history",
             "send_booking_reminders",
             "send_payment_reminders",
         )
