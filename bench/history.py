@@ -86,9 +86,10 @@ async def reads(url: str) -> tuple[float, float]:
     try:
         async with engine.connect() as conn:
             for _ in range(ROUNDS):
-                started = time.perf_counter()
-                await runs_db.last_finishes(conn, jobs)
-                gauges.append(time.perf_counter() - started)
+                async with conn.begin():
+                    started = time.perf_counter()
+                    await runs_db.last_finishes(conn, jobs)
+                    gauges.append(time.perf_counter() - started)
                 async with conn.begin():
                     started = time.perf_counter()
                     paused = await runs_db.skip_if_paused(
