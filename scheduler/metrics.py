@@ -139,6 +139,7 @@ class Metrics:
         # process_* (CPU, memory, open files against their limit): the injected registry does not
         # get prometheus_client's default collectors.
         ProcessCollector(registry=registry)
+        self._last_finish: dict[tuple[str, str], float] = {}  # (gauge, job) -> what the gauge shows
         self._seed()
 
     def _seed(self) -> None:
@@ -187,19 +188,23 @@ class Metrics:
         """Follow readiness (CONTRACT §7: 1 exactly when /readyz would answer 200)."""
         self.ready.set(1 if ready else 0)
 
+    def finished(self, job_name: str, *, failed: bool, at: datetime) -> None:
+        """A run ended (here, or anywhere as the run history tells): the last-success gauge moves on
+        a run that did its work, the last-error gauge on one that ended in error. Never back."""
+        gauge = self.job_last_error if failed else self.job_last_success
+        key = (LAST_ERROR if failed else LAST_SUCCESS, job_name)
+        if at.timestamp() > self._last_finish.get(key, 0.0):
+            self._last_finish[key] = at.timestamp()
+            gauge.labels(job_name=job_name).set(at.timestamp())
+
     def follow_history(self, finishes: Mapping[str, Finishes]) -> None:
         """Move the last-success and last-error gauges to the run history's (every replica, every
-        manual run). Never back: a run of this process whose row could not be written stays seen."""
-        for job_name, finished in finishes.items():
-            for gauge, name, at in (
-                (self.job_last_success, LAST_SUCCESS, finished.success),
-                (self.job_last_error, LAST_ERROR, finished.error),
-            ):
-                if at is None:
-                    continue
-                current = self.registry.get_sample_value(name, {"job_name": job_name}) or 0.0
-                if at.timestamp() > current:
-                    gauge.labels(job_name=job_name).set(at.timestamp())
+        manual run); a run of this process whose row could not be written stays seen."""
+        for job_name, last in finishes.items():
+            if last.success is not None:
+                self.finished(job_name, failed=False, at=last.success)
+            if last.error is not None:
+                self.finished(job_name, failed=True, at=last.error)
 
     def show_paused(self, paused: Iterable[str]) -> None:
         """job_paused: 1 for the paused jobs, 0 for every other."""

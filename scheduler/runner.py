@@ -192,8 +192,5 @@ class Runner:
             metrics.job_skipped.labels(job_name=job, reason=SkipReason.TABLE_MISSING).inc()
         if result.dry_run:
             return
-        finished = (result.finished_at or result.started_at).timestamp()
-        if result.outcome is RunOutcome.ERROR:
-            metrics.job_last_error.labels(job_name=job).set(finished)
-        else:  # partial did its work too
-            metrics.job_last_success.labels(job_name=job).set(finished)
+        # partial did its work too: it moves the last success
+        metrics.finished(job, failed=result.outcome is RunOutcome.ERROR, at=result.finished_at or result.started_at)
