@@ -67,7 +67,7 @@ def sample(app: App, name: str, **labels: str) -> float | None:
 async def test_a_fire_of_a_paused_job_is_skipped_at_once_counted_and_recorded(app: App, engine: AsyncEngine) -> None:
     await pause(engine)
     with capture_logs() as logs:
-        result = await app.runner.run(JOB, trigger=Trigger.SCHEDULE, fire=fire_at(1))
+        result = await app.runner.run(JOB, trigger=Trigger.SCHEDULE, fire=fire_at(0))
 
     assert result.skipped is SkipReason.PAUSED
     assert result.success and not result.errors  # a pause is no failure: no fire retry follows
@@ -75,15 +75,20 @@ async def test_a_fire_of_a_paused_job_is_skipped_at_once_counted_and_recorded(ap
     assert sample(app, "flavor_scheduler_job_paused", job_name=JOB.value) == 1  # before any poll
     (skipped,) = [entry for entry in logs if entry["event"] == "job_skipped"]
     assert skipped | {"reason": "paused", "paused_by": "ops@bastion", "pause_reason": "disk full"} == skipped
-    assert skipped["slot"] == fire_at(1).slot
+    assert skipped["slot"] == fire_at(0).slot
     assert [(row.slot, row.trigger, row.status) for row in await runs_of(engine)] == [
-        (fire_at(1).slot, "schedule", "skipped")
+        (fire_at(0).slot, "schedule", "skipped")
     ]
 
     await resume(engine)
+    # A start now (within the catch-up window) finds the skipped fire recorded and does not run it
+    # late; the same fire of a job nobody ran is caught up, as a control.
+    app.history.installed_at = NOW - timedelta(days=1)
+    missed = await app.history.missed_fires({JOB: HOURLY, JobName.CLEANUP_OLD_AUDIT_LOGS: HOURLY}, PERTH)
+    assert missed == [(JobName.CLEANUP_OLD_AUDIT_LOGS, fire_at(0))]
 
     # Resumed: the next fire runs.
-    result = await app.runner.run(JOB, trigger=Trigger.SCHEDULE, fire=fire_at(0))
+    result = await app.runner.run(JOB, trigger=Trigger.SCHEDULE, fire=fire_at(-1))
     assert result.skipped is None and result.success
     assert [row.status for row in await runs_of(engine)] == ["skipped", "success"]
 
