@@ -17,9 +17,9 @@ JOB = JobName.CLEANUP_SCHEDULER_HISTORY
 
 
 async def cleanup_scheduler_history(ctx: JobContext, now: datetime) -> JobResult:
-    """Blank, then delete, settled messages; delete finished runs. Never a run in progress, never
-    a message still owed (pending, held, sending). Each step walks its table in batches of
-    DELETE_BATCH_SIZE, each its own transaction; a failed batch ends the run.
+    """Delete old settled messages, blank the text of the younger ones, delete old finished runs.
+    Never a run in progress, never a message still owed (pending, held, sending). Each step walks
+    its table in batches of DELETE_BATCH_SIZE, each its own transaction; a failed batch ends the run.
 
     The count is the rows deleted; `details` tell runs deleted, messages deleted and blanked, and
     the batches (transactions) it took.
