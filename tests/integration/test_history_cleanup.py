@@ -198,3 +198,30 @@ def test_it_is_the_cleanup_group_s_last_job_with_its_summary_key() -> None:
     assert GROUPS["cleanup"][-1] is JOB
     result = JobResult(JOB, started_at=NOW, finished_at=NOW, count=7)
     assert group_json("cleanup", [result], NOW)["summary"]["schedulerHistory"] == {"deleted": 7, "errors": []}
+
+
+async def test_a_batch_the_database_refuses_ends_the_run_in_error(app: App, engine: AsyncEngine) -> None:
+    await add_delivery(engine, status="sent", settled=NOW - 100 * DAYS)
+    old_run = await add_run(engine, status="success", started=NOW - 100 * DAYS, finished=NOW - 100 * DAYS)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE FUNCTION keep_deliveries() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'deliveries are kept'; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER keep BEFORE DELETE ON flavor_scheduler.deliveries "
+                "FOR EACH ROW EXECUTE FUNCTION keep_deliveries()"
+            )
+        )
+
+    result = await run(app)
+
+    assert result_json(result)["outcome"] == "error"
+    (error,) = result.errors
+    assert error.startswith("deleting from deliveries failed after 0 rows: ")
+    assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.deliveries") == 1
+    # The later steps did not run either: the next run does them, once the cause is gone.
+    assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.job_runs WHERE id = :id", id=old_run) == 1
