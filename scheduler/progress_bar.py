@@ -46,19 +46,24 @@ def terminal_watcher() -> Watcher | None:
             redirect_stderr=True,
         )
         tasks: dict[str, Any] = {}  # rich's task ids
+        shown = contextlib.ExitStack()
 
         def advance(what: str, n: int) -> None:
-            if what in SHOWN:
-                if what not in tasks:
-                    tasks[what] = bar.add_task(f"{progress.job}: {SHOWN[what]}", total=None)
-                bar.advance(tasks[what], n)
+            if what not in SHOWN:
+                return
+            if not tasks:  # the bar appears with the first count: a run with nothing to show draws nothing
+                shown.enter_context(bar)
+                shown.enter_context(_logs_above_the_bar(stream))
+            if what not in tasks:
+                tasks[what] = bar.add_task(f"{progress.job}: {SHOWN[what]}", total=None)
+            bar.advance(tasks[what], n)
 
-        with bar, _logs_above_the_bar(stream):
-            progress.listeners.append(advance)
-            try:
-                yield
-            finally:
-                progress.listeners.remove(advance)
+        progress.listeners.append(advance)
+        try:
+            yield
+        finally:
+            progress.listeners.remove(advance)
+            shown.close()
 
     return watch
 
