@@ -10,6 +10,7 @@ from uuid import UUID
 
 import structlog
 
+from scheduler import progress
 from scheduler.clock import Clock
 from scheduler.db import outbox as outbox_db
 from scheduler.db.database import Database
@@ -88,6 +89,7 @@ class OutcomeRecorder:
             "message_sent", kind=delivery.kind.value, role=delivery.recipient_role.value, to=masked_address(delivery)
         )
         report.states[MessageState.SENT] += 1
+        progress.count("sent")
         report.bookings_sent.add(delivery.booking_id)
         self._count(delivery, MessageOutcome.SENT)
         reminder = REMINDER_KINDS.get(delivery.kind)
@@ -100,6 +102,7 @@ class OutcomeRecorder:
                 conn, delivery.id, claimer=self._claimer, reason=reason, extra_attempts=tries - 1, now=self._clock.now()
             )
         report.states[MessageState.FAILED] += 1
+        progress.count("failed")
         report.errors.append(f"{describe(delivery)}: {reason}")
         self._count(delivery, MessageOutcome.FAILED)
 
@@ -128,6 +131,7 @@ class OutcomeRecorder:
                 now=now,
             )
         report.states[MessageState.RETRYING] += 1
+        progress.count("retrying")
         report.errors.append(f"{describe(delivery)}: {reason}; retrying at {next_attempt:%Y-%m-%dT%H:%M:%SZ}")
 
     def held(self, delivery: ClaimedDelivery, report: DeliveryReport, until: datetime | None) -> None:
@@ -142,6 +146,7 @@ class OutcomeRecorder:
     def voided(self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str) -> None:
         """No longer true, so not sent (written by the claim): counted, logged, not an error."""
         report.states[MessageState.VOID] += 1
+        progress.count("void")
         self._count(delivery, MessageOutcome.VOID)
         log.info(
             "message_void", booking=delivery.booking_reference, channel=delivery.channel.value,
