@@ -14,11 +14,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from scheduler.db.console_messages import MESSAGE_COLUMNS, MessageRow, message_row
 from scheduler.db.console_sql import SCHEMA as _S
+from scheduler.db.console_sql import Where
 from scheduler.vocabulary import DeliveryStatus
 
 if TYPE_CHECKING:
@@ -95,16 +96,13 @@ async def booking_message_ids(
 ) -> list[UUID]:
     """The booking's messages (of a kind, on a channel); with `latest_only`, the newest for each
     (kind, recipient, channel): the one a resend means, not those of an earlier event date."""
-    params: list[Any] = [reference]
-    where = ["booking_reference = $1"]
-    for column, value in (("kind", kind), ("channel", channel)):
-        if value is not None:
-            params.append(value)
-            where.append(f"{column} = ${len(params)}")
+    where = Where()
+    for column, value in (("booking_reference", reference), ("kind", kind), ("channel", channel)):
+        where.equal(column, value)
     select = "SELECT DISTINCT ON (kind, recipient_role, channel) id" if latest_only else "SELECT id"
     order = "ORDER BY kind, recipient_role, channel, created_at DESC, id DESC" if latest_only else ""
-    sql = f"{select} FROM {_S}.deliveries WHERE {' AND '.join(where)} {order}"
-    return [row["id"] for row in await conn.fetch(sql, *params)]
+    sql = f"{select} FROM {_S}.deliveries WHERE {where.sql} {order}"
+    return [row["id"] for row in await conn.fetch(sql, *where.params)]
 
 
 # Back to pending, due now, as a message never tried: its 24 hours of retries start afresh. The

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from scheduler.db.console_sql import SCHEMA as _S
-from scheduler.db.console_sql import from_json
+from scheduler.db.console_sql import Where, from_json
 
 if TYPE_CHECKING:
     import asyncpg
@@ -159,20 +159,16 @@ async def list_messages(
     limit: int,
 ) -> list[MessageRow]:
     """Messages owed, newest first, filtered by booking reference, status, channel and age."""
-    where, params = ["true"], list[Any]()
+    where = Where("true")
     for column, value in (("booking_reference", booking), ("status", status), ("channel", channel)):
-        if value is not None:
-            params.append(value)
-            where.append(f"{column} = ${len(params)}")
-    if since is not None:
-        params.append(since)
-        where.append(f"created_at >= ${len(params)}")
-    params.append(limit)
+        where.equal(column, value)
+    where.since("created_at", since)
+    at_most = where.bind(limit)
     sql = (
-        f"SELECT {MESSAGE_COLUMNS} FROM {_S}.deliveries WHERE {' AND '.join(where)} "
-        f"ORDER BY created_at DESC, id DESC LIMIT ${len(params)}"
+        f"SELECT {MESSAGE_COLUMNS} FROM {_S}.deliveries WHERE {where.sql} "
+        f"ORDER BY created_at DESC, id DESC LIMIT {at_most}"
     )
-    return [message_row(row) for row in await conn.fetch(sql, *params)]
+    return [message_row(row) for row in await conn.fetch(sql, *where.params)]
 
 
 _BOOKING_SQL = (

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from scheduler.db.console_sql import SCHEMA as _S
-from scheduler.db.console_sql import from_json
+from scheduler.db.console_sql import Where, from_json
 from scheduler.vocabulary import RunStatus
 
 if TYPE_CHECKING:
@@ -123,21 +123,16 @@ async def list_runs(
     conn: asyncpg.Connection, *, job: str | None, failed: bool, since: datetime | None, limit: int
 ) -> list[RunRow]:
     """The run history of every replica and every trigger, newest first."""
-    where, params = ["NOT dry_run"], list[Any]()
-    if job is not None:
-        params.append(job)
-        where.append(f"job_name = ${len(params)}")
+    where = Where("NOT dry_run")
+    where.equal("job_name", job)
     if failed:
-        where.append("status IN ('partial', 'error')")
-    if since is not None:
-        params.append(since)
-        where.append(f"started_at >= ${len(params)}")
-    params.append(limit)
+        where.conditions.append("status IN ('partial', 'error')")
+    where.since("started_at", since)
+    at_most = where.bind(limit)
     sql = (
-        f"SELECT {_RUN_COLUMNS} FROM {_S}.job_runs WHERE {' AND '.join(where)} "
-        f"ORDER BY started_at DESC, id DESC LIMIT ${len(params)}"
+        f"SELECT {_RUN_COLUMNS} FROM {_S}.job_runs WHERE {where.sql} ORDER BY started_at DESC, id DESC LIMIT {at_most}"
     )
-    return [_run(row) for row in await conn.fetch(sql, *params)]
+    return [_run(row) for row in await conn.fetch(sql, *where.params)]
 
 
 async def schema_revision(conn: asyncpg.Connection) -> str | None:
