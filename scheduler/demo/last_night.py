@@ -59,7 +59,7 @@ def quiet_hours_path(settings: Settings, now: datetime) -> QuietHoursPath | None
     run_at = in_quiet[-1].astimezone(UTC)
     event_date = run_at + timedelta(hours=settings.booking_reminder_hours) - DUE_BEFORE_RUN
     if event_date - run_at <= timedelta(minutes=settings.reminder_min_lead_minutes):
-        return None  # a horizon this short reminds nothing
+        return None  # due just before the run, the event would be too close to remind
     return QuietHoursPath(run_at, event_date)
 
 
