@@ -76,13 +76,13 @@ async def replay_reminder_run(
         quiet_hours=settings.quiet_hours,
         effect="the reminder run replayed at that moment: its WhatsApp is held until the quiet hours end",
     )
-    app = build(settings, clock=FrozenClock(at), transports=demo_transports(stream), limits=limits, demo=True)
-    try:
-        with structlog.contextvars.bound_contextvars(demo_clock=local.isoformat(timespec="minutes")):
+    with structlog.contextvars.bound_contextvars(demo_clock=local.isoformat(timespec="minutes")):
+        app = build(settings, clock=FrozenClock(at), transports=demo_transports(stream), limits=limits, demo=True)
+        try:
             await app.prepare_database()
             return await app.runner.run(JobName.SEND_BOOKING_REMINDERS, trigger=Trigger.MANUAL)
-    finally:
-        await app.aclose()
+        finally:
+            await app.aclose()
 
 
 @dataclass(frozen=True, slots=True)
