@@ -223,7 +223,9 @@ def _with_demo(args: argparse.Namespace, settings: Settings, make_app: AppFactor
 
             async def go() -> int:
                 fresh = database.owner and not (args.check or args.command)
-                await prepare_demo_database(database.url, SystemClock(), reseed=fresh)
+                await prepare_demo_database(
+                    database.url, SystemClock(), reseed=fresh, settings=demo_settings, limits=limits
+                )
                 if args.command:
                     from scheduler.console.run import run_console_command
 
@@ -254,7 +256,8 @@ async def _demo_history(settings: Settings, make_app: AppFactory, *, owner: bool
         async with app.db.connect() as conn:
             if await any_run(conn):
                 return
-        await prepare_demo_database(settings.async_database_url() or "", SystemClock(), reseed=True)
+        url = settings.async_database_url() or ""
+        await prepare_demo_database(url, SystemClock(), reseed=True, settings=settings, limits=app.limits)
         for job in GROUPS["all"]:
             await app.runner.run(job, trigger=Trigger.MANUAL, dry_run=False)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from importlib.resources import files
 from typing import Any
 from uuid import UUID, uuid5
@@ -51,6 +52,9 @@ DEMO_REFERENCE_PREFIX = "FE-DEMO-"
 # The WhatsApp message of this booking's client fails once as if the provider timed out, so the
 # demo shows a message retried (see scheduler/demo/transports.py).
 FLAKY_REFERENCE = f"{DEMO_REFERENCE_PREFIX}03"
+# This booking's event reminder fell due in the latest quiet hours and was held until they ended;
+# laid only where quiet hours are on (see scheduler/demo/last_night.py).
+HELD_REFERENCE = f"{DEMO_REFERENCE_PREFIX}10"
 
 
 def _id(name: str) -> UUID:
@@ -77,34 +81,36 @@ def _next_quarter_hour(moment: datetime) -> datetime:
     return moment - past + timedelta(minutes=15) if past else moment
 
 
+def _booking(n: int, client: str, performer: str, now: datetime, **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": _id(f"booking:{n}"),
+        "booking_reference": f"{DEMO_REFERENCE_PREFIX}{n:02d}",
+        "client_id": _id(f"client:{client}"),
+        "performer_id": _id(f"performer:{performer}"),
+        "event_type": "birthday_party",
+        "event_date": now + timedelta(days=10),
+        "duration_hours": Decimal(2),
+        "guest_count": 30,
+        "venue_address": _VENUES[n % len(_VENUES)],
+        "special_requirements": None,
+        "total_amount": Decimal("1250.00"),
+        "deposit_amount": Decimal("250.00"),
+        "status": "confirmed",
+        "payment_status": "deposit_paid",
+        "payment_method": "card",
+        "created_at": now - timedelta(days=5),
+        "updated_at": now - timedelta(days=5),
+    }
+    row.update(values)
+    return row
+
+
 def _demo_bookings(now: datetime) -> list[dict[str, Any]]:
     """One booking per path through the jobs, dated relative to `now`."""
 
-    def booking(n: int, client: str, performer: str, **values: Any) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "id": _id(f"booking:{n}"),
-            "booking_reference": f"{DEMO_REFERENCE_PREFIX}{n:02d}",
-            "client_id": _id(f"client:{client}"),
-            "performer_id": _id(f"performer:{performer}"),
-            "event_type": "birthday_party",
-            "event_date": now + timedelta(days=10),
-            "duration_hours": Decimal(2),
-            "guest_count": 30,
-            "venue_address": _VENUES[n % len(_VENUES)],
-            "special_requirements": None,
-            "total_amount": Decimal("1250.00"),
-            "deposit_amount": Decimal("250.00"),
-            "status": "confirmed",
-            "payment_status": "deposit_paid",
-            "payment_method": "card",
-            "created_at": now - timedelta(days=5),
-            "updated_at": now - timedelta(days=5),
-        }
-        row.update(values)
-        return row
-
-    unpaid = {"status": "pending", "payment_status": "pending"}
+    unpaid: dict[str, Any] = {"status": "pending", "payment_status": "pending"}
     now = _next_quarter_hour(now)  # events at 7:15 pm rather than 7:13 pm; every window still holds
+    booking = partial(_booking, now=now)
     return [
         # pending two days without a deposit -> cancelled; both sides notified
         booking(1, "jack", "scarlett", **unpaid, created_at=now - timedelta(hours=50)),
@@ -132,8 +138,23 @@ def _demo_bookings(now: datetime) -> list[dict[str, Any]]:
     ]
 
 
-async def reset_demo_data(conn: AsyncConnection, now: datetime) -> None:
-    """Lay the demo data afresh: the platform's rows, and none of the daemon's own state for them."""
+def _held_booking(now: datetime, event_date: datetime) -> dict[str, Any]:
+    """Paid in full: owed an event reminder only, from a day before `event_date`."""
+    return _booking(
+        10,
+        "jack",
+        "scarlett",
+        now,
+        event_type="engagement_party",
+        event_date=event_date,
+        payment_status="paid",
+        deposit_amount=Decimal("1250.00"),
+    )
+
+
+async def reset_demo_data(conn: AsyncConnection, now: datetime, *, held_event_date: datetime | None = None) -> None:
+    """Begin the demo data afresh, with none of the daemon's own state: its people and, with
+    `held_event_date`, the booking of the quiet-hours path; insert_demo_data lays the rest."""
     await conn.execute(
         text("TRUNCATE bookings, clients, performers, notifications, otp_codes, audit_logs, notification_preferences")
     )
@@ -147,11 +168,12 @@ async def reset_demo_data(conn: AsyncConnection, now: datetime) -> None:
     own_tables = list(own)
     if own_tables:  # the run history, the reminder ledger and the outbox of the previous start
         await conn.execute(text(f"TRUNCATE {', '.join(own_tables)}"))
-    await insert_demo_data(conn, now)
+    await _insert_people(conn)
+    if held_event_date is not None:
+        await conn.execute(bookings.insert(), [_held_booking(now, held_event_date)])
 
 
-async def insert_demo_data(conn: AsyncConnection, now: datetime) -> None:
-    """The demo's people and bookings (one for every path through the jobs), dated relative to `now`."""
+async def _insert_people(conn: AsyncConnection) -> None:
     await conn.execute(
         clients.insert(),
         [
@@ -181,12 +203,17 @@ async def insert_demo_data(conn: AsyncConnection, now: datetime) -> None:
             for key, stage, first, phone, email in _PERFORMERS
         ],
     )
-    await conn.execute(bookings.insert(), _demo_bookings(now))
     await conn.execute(
         notification_preferences.insert().values(
             user_id=_id("user:client:mia"), email_notifications=True, sms_notifications=False, payment_reminders=True
         )
     )
+
+
+async def insert_demo_data(conn: AsyncConnection, now: datetime) -> None:
+    """The bookings of every other path through the jobs, and the rows the cleanups prune, dated
+    relative to `now` (after reset_demo_data)."""
+    await conn.execute(bookings.insert(), _demo_bookings(now))
     old, recent = now - timedelta(days=45), now - timedelta(days=2)
     notices = [("Old and read", True, old), ("Old, unread: kept", False, old), ("Recent", True, recent)]
     await conn.execute(

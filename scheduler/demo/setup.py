@@ -14,7 +14,16 @@ from scheduler.clock import Clock
 from scheduler.db.engine import create_engine
 from scheduler.demo.embedded import DEMO_DATA_DIR, DEMO_DATABASE, asyncpg_url, embedded_server
 from scheduler.demo.guard import DemoAlreadyRunning, demo_lock, postmaster_pid, start_watchdog, stop_orphan
-from scheduler.demo.seed import create_platform_tables, ensure_database, reset_demo_data
+from scheduler.demo.last_night import quiet_hours_path, replay_reminder_run
+from scheduler.demo.seed import (
+    HELD_REFERENCE,
+    create_platform_tables,
+    ensure_database,
+    insert_demo_data,
+    reset_demo_data,
+)
+from scheduler.limits import PRODUCTION, Limits
+from scheduler.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -60,9 +69,16 @@ def _running_server_uri(data_dir: Path) -> str | None:
     return f"postgresql://postgres:@/postgres?host={socket_dir}" + (f"&port={port}" if port != "5432" else "")
 
 
-async def prepare_demo_database(url: str, clock: Clock, *, reseed: bool = True) -> None:
+async def prepare_demo_database(
+    url: str, clock: Clock, *, reseed: bool = True, settings: Settings | None = None, limits: Limits = PRODUCTION
+) -> None:
     """Create the demo database and its platform tables if needed; with `reseed`, lay the demo data
-    afresh, dated relative to now (the same bookings every start, never more of them)."""
+    afresh, dated relative to now (the same bookings every start, never more of them).
+
+    Given the demo's `settings` with quiet hours on, the booking of the quiet-hours path is laid
+    first, alone, and the daemon's reminder run is replayed for it at a moment in the latest quiet
+    hours (scheduler/demo/last_night.py); the other bookings follow, so that run owes them nothing.
+    """
     admin_url = url.replace(f"/{DEMO_DATABASE}?", "/postgres?", 1)
     admin = create_engine(admin_url, pool_size=1)
     try:
@@ -75,8 +91,16 @@ async def prepare_demo_database(url: str, clock: Clock, *, reseed: bool = True) 
             await create_platform_tables(conn)
             if not reseed:
                 return
-            await reset_demo_data(conn, clock.now())
+            now = clock.now()
+            path = quiet_hours_path(settings, now) if settings is not None else None
+            await reset_demo_data(conn, now, held_event_date=path.event_date if path else None)
+        if settings is not None and path is not None:
+            replayed = await replay_reminder_run(settings, limits, path.run_at, reference=HELD_REFERENCE)
+            if not replayed.success:
+                log.warning("demo_quiet_hours_replay_failed", booking=HELD_REFERENCE, errors=replayed.errors)
+        async with engine.begin() as conn:
+            await insert_demo_data(conn, now)
             bookings = await conn.scalar(text("SELECT count(*) FROM bookings"))
-        log.info("demo_data_ready", bookings=bookings)
+        log.info("demo_data_ready", bookings=bookings, quiet_hours_path=HELD_REFERENCE if path else None)
     finally:
         await engine.dispose()

@@ -3,6 +3,7 @@ never outlives it, however it is stopped (CONTRACT §3 `--demo`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,7 +11,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import psutil
 import pytest
@@ -19,6 +23,8 @@ from tests.acceptance.cli import CLI_TIMEOUT_SECONDS, clean_env, run_cli
 from tests.database import to_libpq
 
 STOP_SECONDS = 30.0
+PERTH = ZoneInfo("Australia/Perth")
+HELD = "FE-DEMO-10"
 
 
 @contextmanager
@@ -124,3 +130,92 @@ def test_port_in_use_is_exit_2_naming_http_port(tmp_path: Path, database_url: st
     assert done.code == 2
     assert done.stderr.strip() == f"flavor-scheduler: HTTP_PORT {port} is in use; set HTTP_PORT to a free port"
     assert not (tmp_path / ".demo-pgdata").exists()  # nothing was started or seeded
+
+
+def _this_hour() -> datetime:
+    return datetime.now(PERTH).replace(minute=0, second=0, microsecond=0)
+
+
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _log_events(stderr: str, event: str) -> list[dict[str, Any]]:
+    lines = (json.loads(line) for line in stderr.splitlines() if line.startswith("{"))
+    return [line for line in lines if line.get("event") == event]
+
+
+def _whatsapp_of_the_held_booking(workdir: Path, env: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    trail = run_cli("--demo", "messages", "--booking", HELD, "--json", env=env, cwd=workdir)
+    assert trail.code == 0, trail.stderr
+    body = trail.json()
+    return [m for m in body["messages"] if m["channel"] == "whatsapp"], body
+
+
+def test_a_reminder_due_in_last_nights_quiet_hours_is_held_then_sent_by_day(tmp_path: Path) -> None:
+    # Quiet hours that ended an hour ago, whatever the hour the test runs at: the demo is started
+    # "by day", and the reminder run of two hours ago fell in them.
+    hour = _this_hour()
+    quiet_from, quiet_to = hour - timedelta(hours=6), hour - timedelta(hours=1)
+    env = clean_env(TIMEZONE="Australia/Perth", QUIET_HOURS=f"{quiet_from:%H:%M}-{quiet_to:%H:%M}")
+    done = run_cli("--demo", "--run-once", "all", env=env, cwd=tmp_path)
+    assert done.code == 0, done.stderr
+    replayed_at = hour - timedelta(hours=2)  # the latest hourly reminder run inside the quiet hours
+
+    (replay,) = _log_events(done.stderr, "demo_quiet_hours_replay")
+    assert replay["booking"] == HELD and _at(replay["at"]) == replayed_at
+    held = [line for line in _log_events(done.stderr, "message_held") if line["booking"] == HELD]
+    assert len(held) == 2 and all(_at(line["until"]) == quiet_to for line in held)  # client and performer
+    assert all(line["job"] == "send_booking_reminders" for line in held)
+    sent = [line for line in _log_events(done.stderr, "message_sent") if line["booking"] == HELD]
+    assert sorted(line["role"] for line in sent) == ["client", "performer"]
+    assert {line["job"] for line in sent} == {"deliver_pending_messages"}  # the start-up's pickup
+    assert f"whatsapp · booking reminder · {HELD}" in done.stderr  # printed when sent, not before
+    # The other paths are as they were: the held booking owes no reminder now (it had its one).
+    summary = done.json()["summary"]
+    assert summary["bookingReminders"] == {"sent": 2, "errors": []}
+    assert summary["paymentReminders"] == {"sent": 2, "errors": []}
+    assert summary["staleBookings"] == {"cancelled": 1, "errors": []}
+
+    whatsapp, trail = _whatsapp_of_the_held_booking(tmp_path, env)
+    assert sorted(m["role"] for m in whatsapp) == ["client", "performer"]
+    for message in whatsapp:
+        assert message["status"] == "sent" and message["attempts"] == 1, message
+        assert _at(message["createdAt"]) == replayed_at  # owed by the run in the quiet hours
+        assert _at(message["sentAt"]) >= quiet_to  # and sent only once they were over
+    assert [_at(reminder["recordedAt"]) for reminder in trail["reminders"]] == [replayed_at]
+    # Its event fell inside the 24-hour horizon after the hourly run before, by the run replayed.
+    event_date = _at(trail["booking"]["eventDate"])
+    assert replayed_at + timedelta(hours=23) < event_date <= replayed_at + timedelta(hours=24)
+
+
+def test_started_in_quiet_hours_the_held_reminder_waits_for_their_end(tmp_path: Path) -> None:
+    # Quiet hours from an hour ago to three hours ahead: the demo is started "at night".
+    hour = _this_hour()
+    quiet_from, quiet_to = hour - timedelta(hours=1), hour + timedelta(hours=3)
+    settings = {"TIMEZONE": "Australia/Perth", "QUIET_HOURS": f"{quiet_from:%H:%M}-{quiet_to:%H:%M}"}
+    env = clean_env(**settings)
+    with demo_daemon(tmp_path, **settings) as (process, seen):
+        out = "".join(seen)
+        assert f"booking reminder · {HELD}" not in out  # nothing of it printed: nothing sent
+        assert f"    held      {HELD}: its reminder fell due at " in out
+        assert "so its WhatsApp waited for them to end: now 2 held" in out
+        whatsapp, trail = _whatsapp_of_the_held_booking(tmp_path, env)  # joins the running demo
+        process.send_signal(signal.SIGINT)
+        assert process.wait(STOP_SECONDS) == 0
+    assert len(whatsapp) == 2
+    (recorded,) = trail["reminders"]
+    replayed_at = _at(recorded["recordedAt"])
+    assert quiet_from <= replayed_at <= datetime.now(PERTH) and replayed_at.minute == 0
+    for message in whatsapp:
+        assert message["status"] == "held", message
+        assert _at(message["nextAttemptAt"]) == quiet_to
+        assert message["reason"] == f"quiet hours: held until {quiet_to:%Y-%m-%d %H:%M} Australia/Perth"
+
+
+def test_no_quiet_hours_no_held_path(tmp_path: Path) -> None:
+    done = run_cli("--demo", "--run-once", "all", env=clean_env(QUIET_HOURS="off"), cwd=tmp_path)
+    assert done.code == 0, done.stderr
+    assert _log_events(done.stderr, "demo_quiet_hours_replay") == []
+    (ready,) = _log_events(done.stderr, "demo_data_ready")
+    assert ready["bookings"] == 9 and ready["quiet_hours_path"] is None
