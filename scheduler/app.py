@@ -24,6 +24,7 @@ from scheduler.db.database import Database, translated_errors
 from scheduler.db.engine import create_engine
 from scheduler.db.platform import PlatformTables, inspect_platform
 from scheduler.db.tables import OPTIONAL_TABLES
+from scheduler.heartbeat_pings import HeartbeatPings
 from scheduler.history import RunHistory
 from scheduler.http import HttpServer
 from scheduler.inflight import RunsInFlight
@@ -99,6 +100,7 @@ class App:
     inflight: RunsInFlight
     schedule: Schedule
     http: HttpServer
+    heartbeats: HeartbeatPings
 
     @property
     def engine(self) -> AsyncEngine:
@@ -132,7 +134,8 @@ class App:
             log.warning("optional_tables_missing", tables=missing, effect="jobs needing them skip with a warning")
 
     async def aclose(self) -> None:
-        """Close transports, then the engine (the shutdown order's last steps)."""
+        """Let the last heartbeat pings leave, close transports, then the engine (the shutdown order's last steps)."""
+        await self.heartbeats.aclose()
         for transport in self.transports.values():
             try:
                 await transport.aclose()
@@ -194,7 +197,12 @@ def build(
         on_change=lambda phase: metrics.set_ready(phase is Phase.READY),
     )
     history = RunHistory(db, clock, limits, replica_id)
-    runner = Runner(deps, history, lifecycle, clock)
+    heartbeats = HeartbeatPings(
+        {job: url for job in JobName if (url := settings.heartbeat_url(job))},
+        timeout_seconds=limits.heartbeat_ping_timeout_seconds,
+        drain_seconds=limits.heartbeat_ping_drain_seconds,
+    )
+    runner = Runner(deps, history, lifecycle, clock, heartbeats=heartbeats)
     inflight = RunsInFlight(runner)
     http = HttpServer(
         settings,
@@ -208,7 +216,7 @@ def build(
     )
     return App(
         settings, clock, limits, db, registry, metrics, transports, deps, lifecycle, history, runner, inflight,
-        schedule, http,
+        schedule, http, heartbeats,
     )  # fmt: skip
 
 

@@ -84,6 +84,11 @@ class Limits:
     cancel_grace_seconds: float = 2.0
     release_timeout_seconds: float = 5.0
 
+    # Dead-man's-switch pings (HEARTBEAT_URL_<JOB>): healthchecks.io answers in milliseconds; a
+    # ping that takes longer than this is dropped. At exit, pings still out get the drain time.
+    heartbeat_ping_timeout_seconds: float = 5.0
+    heartbeat_ping_drain_seconds: float = 2.0
+
     http: ConnectionLimits = ConnectionLimits()
 
     @property
