@@ -80,8 +80,13 @@ def main(
     `limits` and `schedules` replace the production timings and the settings' cron expressions
     (multi-process tests run the real program with second-long leases and schedules in seconds).
     """
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["suppressions"]:
+        from scheduler.console_suppressions import main as suppressions
+
+        return suppressions(given[1:])
     try:
-        args = _parser().parse_args(argv)
+        args = _parser().parse_args(given)
         if args.dry_run and not args.run_once:
             raise UsageError("--dry-run goes with --run-once JOB")
         modes = sum(bool(flag) for flag in (args.run_once, args.list_jobs, args.check))

@@ -11,14 +11,17 @@ from aiohttp import web
 
 from scheduler.clock import Clock
 from scheduler.db import outbox as outbox_db
+from scheduler.db import suppressions as suppressions_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
 from scheduler.http_guard import Guard
 from scheduler.metrics import Metrics
 from scheduler.settings import Settings
-from scheduler.vocabulary import Channel
+from scheduler.vocabulary import AddressKind, Channel, SuppressionReason
 
 log = structlog.get_logger(__name__)
+
+OPTED_OUT_CODE = "21610"  # Twilio: the recipient replied STOP
 
 # Twilio's message statuses; anything else is counted as "other" so a label cannot grow unbounded.
 TWILIO_STATUSES = frozenset(
@@ -73,6 +76,13 @@ class TwilioCallbacks:
                 recorded = await outbox_db.record_provider_status(
                     conn, provider_id=provider_id, status=status, error_code=error_code, now=self._clock.now()
                 )
+                if error_code == OPTED_OUT_CODE:  # the recipient replied STOP: nothing more to this number
+                    opted_out = suppressions_db.NewSuppression(
+                        "", AddressKind.PHONE, SuppressionReason.OPTED_OUT, "twilio_callback", error_code, provider_id
+                    )
+                    if await suppressions_db.suppress_recipient_of(conn, provider_id, opted_out, now=self._clock.now()):
+                        log.info("address_suppressed", reason="opted_out", source="twilio_callback",
+                                 provider_id=provider_id)  # fmt: skip
         except DatabaseError as exc:
             log.warning("message_status_not_recorded", provider_id=provider_id, error=str(exc))
             return web.json_response({"error": "database unavailable"}, status=503)

@@ -110,11 +110,9 @@ class Settings(BaseSettings):
 
     shutdown_timeout_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30
 
-    # Reaching people: SMS fallback, Resend's webhook, batched email, dead-man's-switch pings.
-    twilio_sms_from: str | None = None  # +E164 or a Messaging Service SID (MG…); unset: no SMS fallback
+    # Reaching people: Resend's webhook (bounces, complaints), dead-man's-switch pings.
     resend_webhook_secret: SecretStr | None = None  # whsec_…; unset: /api/resend/webhook answers 404
     resend_webhook_secret_file: Path | None = None
-    email_batch_size: Annotated[int, Field(ge=1, le=100)] = 100  # Resend's /emails/batch takes at most 100
     # HEARTBEAT_URL_<JOB>: pinged at the start and end of each run (see HeartbeatVariables).
     heartbeats: dict[str, str] = Field(default_factory=dict)
 
@@ -136,25 +134,6 @@ class Settings(BaseSettings):
     @classmethod
     def _known_jobs_and_urls(cls, value: dict[str, str]) -> dict[str, str]:
         return check_heartbeats(value)
-
-    @field_validator("twilio_sms_from")
-    @classmethod
-    def _sms_sender(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip()
-        if value.startswith("MG"):
-            if len(value) != 34 or not all(ch in "0123456789abcdefABCDEF" for ch in value[2:]):
-                raise ValueError("a Messaging Service SID is MG followed by 32 hexadecimal digits")
-            return value
-        from scheduler.phones import InvalidPhoneNumber, to_e164
-
-        try:
-            return to_e164(value)
-        except InvalidPhoneNumber as exc:
-            raise ValueError(
-                f"{exc}; write a number in international form (+61…) or a Messaging Service SID (MG…)"
-            ) from None
 
     @field_validator("resend_webhook_secret")
     @classmethod

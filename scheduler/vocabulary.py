@@ -100,6 +100,24 @@ class SkipReason(StrEnum):
     TABLE_MISSING = "table_missing"
 
 
+class AddressKind(StrEnum):
+    """What a suppressed address is: an email address, or a phone number (WhatsApp and SMS alike)."""
+
+    EMAIL = "email"
+    PHONE = "phone"
+
+
+class SuppressionReason(StrEnum):
+    """Why an address gets no more messages (CONTRACT §2, "Fallback and suppression")."""
+
+    BOUNCED = "bounced"  # Resend: the recipient's server refused it for good
+    COMPLAINED = "complained"  # Resend: the recipient marked it as spam
+    OPTED_OUT = "opted_out"  # Twilio 21610: the recipient replied STOP
+
+
+SUPPRESSED = "suppressed"  # the reason a delivery to a suppressed address is skipped
+
+
 class MessageOutcome(StrEnum):
     """The `outcome` label of messages_total."""
 

@@ -268,8 +268,8 @@ async def count_by_channel_and_status(conn: AsyncConnection) -> dict[str, dict[s
 # error code kept. Statuses not listed rank lowest.
 STATUS_RANKS: dict[str, int] = {
     "accepted": 1, "scheduled": 1, "queued": 1, "sending": 1,
-    "sent": 2, "delivered": 3, "read": 4,
-    "undelivered": 5, "failed": 5, "canceled": 5,
+    "sent": 2, "delivery_delayed": 2, "delivered": 3, "read": 4,
+    "undelivered": 5, "failed": 5, "canceled": 5, "bounced": 5, "complained": 5,
 }  # fmt: skip
 
 

@@ -194,3 +194,16 @@ job_pauses = Table(
     Column("paused_by", Text, nullable=False),
     Column("paused_at", DateTime(timezone=True), nullable=False, server_default=FetchedValue()),  # now()
 )
+
+suppressions = Table(
+    "suppressions",
+    own,
+    Column("address_hash", Text, primary_key=True),  # sha256 hex of the normalised address
+    Column("address_kind", Text, nullable=False),  # email | phone
+    Column("masked_address", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("detail", Text),
+    Column("provider_message_id", Text),
+    Column("suppressed_at", DateTime(timezone=True), nullable=False),
+)

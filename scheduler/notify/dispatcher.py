@@ -14,6 +14,7 @@ import structlog
 
 from scheduler.clock import Clock
 from scheduler.db import outbox as outbox_db
+from scheduler.db import suppressions as suppressions_db
 from scheduler.db import validity as validity_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
@@ -28,6 +29,7 @@ from scheduler.records import ClaimedDelivery, OutgoingMessage
 from scheduler.vocabulary import Channel
 
 log = structlog.get_logger(__name__)
+
 
 class Dispatcher:
     """Sends owed deliveries through the transports; one per process, shared by every job."""
@@ -119,12 +121,18 @@ class Dispatcher:
                     lead=self._lead,
                     with_preferences=self._tables.has("notification_preferences"),
                 )
+                # ... and against the suppressed addresses (bounced, complained, opted out).
+                suppressed = await suppressions_db.skip_suppressed(
+                    conn, [delivery.id for delivery in batch if delivery.id not in voided], now=now
+                )
             if not batch:
                 return
             for delivery in batch:
                 if delivery.id in voided:
                     self._record.voided(delivery, report, voided[delivery.id])
-            batch = [delivery for delivery in batch if delivery.id not in voided]
+                elif delivery.id in suppressed:
+                    self._record.suppressed(delivery, report)
+            batch = [delivery for delivery in batch if delivery.id not in voided and delivery.id not in suppressed]
 
             async def one(delivery: ClaimedDelivery) -> None:
                 async with in_flight:
@@ -169,7 +177,7 @@ class Dispatcher:
             try:
                 provider_id = await self._attempt(channel, message, should_stop)
             except PermanentSendError as exc:
-                await self._record.failed(delivery, report, exc.reason, attempt_here)
+                await self._record.failed(delivery, report, exc.reason, attempt_here, code=exc.code)
                 bound.warning("message_failed", reason=exc.reason, code=exc.code)
                 return
             except TransientSendError as exc:

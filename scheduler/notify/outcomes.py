@@ -12,13 +12,24 @@ import structlog
 
 from scheduler.clock import Clock
 from scheduler.db import outbox as outbox_db
+from scheduler.db import suppressions as suppressions_db
 from scheduler.db.database import Database
 from scheduler.metrics import Metrics
 from scheduler.records import ClaimedDelivery
 from scheduler.redact import mask_email, mask_phone
-from scheduler.vocabulary import REMINDER_KINDS, Channel, MessageOutcome, MessageState
+from scheduler.vocabulary import (
+    REMINDER_KINDS,
+    SUPPRESSED,
+    AddressKind,
+    Channel,
+    MessageOutcome,
+    MessageState,
+    SuppressionReason,
+)
 
 log = structlog.get_logger(__name__)
+
+OPTED_OUT_CODE = "21610"  # Twilio: the recipient replied STOP; nothing more may be sent to the number
 
 
 @dataclass(slots=True)
@@ -91,11 +102,26 @@ class OutcomeRecorder:
         if reminder is not None:
             self._metrics.reminders_sent.labels(kind=reminder, channel=delivery.channel).inc()
 
-    async def failed(self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str, tries: int) -> None:
+    async def failed(
+        self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str, tries: int, *, code: str | None = None
+    ) -> None:
+        """Failed for good. Twilio's 21610 (the recipient opted out) also suppresses the number."""
+        now = self._clock.now()
         async with self._db.begin() as conn:
             await outbox_db.mark_failed(
-                conn, delivery.id, claimer=self._claimer, reason=reason, extra_attempts=tries - 1, now=self._clock.now()
+                conn, delivery.id, claimer=self._claimer, reason=reason, extra_attempts=tries - 1, now=now
             )
+            if code == OPTED_OUT_CODE and delivery.channel is not Channel.EMAIL and delivery.message.to:
+                opted_out = suppressions_db.NewSuppression(
+                    delivery.message.to,
+                    AddressKind.PHONE,
+                    SuppressionReason.OPTED_OUT,
+                    source="twilio_send",
+                    detail=code,
+                )
+                if await suppressions_db.suppress(conn, [opted_out], now=now):
+                    log.info("address_suppressed", reason="opted_out", source="twilio_send",
+                             channel=delivery.channel.value, to=masked_address(delivery))  # fmt: skip
         report.states[MessageState.FAILED] += 1
         report.errors.append(f"{describe(delivery)}: {reason}")
         self._count(delivery, MessageOutcome.FAILED)
@@ -126,6 +152,15 @@ class OutcomeRecorder:
             )
         report.states[MessageState.RETRYING] += 1
         report.errors.append(f"{describe(delivery)}: {reason}; retrying at {next_attempt:%Y-%m-%dT%H:%M:%SZ}")
+
+    def suppressed(self, delivery: ClaimedDelivery, report: DeliveryReport) -> None:
+        """To a suppressed address, so not sent (written by the claim): counted, logged, not an error."""
+        report.states[MessageState.SKIPPED] += 1
+        self._count(delivery, MessageOutcome.SKIPPED)
+        log.info(
+            "message_skipped", booking=delivery.booking_reference, channel=delivery.channel.value,
+            kind=delivery.kind.value, reason=SUPPRESSED, to=masked_address(delivery),
+        )  # fmt: skip
 
     def voided(self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str) -> None:
         """No longer true, so not sent (written by the claim): counted, logged, not an error."""

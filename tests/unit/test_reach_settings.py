@@ -1,4 +1,4 @@
-"""The settings of SMS fallback, Resend's webhook, batched email and heartbeats (CONTRACT §4):
+"""The settings of Resend's webhook and the heartbeats (CONTRACT §4):
 gathered, checked, and refused by name when wrong."""
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(_env_file=None)
-    assert settings.twilio_sms_from is None
     assert settings.resend_webhook_secret is None
-    assert settings.email_batch_size == 100
     assert all(settings.heartbeat_url(job) is None for job in JobName)
 
 
@@ -39,8 +37,7 @@ def test_heartbeat_urls_are_gathered_per_job(monkeypatch: pytest.MonkeyPatch, tm
     [
         ("HEARTBEAT_URL_SEND_BOOKING_REMINDER", "HEARTBEAT_URL_SEND_BOOKING_REMINDERS"),
         ("HEARTBEAT_CLEANUP_EXPIRED_OTPS", "HEARTBEAT_URL_CLEANUP_EXPIRED_OTPS"),
-        ("TWILIO_SMS_FORM", "TWILIO_SMS_FROM"),
-        ("EMAIL_BATCHSIZE", "EMAIL_BATCH_SIZE"),
+        ("RESEND_WEBHOOK_SECRT", "RESEND_WEBHOOK_SECRET"),
     ],
 )
 def test_lookalikes_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, closest: str) -> None:
@@ -57,10 +54,6 @@ def test_lookalikes_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, 
             "hc-ping.com/abc",
             "HEARTBEAT_URL_CLEANUP_EXPIRED_OTPS: must be an http",
         ),
-        ("TWILIO_SMS_FROM", "not a number", "TWILIO_SMS_FROM: "),
-        ("TWILIO_SMS_FROM", "MG123", "TWILIO_SMS_FROM: a Messaging Service SID is MG followed by 32"),
-        ("EMAIL_BATCH_SIZE", "0", "EMAIL_BATCH_SIZE: "),
-        ("EMAIL_BATCH_SIZE", "101", "EMAIL_BATCH_SIZE: "),
         ("RESEND_WEBHOOK_SECRET", "whsec_not base64!", "RESEND_WEBHOOK_SECRET: must be Resend's signing secret"),
     ],
 )
@@ -71,14 +64,6 @@ def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch, variable: str, va
     assert expected in str(raised.value)
     if variable == "RESEND_WEBHOOK_SECRET":
         assert value not in str(raised.value)
-
-
-def test_sms_sender_forms(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TWILIO_SMS_FROM", "0412 345 678")
-    assert load_settings(_env_file=None).twilio_sms_from == "+61412345678"
-    service = "MG" + "0123456789abcdef" * 2
-    monkeypatch.setenv("TWILIO_SMS_FROM", service)
-    assert load_settings(_env_file=None).twilio_sms_from == service
 
 
 def test_webhook_secret_is_a_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,0 +1,37 @@
+"""Suppressed addresses: email addresses Resend reported bounced or complained, phone numbers
+Twilio reported opted out (21610). Kept as a SHA-256 of the normalised address (and a masked form
+for operators), never the address itself.
+
+Revision ID: 0006_reach
+Revises: 0003
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006_reach"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+SCHEMA = "flavor_scheduler"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "suppressions",
+        sa.Column("address_hash", sa.Text, primary_key=True),  # sha256 hex of the lower-cased email / E.164 number
+        sa.Column("address_kind", sa.Text, nullable=False),  # email | phone
+        sa.Column("masked_address", sa.Text, nullable=False),  # j***@example.com, +61 4** *** 678
+        sa.Column("reason", sa.Text, nullable=False),  # bounced | complained | opted_out
+        sa.Column("source", sa.Text, nullable=False),  # resend_webhook | twilio_send | twilio_callback
+        sa.Column("detail", sa.Text),  # the provider's code or bounce type
+        sa.Column("provider_message_id", sa.Text),  # the message that told us
+        sa.Column("suppressed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("address_kind IN ('email', 'phone')", name="suppressions_kind"),
+        schema=SCHEMA,
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("suppressions", schema=SCHEMA)

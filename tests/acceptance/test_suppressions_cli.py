@@ -1,0 +1,69 @@
+"""`flavor-scheduler suppressions [--json]` and `suppressions lift ADDRESS`, run as an operator would:
+masked addresses only, exit 1 for an address that is not suppressed or a database out of reach."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler.db import suppressions as suppressions_db
+from scheduler.vocabulary import AddressKind, SuppressionReason
+from tests.acceptance.cli import clean_env, run_cli
+from tests.conftest import NOW
+from tests.database import to_libpq
+from tests.factories import fetch
+from tests.fakes.providers import unused_local_url
+
+
+@pytest.fixture
+def env(database_url: str) -> dict[str, str]:
+    return clean_env(DATABASE_URL=to_libpq(database_url))
+
+
+async def _suppress(engine: AsyncEngine) -> None:
+    entries = [
+        suppressions_db.NewSuppression(
+            "Ava@Example.com", AddressKind.EMAIL, SuppressionReason.BOUNCED, "resend_webhook", "Permanent", "re-1"
+        ),
+        suppressions_db.NewSuppression("0412 345 678", AddressKind.PHONE, SuppressionReason.OPTED_OUT, "twilio_send"),
+    ]
+    async with engine.begin() as conn:
+        assert await suppressions_db.suppress(conn, entries, now=NOW) == 2
+        assert await suppressions_db.suppress(conn, entries, now=NOW) == 0  # already there: kept as it was
+
+
+async def test_list_and_lift(env: dict[str, str], engine: AsyncEngine) -> None:
+    empty = run_cli("suppressions", env=env)
+    assert (empty.code, empty.stdout.strip()) == (0, "no suppressed addresses")
+    await _suppress(engine)
+
+    listed = run_cli("suppressions", "--json", env=env)
+    assert listed.code == 0, listed.stderr
+    found = {entry["address"]: entry for entry in listed.json()["suppressions"]}
+    assert set(found) == {"a***@example.com", "+61 4** *** 678"}
+    assert found["a***@example.com"]["reason"] == "bounced" and found["+61 4** *** 678"]["kind"] == "phone"
+    table = run_cli("suppressions", env=env)
+    assert "ava@" not in table.stdout.lower() and "345" not in table.stdout
+    assert table.stdout.splitlines()[0].split() == ["ADDRESS", "KIND", "REASON", "SOURCE", "DETAIL", "SINCE"]
+
+    # Lifted by the address as anyone writes it: another case, the international form.
+    lifted = run_cli("suppressions", "lift", "ava@example.COM", "--json", env=env)
+    assert (lifted.code, lifted.json()) == (0, {"changed": ["a***@example.com"]})
+    phone = run_cli("suppressions", "lift", "+61412345678", env=env)
+    assert phone.code == 0 and phone.stdout.startswith("lifted +61 4** *** 678")
+    assert await fetch(engine, "SELECT * FROM flavor_scheduler.suppressions") == []
+
+    again = run_cli("suppressions", "lift", "ava@example.com", env=env)
+    assert again.code == 1 and "a***@example.com is not suppressed" in again.stderr
+    assert "ava@example.com" not in again.stderr
+
+
+def test_usage_and_database_errors(env: dict[str, str]) -> None:
+    assert run_cli("suppressions", "lift", env=env).code == 2
+    assert run_cli("suppressions", "unlift", "x", env=env).code == 2
+    assert run_cli("suppressions", "lift", "not-a-number", env=env).code == 2
+    port = unused_local_url().rsplit(":", 1)[1]
+    down = run_cli(
+        "suppressions", env=clean_env(DATABASE_URL=f"postgresql://u:hunter2@127.0.0.1:{port}/db?connect_timeout=2")
+    )
+    assert down.code == 1 and "hunter2" not in down.stderr
