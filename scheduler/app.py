@@ -65,15 +65,19 @@ def build_transports(
         transports[Channel.WHATSAPP] = LazyTransport(
             Channel.WHATSAPP, "twilio", lambda: _twilio(settings, metrics, clock)
         )
+    if settings.sms_fallback_enabled:
+        transports[Channel.SMS] = LazyTransport(
+            Channel.SMS, "twilio", lambda: _twilio(settings, metrics, clock, Channel.SMS)
+        )
     if settings.email_enabled:
         transports[Channel.EMAIL] = LazyTransport(Channel.EMAIL, "resend", lambda: _resend(settings, metrics, clock))
     return transports
 
 
-def _twilio(settings: Settings, metrics: Metrics, clock: Clock) -> Transport:
+def _twilio(settings: Settings, metrics: Metrics, clock: Clock, channel: Channel = Channel.WHATSAPP) -> Transport:
     from scheduler.notify.twilio import TwilioTransport
 
-    return TwilioTransport(settings, on_request=metrics.observe_provider_request, clock=clock)
+    return TwilioTransport(settings, channel=channel, on_request=metrics.observe_provider_request, clock=clock)
 
 
 def _resend(settings: Settings, metrics: Metrics, clock: Clock) -> Transport:
@@ -174,7 +178,11 @@ def build(
     dispatcher = Dispatcher(
         db,
         transports,
-        ceilings={Channel.WHATSAPP: settings.whatsapp_max_per_second, Channel.EMAIL: settings.email_max_per_second},
+        ceilings={
+            Channel.WHATSAPP: settings.whatsapp_max_per_second,
+            Channel.SMS: settings.sms_max_per_second,
+            Channel.EMAIL: settings.email_max_per_second,
+        },
         limits=limits,
         clock=clock,
         metrics=metrics,
@@ -222,7 +230,7 @@ def build(
 
 def _warn_about_channels(settings: Settings, transports: Mapping[Channel, Transport], *, demo: bool) -> None:
     for channel in Channel:
-        if channel not in transports:
+        if channel not in transports and channel is not Channel.SMS:  # SMS is only ever a fallback, off by default
             log.warning(
                 "channel_off", channel=channel.value, reason="no credentials; its messages are recorded as skipped"
             )

@@ -5,6 +5,8 @@ overwritten by an earlier one."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
+from uuid import UUID
 
 import structlog
 from aiohttp import web
@@ -16,12 +18,14 @@ from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
 from scheduler.http_guard import Guard
 from scheduler.metrics import Metrics
+from scheduler.notify.fallback import OPTED_OUT_CODE, falls_back_on_status
 from scheduler.settings import Settings
 from scheduler.vocabulary import AddressKind, Channel, SuppressionReason
 
-log = structlog.get_logger(__name__)
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
-OPTED_OUT_CODE = "21610"  # Twilio: the recipient replied STOP
+log = structlog.get_logger(__name__)
 
 # Twilio's message statuses; anything else is counted as "other" so a label cannot grow unbounded.
 TWILIO_STATUSES = frozenset(
@@ -76,6 +80,7 @@ class TwilioCallbacks:
                 recorded = await outbox_db.record_provider_status(
                     conn, provider_id=provider_id, status=status, error_code=error_code, now=self._clock.now()
                 )
+                fallback = await self._owe_sms(conn, recorded, provider_id, status, error_code)
                 if error_code == OPTED_OUT_CODE:  # the recipient replied STOP: nothing more to this number
                     opted_out = suppressions_db.NewSuppression(
                         "", AddressKind.PHONE, SuppressionReason.OPTED_OUT, "twilio_callback", error_code, provider_id
@@ -86,8 +91,30 @@ class TwilioCallbacks:
         except DatabaseError as exc:
             log.warning("message_status_not_recorded", provider_id=provider_id, error=str(exc))
             return web.json_response({"error": "database unavailable"}, status=503)
+        if fallback:
+            log.info("sms_fallback_owed", provider_id=provider_id, status=status, code=error_code)
         self._status_recorded(recorded, provider_id=provider_id, status=status, error_code=error_code)
         return web.Response(status=204)
+
+    async def _owe_sms(
+        self,
+        conn: AsyncConnection,
+        recorded: outbox_db.StatusRecorded,
+        provider_id: str,
+        status: str,
+        error_code: str | None,
+    ) -> list[UUID]:
+        """A WhatsApp message reported undelivered or failed is owed as an SMS (TWILIO_SMS_FROM);
+        the next delivery run sends it, once however often Twilio reports."""
+        if not (
+            self._settings.sms_fallback_enabled
+            and recorded.applied
+            and recorded.channel == Channel.WHATSAPP
+            and falls_back_on_status(status, error_code)
+        ):
+            return []
+        whatsapp = await outbox_db.whatsapp_delivery_of(conn, provider_id)
+        return await outbox_db.owe_sms_fallbacks(conn, [whatsapp] if whatsapp else [], now=self._clock.now())
 
     def _status_recorded(
         self, recorded: outbox_db.StatusRecorded, *, provider_id: str, status: str, error_code: str | None

@@ -110,7 +110,10 @@ class Settings(BaseSettings):
 
     shutdown_timeout_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30
 
-    # Reaching people: Resend's webhook (bounces, complaints), dead-man's-switch pings.
+    # Reaching people: SMS fallback, Resend's webhook, dead-man's-switch pings.
+    twilio_sms_from: str | None = None  # +E164 or a Messaging Service SID (MG…); unset: no SMS fallback
+    # A long code sends about 1 SMS a second (Twilio queues the rest); a Messaging Service of several numbers more.
+    sms_max_per_second: SendRate = 1
     resend_webhook_secret: SecretStr | None = None  # whsec_…; unset: /api/resend/webhook answers 404
     resend_webhook_secret_file: Path | None = None
     # HEARTBEAT_URL_<JOB>: pinged at the start and end of each run (see HeartbeatVariables).
@@ -134,6 +137,25 @@ class Settings(BaseSettings):
     @classmethod
     def _known_jobs_and_urls(cls, value: dict[str, str]) -> dict[str, str]:
         return check_heartbeats(value)
+
+    @field_validator("twilio_sms_from")
+    @classmethod
+    def _sms_sender(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if value.startswith("MG"):
+            if len(value) != 34 or not all(ch in "0123456789abcdefABCDEF" for ch in value[2:]):
+                raise ValueError("a Messaging Service SID is MG followed by 32 hexadecimal digits")
+            return value
+        from scheduler.phones import InvalidPhoneNumber, to_e164
+
+        try:
+            return to_e164(value)
+        except InvalidPhoneNumber as exc:
+            raise ValueError(
+                f"{exc}; write a number in international form (+61…) or a Messaging Service SID (MG…)"
+            ) from None
 
     @field_validator("resend_webhook_secret")
     @classmethod
@@ -245,6 +267,15 @@ class Settings(BaseSettings):
             raise ValueError(f"WhatsApp is half configured: {', '.join(missing)} missing")
         return self
 
+    @model_validator(mode="after")
+    def _sms_needs_twilio(self) -> Settings:
+        if self.twilio_sms_from is not None and not self.whatsapp_enabled:
+            raise ValueError(
+                "TWILIO_SMS_FROM is the fallback for WhatsApp: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN "
+                "and TWILIO_WHATSAPP_NUMBER too"
+            )
+        return self
+
     # Derived values -------------------------------------------------------
 
     @property
@@ -271,6 +302,11 @@ class Settings(BaseSettings):
     @property
     def whatsapp_enabled(self) -> bool:
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_whatsapp_number)
+
+    @property
+    def sms_fallback_enabled(self) -> bool:
+        """WhatsApp messages that fail for good are sent once as an SMS (TWILIO_SMS_FROM)."""
+        return self.whatsapp_enabled and self.twilio_sms_from is not None
 
     @property
     def email_enabled(self) -> bool:

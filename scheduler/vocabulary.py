@@ -19,6 +19,7 @@ class JobName(StrEnum):
 class Channel(StrEnum):
     WHATSAPP = "whatsapp"
     EMAIL = "email"
+    SMS = "sms"  # only as the fallback of a WhatsApp message that failed for good (TWILIO_SMS_FROM)
 
 
 IN_APP = "in_app"  # the platform's own notifications table: a metric label beside the channels

@@ -61,7 +61,7 @@ class Dispatcher:
         self._give_up_after = give_up_after
         self._lead = lead  # REMINDER_MIN_LEAD_MINUTES: a reminder closer to its event than this is void
         self._tables = tables
-        self._record = OutcomeRecorder(db, metrics, clock, claimer)
+        self._record = OutcomeRecorder(db, metrics, clock, claimer, sms_fallback=Channel.SMS in transports)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
 
     async def deliver(
@@ -78,6 +78,9 @@ class Dispatcher:
             async with asyncio.TaskGroup() as channels:
                 for channel in self._transports:
                     channels.create_task(self._deliver_channel(channel, report, only_ids, should_stop))
+            if report.sms_fallbacks and not should_stop():
+                # WhatsApp refusals owed their SMS while the SMS channel may have been done: send them now.
+                await self._deliver_channel(Channel.SMS, report, list(report.sms_fallbacks), should_stop)
         except ExceptionGroup as failed:
             raise _first_cause(failed) from None
         await self.refresh_pending_gauge()

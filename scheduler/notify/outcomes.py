@@ -15,6 +15,7 @@ from scheduler.db import outbox as outbox_db
 from scheduler.db import suppressions as suppressions_db
 from scheduler.db.database import Database
 from scheduler.metrics import Metrics
+from scheduler.notify.fallback import OPTED_OUT_CODE, falls_back_on_refusal
 from scheduler.records import ClaimedDelivery
 from scheduler.redact import mask_email, mask_phone
 from scheduler.vocabulary import (
@@ -29,8 +30,6 @@ from scheduler.vocabulary import (
 
 log = structlog.get_logger(__name__)
 
-OPTED_OUT_CODE = "21610"  # Twilio: the recipient replied STOP; nothing more may be sent to the number
-
 
 @dataclass(slots=True)
 class DeliveryReport:
@@ -39,6 +38,7 @@ class DeliveryReport:
     states: Counter[MessageState] = field(default_factory=Counter)
     bookings_sent: set[UUID] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+    sms_fallbacks: list[UUID] = field(default_factory=list)  # SMS deliveries owed by WhatsApp failures here
 
     @property
     def sent(self) -> int:
@@ -53,7 +53,7 @@ def masked_address(delivery: ClaimedDelivery) -> str:
     address = delivery.message.to
     if not address:
         return "(no address)"
-    return mask_phone(address) if delivery.channel == Channel.WHATSAPP else mask_email(address)
+    return mask_email(address) if delivery.channel == Channel.EMAIL else mask_phone(address)
 
 
 def describe(delivery: ClaimedDelivery) -> str:
@@ -65,7 +65,8 @@ def describe(delivery: ClaimedDelivery) -> str:
 class OutcomeRecorder:
     """Records outcomes of deliveries claimed by `claimer`, each in its own short transaction."""
 
-    def __init__(self, db: Database, metrics: Metrics, clock: Clock, claimer: str) -> None:
+    def __init__(self, db: Database, metrics: Metrics, clock: Clock, claimer: str, *, sms_fallback: bool) -> None:
+        self._sms_fallback = sms_fallback  # TWILIO_SMS_FROM: a WhatsApp message refused for good goes as an SMS
         self._db = db
         self._metrics = metrics
         self._clock = clock
@@ -105,12 +106,16 @@ class OutcomeRecorder:
     async def failed(
         self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str, tries: int, *, code: str | None = None
     ) -> None:
-        """Failed for good. Twilio's 21610 (the recipient opted out) also suppresses the number."""
+        """Failed for good. Twilio's 21610 (the recipient opted out) also suppresses the number; a
+        WhatsApp message refused with 63016 or 63003 is owed as an SMS, in the same transaction."""
         now = self._clock.now()
+        fallback: list[UUID] = []
         async with self._db.begin() as conn:
-            await outbox_db.mark_failed(
+            ours = await outbox_db.mark_failed(
                 conn, delivery.id, claimer=self._claimer, reason=reason, extra_attempts=tries - 1, now=now
             )
+            if ours and self._sms_fallback and delivery.channel is Channel.WHATSAPP and falls_back_on_refusal(code):
+                fallback = await outbox_db.owe_sms_fallbacks(conn, [delivery.id], now=now)
             if code == OPTED_OUT_CODE and delivery.channel is not Channel.EMAIL and delivery.message.to:
                 opted_out = suppressions_db.NewSuppression(
                     delivery.message.to,
@@ -123,8 +128,12 @@ class OutcomeRecorder:
                     log.info("address_suppressed", reason="opted_out", source="twilio_send",
                              channel=delivery.channel.value, to=masked_address(delivery))  # fmt: skip
         report.states[MessageState.FAILED] += 1
-        report.errors.append(f"{describe(delivery)}: {reason}")
+        report.errors.append(f"{describe(delivery)}: {reason}" + ("; sent as an SMS instead" if fallback else ""))
         self._count(delivery, MessageOutcome.FAILED)
+        if fallback:
+            report.sms_fallbacks += fallback
+            log.info("sms_fallback_owed", booking=delivery.booking_reference, code=code, kind=delivery.kind.value,
+                     to=masked_address(delivery))  # fmt: skip
 
     async def retry_later(
         self,

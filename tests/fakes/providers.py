@@ -367,6 +367,18 @@ class FakeTwilio(FakeProviderServer):
         self.account_status = account_status
         self.templates: dict[str, str] = {}
         self.accepted: list[TwilioMessage] = []
+        # WhatsApp to these numbers is refused with this error code (63016 outside the session,
+        # 63003 not on WhatsApp); an SMS to them goes through.
+        self.refuse_whatsapp: dict[str, int] = {}
+        # WhatsApp to these numbers is accepted, then reported `undelivered` with this error code in
+        # a signed status callback, posted to `callback_target` (where the daemon listens; Twilio
+        # would post to the public StatusCallback URL, which is what the signature covers).
+        self.undeliver_whatsapp: dict[str, str] = {}
+        self.callback_target: str | None = None
+        self.callbacks: list[tuple[dict[str, str], int]] = []  # (form, HTTP status of the answer)
+        self._callback_tasks: set[asyncio.Task[None]] = set()
+        # The senders an SMS may come from (numbers, Messaging Service SIDs); empty: any.
+        self.sms_senders: set[str] = set()
 
     async def _handle(self, route: str, request: web.Request, recorded: RecordedRequest) -> web.StreamResponse:
         if not self._authorised(request):
@@ -404,10 +416,13 @@ class FakeTwilio(FakeProviderServer):
         if not to:
             return _twilio_error(400, 21604, "A 'To' phone number is required.")
         number = to.removeprefix("whatsapp:")
+        whatsapp = to.startswith("whatsapp:")
         if not (number.startswith("+") and number[1:].isdigit() and 8 <= len(number) <= 16):
             return _twilio_error(400, 21211, f"Invalid 'To' Phone Number: {to}")
-        if not sender or (self.whatsapp_number and sender != self.whatsapp_number):
-            return _twilio_error(400, 63007, "Twilio could not find a Channel with the specified From address")
+        refused = self._refuse_sender(form, number, whatsapp=whatsapp)
+        if refused is not None:
+            return refused
+        sender = sender or form.get("MessagingServiceSid", "")  # the fake lists a service's SMS under its SID
         content_sid = form.get("ContentSid")
         variables: dict[str, str] = {}
         if content_sid:
@@ -442,7 +457,51 @@ class FakeTwilio(FakeProviderServer):
             form=dict(form),
         )
         self.accepted.append(message)
+        if whatsapp and number in self.undeliver_whatsapp and callback:
+            task = asyncio.create_task(self._report_undelivered(message, callback, self.undeliver_whatsapp[number]))
+            self._callback_tasks.add(task)
+            task.add_done_callback(self._callback_tasks.discard)
         return _response(201, message.resource())
+
+    async def _report_undelivered(self, message: TwilioMessage, callback: str, code: str) -> None:
+        """Twilio's status callback for a message that could not be delivered, signed for `callback`."""
+        from aiohttp import ClientSession
+        from twilio.request_validator import RequestValidator
+
+        message.status = "undelivered"
+        form = {
+            "AccountSid": self.account_sid, "MessageSid": message.sid, "SmsSid": message.sid,
+            "MessageStatus": "undelivered", "SmsStatus": "undelivered", "ErrorCode": code,
+            "To": message.to, "From": message.from_, "ApiVersion": "2010-04-01", "ChannelPrefix": "whatsapp",
+        }  # fmt: skip
+        signature = RequestValidator(self.auth_token).compute_signature(callback, form)
+        async with (
+            ClientSession() as session,
+            session.post(
+                self.callback_target or callback, data=form, headers={"X-Twilio-Signature": signature}
+            ) as answer,
+        ):
+            self.callbacks.append((form, answer.status))
+
+    async def callbacks_sent(self) -> None:
+        """Wait until every status callback due so far has been answered."""
+        while self._callback_tasks:
+            await asyncio.gather(*self._callback_tasks)
+
+    def _refuse_sender(self, form: dict[str, str], number: str, *, whatsapp: bool) -> web.Response | None:
+        """An SMS from an unknown sender (21606), WhatsApp from one (63007), or a scripted WhatsApp refusal."""
+        sender = form.get("From", "")
+        if not whatsapp:
+            sender = sender or form.get("MessagingServiceSid", "")
+            if not sender or (self.sms_senders and sender not in self.sms_senders):
+                return _twilio_error(400, 21606, "The From phone number is not a valid, SMS-capable phone number")
+            return None
+        if not sender or (self.whatsapp_number and sender != self.whatsapp_number):
+            return _twilio_error(400, 63007, "Twilio could not find a Channel with the specified From address")
+        if number in self.refuse_whatsapp:
+            code = self.refuse_whatsapp[number]
+            return _twilio_error(400, code, f"scripted WhatsApp refusal {code}")
+        return None
 
     def _render(self, content_sid: str, variables: dict[str, str]) -> str:
         template = self.templates.get(content_sid)

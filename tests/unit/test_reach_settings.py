@@ -1,4 +1,4 @@
-"""The settings of Resend's webhook and the heartbeats (CONTRACT §4):
+"""The settings of SMS fallback, Resend's webhook and heartbeats (CONTRACT §4):
 gathered, checked, and refused by name when wrong."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(_env_file=None)
+    assert settings.twilio_sms_from is None and not settings.sms_fallback_enabled
+    assert settings.sms_max_per_second == 1
     assert settings.resend_webhook_secret is None
     assert all(settings.heartbeat_url(job) is None for job in JobName)
 
@@ -38,6 +40,7 @@ def test_heartbeat_urls_are_gathered_per_job(monkeypatch: pytest.MonkeyPatch, tm
         ("HEARTBEAT_URL_SEND_BOOKING_REMINDER", "HEARTBEAT_URL_SEND_BOOKING_REMINDERS"),
         ("HEARTBEAT_CLEANUP_EXPIRED_OTPS", "HEARTBEAT_URL_CLEANUP_EXPIRED_OTPS"),
         ("RESEND_WEBHOOK_SECRT", "RESEND_WEBHOOK_SECRET"),
+        ("TWILIO_SMS_FORM", "TWILIO_SMS_FROM"),
     ],
 )
 def test_lookalikes_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, closest: str) -> None:
@@ -54,6 +57,10 @@ def test_lookalikes_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, 
             "hc-ping.com/abc",
             "HEARTBEAT_URL_CLEANUP_EXPIRED_OTPS: must be an http",
         ),
+        ("TWILIO_SMS_FROM", "not a number", "TWILIO_SMS_FROM: "),
+        ("TWILIO_SMS_FROM", "MG123", "TWILIO_SMS_FROM: a Messaging Service SID is MG followed by 32"),
+        ("TWILIO_SMS_FROM", "+61480000000", "TWILIO_SMS_FROM is the fallback for WhatsApp"),
+        ("SMS_MAX_PER_SECOND", "0", "SMS_MAX_PER_SECOND: "),
         ("RESEND_WEBHOOK_SECRET", "whsec_not base64!", "RESEND_WEBHOOK_SECRET: must be Resend's signing secret"),
     ],
 )
@@ -64,6 +71,18 @@ def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch, variable: str, va
     assert expected in str(raised.value)
     if variable == "RESEND_WEBHOOK_SECRET":
         assert value not in str(raised.value)
+
+
+def test_sms_sender_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (("TWILIO_ACCOUNT_SID", "AC" + "0" * 32), ("TWILIO_AUTH_TOKEN", "token-0123456789"),
+                        ("TWILIO_WHATSAPP_NUMBER", "+14155238886")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TWILIO_SMS_FROM", "0412 345 678")
+    settings = load_settings(_env_file=None)
+    assert settings.twilio_sms_from == "+61412345678" and settings.sms_fallback_enabled
+    service = "MG" + "0123456789abcdef" * 2
+    monkeypatch.setenv("TWILIO_SMS_FROM", service)
+    assert load_settings(_env_file=None).twilio_sms_from == service
 
 
 def test_webhook_secret_is_a_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
