@@ -70,7 +70,9 @@ def build_transports(
             Channel.SMS, "twilio", lambda: _twilio(settings, metrics, clock, Channel.SMS)
         )
     if settings.email_enabled:
-        transports[Channel.EMAIL] = LazyTransport(Channel.EMAIL, "resend", lambda: _resend(settings, metrics, clock))
+        transports[Channel.EMAIL] = LazyTransport(
+            Channel.EMAIL, "resend", lambda: _resend(settings, metrics, clock), batches=True
+        )
     return transports
 
 
@@ -190,6 +192,7 @@ def build(
         give_up_after=timedelta(hours=settings.message_max_retry_hours),
         lead=timedelta(minutes=settings.reminder_min_lead_minutes),
         tables=tables,
+        email_batch_size=settings.email_batch_size,
     )
     planner = MessagePlanner(
         Renderer(settings.tz),

@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     sms_max_per_second: SendRate = 1
     resend_webhook_secret: SecretStr | None = None  # whsec_…; unset: /api/resend/webhook answers 404
     resend_webhook_secret_file: Path | None = None
+    email_batch_size: Annotated[int, Field(ge=1, le=100)] = 100  # Resend's /emails/batch takes at most 100
     # HEARTBEAT_URL_<JOB>: pinged at the start and end of each run (see HeartbeatVariables).
     heartbeats: dict[str, str] = Field(default_factory=dict)
 

@@ -53,6 +53,7 @@ _CLAIM_SQL = text(
           AND ((status IN ('pending', 'held') AND next_attempt_at <= :now)
                OR (status = 'sending' AND lease_expires_at < now()))
           AND (CAST(:only_ids AS uuid[]) IS NULL OR id = ANY(CAST(:only_ids AS uuid[])))
+          AND batch_key IS NULL  -- an email batch that may have reached Resend is retried whole (db/email_batches.py)
         ORDER BY created_at, id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -95,12 +96,12 @@ async def claim_due(
         "only_ids": list(only_ids) if only_ids is not None else None,
     }
     rows = await conn.execute(_CLAIM_SQL, params)
-    claimed = [_claimed(row) for row in rows]
+    claimed = [claimed_delivery(row) for row in rows]
     claimed.sort(key=lambda d: (d.created_at, str(d.id)))
     return claimed
 
 
-def _claimed(row: Any) -> ClaimedDelivery:
+def claimed_delivery(row: Any) -> ClaimedDelivery:
     message = OutgoingMessage(
         delivery_id=row.id,
         channel=Channel(row.channel),

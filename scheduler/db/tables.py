@@ -184,6 +184,8 @@ deliveries = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True)),
     Column("first_failed_at", DateTime(timezone=True)),  # the first transient failure: retries end by time
+    # The Resend batch (its Idempotency-Key) of an attempt that may have reached Resend: retried as is.
+    Column("batch_key", Text),
 )
 
 job_pauses = Table(

@@ -13,6 +13,7 @@ from uuid import UUID
 import structlog
 
 from scheduler.clock import Clock
+from scheduler.db import email_batches as email_batches_db
 from scheduler.db import outbox as outbox_db
 from scheduler.db import suppressions as suppressions_db
 from scheduler.db import validity as validity_db
@@ -22,9 +23,11 @@ from scheduler.db.platform import PlatformTables
 from scheduler.limits import Limits
 from scheduler.metrics import Metrics
 from scheduler.notify.backoff import Backoff
+from scheduler.notify.email_batches import EmailBatchSender
+from scheduler.notify.email_batches import groups as email_groups
 from scheduler.notify.outcomes import DeliveryReport, OutcomeRecorder
 from scheduler.notify.ratelimit import RateLimiter
-from scheduler.notify.transport import PermanentSendError, TransientSendError, Transport
+from scheduler.notify.transport import BatchTransport, PermanentSendError, TransientSendError, Transport
 from scheduler.records import ClaimedDelivery, OutgoingMessage
 from scheduler.vocabulary import Channel
 
@@ -48,6 +51,7 @@ class Dispatcher:
         lead: timedelta,
         tables: PlatformTables,
         rng: random.Random | None = None,
+        email_batch_size: int = 1,
     ) -> None:
         self._db = db
         self._transports = transports
@@ -63,6 +67,18 @@ class Dispatcher:
         self._tables = tables
         self._record = OutcomeRecorder(db, metrics, clock, claimer, sms_fallback=Channel.SMS in transports)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        # EMAIL_BATCH_SIZE: due emails go many to a request where the transport can (Resend); a batch
+        # that may have reached Resend is replayed whole even when the size is now 1.
+        self._email_batch_size = email_batch_size
+        email = transports.get(Channel.EMAIL)
+        self._email_batches = (
+            EmailBatchSender(
+                email, limiter=self._limiters[Channel.EMAIL], record=self._record, limits=limits, clock=clock,
+                give_up_after=give_up_after, rng=self._rng,
+            )
+            if isinstance(email, BatchTransport) and email.batches
+            else None
+        )  # fmt: skip
 
     async def deliver(
         self, *, only_ids: Sequence[UUID] | None = None, should_stop: Callable[[], bool] = lambda: False
@@ -94,7 +110,9 @@ class Dispatcher:
 
     def _claim_size(self, channel: Channel) -> int:
         limits = self._limits
-        return max(limits.min_claim, min(limits.max_claim, int(self._ceilings[channel] * limits.claim_seconds_of_work)))
+        per_request = self._email_batch_size if channel is Channel.EMAIL and self._email_batches else 1
+        work = int(self._ceilings[channel] * limits.claim_seconds_of_work * per_request)
+        return max(limits.min_claim, min(limits.max_claim, work))
 
     async def _deliver_channel(
         self,
@@ -105,49 +123,105 @@ class Dispatcher:
     ) -> None:
         in_flight = asyncio.Semaphore(self._limits.max_in_flight)
         while not should_stop():
-            now = self._clock.now()
-            async with self._db.begin() as conn:
-                batch = await outbox_db.claim_due(
-                    conn,
-                    channel=channel.value,
-                    now=now,
-                    lease=self._limits.delivery_lease,
-                    claimer=self._claimer,
-                    limit=self._claim_size(channel),
-                    only_ids=only_ids,
-                )
-                # Every claimed message is re-checked against its booking as it stands now.
-                voided = await validity_db.void_untrue(
-                    conn,
-                    [delivery.id for delivery in batch],
-                    now=now,
-                    lead=self._lead,
-                    with_preferences=self._tables.has("notification_preferences"),
-                )
-                # ... and against the suppressed addresses (bounced, complained, opted out).
-                suppressed = await suppressions_db.skip_suppressed(
-                    conn, [delivery.id for delivery in batch if delivery.id not in voided], now=now
-                )
-            if not batch:
+            claimed = await self._claim(channel, report, only_ids)
+            if claimed is None:
                 return
-            for delivery in batch:
-                if delivery.id in voided:
-                    self._record.voided(delivery, report, voided[delivery.id])
-                elif delivery.id in suppressed:
-                    self._record.suppressed(delivery, report)
-            batch = [delivery for delivery in batch if delivery.id not in voided and delivery.id not in suppressed]
-
-            async def one(delivery: ClaimedDelivery) -> None:
-                async with in_flight:
-                    await self._send_one(channel, delivery, report, should_stop)
-
+            batch, replay_key = claimed
             renewer = asyncio.create_task(self._renew_claims(channel), name=f"claims-{channel.value}")
             try:
                 async with asyncio.TaskGroup() as sends:
-                    for delivery in batch:
-                        sends.create_task(one(delivery))
+                    for group, key in self._requests(channel, batch, replay_key):
+                        sends.create_task(
+                            self._send_request(
+                                channel, group, key, report, should_stop=should_stop, in_flight=in_flight
+                            )
+                        )
             finally:
                 renewer.cancel()
+
+    async def _claim(
+        self, channel: Channel, report: DeliveryReport, only_ids: Sequence[UUID] | None
+    ) -> tuple[list[ClaimedDelivery], str | None] | None:
+        """Claim due deliveries of `channel` and re-check them; those to send, and the key of the
+        email batch they are to be replayed as (None: a fresh claim). None when nothing is due."""
+        now = self._clock.now()
+        async with self._db.begin() as conn:
+            # An email batch that may have reached Resend first, whole, to be replayed as it was.
+            retried = None
+            if channel is Channel.EMAIL and self._email_batches is not None:
+                retried = await email_batches_db.claim_retried_batch(
+                    conn, now=now, lease=self._limits.delivery_lease, claimer=self._claimer, only_ids=only_ids
+                )
+            batch = retried[1] if retried is not None else await outbox_db.claim_due(
+                conn,
+                channel=channel.value,
+                now=now,
+                lease=self._limits.delivery_lease,
+                claimer=self._claimer,
+                limit=self._claim_size(channel),
+                only_ids=only_ids,
+            )  # fmt: skip
+            # Every claimed message is re-checked against its booking as it stands now.
+            voided = await validity_db.void_untrue(
+                conn,
+                [delivery.id for delivery in batch],
+                now=now,
+                lead=self._lead,
+                with_preferences=self._tables.has("notification_preferences"),
+            )
+            # ... and against the suppressed addresses (bounced, complained, opted out).
+            suppressed = await suppressions_db.skip_suppressed(
+                conn, [delivery.id for delivery in batch if delivery.id not in voided], now=now
+            )
+        if not batch:
+            return None
+        for delivery in batch:
+            if delivery.id in voided:
+                self._record.voided(delivery, report, voided[delivery.id])
+            elif delivery.id in suppressed:
+                self._record.suppressed(delivery, report)
+        batch = [delivery for delivery in batch if delivery.id not in voided and delivery.id not in suppressed]
+        if retried is not None and (voided or suppressed) and batch:
+            await self._batch_changed(retried[0], batch)
+            retried = None
+        return batch, retried[0] if retried is not None else None
+
+    def _requests(
+        self, channel: Channel, batch: list[ClaimedDelivery], replay_key: str | None
+    ) -> list[tuple[list[ClaimedDelivery], str | None]]:
+        """The provider requests the claimed deliveries make: one each, or emails many to a request."""
+        if replay_key is not None:
+            return [(batch, replay_key)] if batch else []
+        if channel is Channel.EMAIL and self._email_batches is not None and self._email_batch_size > 1:
+            return [(group, None) for group in email_groups(batch, self._email_batch_size)]
+        return [([delivery], None) for delivery in batch]
+
+    async def _send_request(
+        self,
+        channel: Channel,
+        group: list[ClaimedDelivery],
+        replay_key: str | None,
+        report: DeliveryReport,
+        *,
+        should_stop: Callable[[], bool],
+        in_flight: asyncio.Semaphore,
+    ) -> None:
+        async with in_flight:
+            if self._email_batches is not None and (replay_key is not None or len(group) > 1):
+                await self._email_batches.send(group, report, should_stop, key=replay_key, replay=bool(replay_key))
+            else:
+                await self._send_one(channel, group[0], report, should_stop)
+
+    async def _batch_changed(self, key: str, remaining: list[ClaimedDelivery]) -> None:
+        """A batch to be replayed lost members (void or suppressed since): the rest can no longer be
+        the same request, so they go as a new batch under a new key. Only if Resend had accepted the
+        first attempt after all would they arrive twice; the log says so."""
+        log.warning(
+            "email_batch_changed", batch_key=key, remaining=len(remaining),
+            effect="sent as a new batch; a duplicate is possible if the first attempt was accepted",
+        )  # fmt: skip
+        async with self._db.begin() as conn:
+            await email_batches_db.unpin(conn, [delivery.id for delivery in remaining])
 
     async def _renew_claims(self, channel: Channel) -> None:
         """While sends are in flight, keep their claims alive (by the database's clock): only a

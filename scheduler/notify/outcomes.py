@@ -4,6 +4,7 @@ outbox, in the metrics, and in the report of the run that sent it."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -11,6 +12,7 @@ from uuid import UUID
 import structlog
 
 from scheduler.clock import Clock
+from scheduler.db import email_batches as email_batches_db
 from scheduler.db import outbox as outbox_db
 from scheduler.db import suppressions as suppressions_db
 from scheduler.db.database import Database
@@ -93,15 +95,80 @@ class OutcomeRecorder:
         if not ours:
             bound.warning("message_sent_without_claim", delivery_id=str(delivery.id))
             return
-        bound.info(
-            "message_sent", kind=delivery.kind.value, role=delivery.recipient_role.value, to=masked_address(delivery)
-        )
+        self._counted_sent(delivery, report, provider_id)
+
+    def _counted_sent(self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str) -> None:
+        log.info(
+            "message_sent", booking=delivery.booking_reference, channel=delivery.channel.value,
+            provider_id=provider_id, kind=delivery.kind.value, role=delivery.recipient_role.value,
+            to=masked_address(delivery),
+        )  # fmt: skip
         report.states[MessageState.SENT] += 1
         report.bookings_sent.add(delivery.booking_id)
         self._count(delivery, MessageOutcome.SENT)
         reminder = REMINDER_KINDS.get(delivery.kind)
         if reminder is not None:
             self._metrics.reminders_sent.labels(kind=reminder, channel=delivery.channel).inc()
+
+    async def sent_batch(
+        self, group: Sequence[ClaimedDelivery], report: DeliveryReport, provider_ids: Sequence[str], tries: int
+    ) -> None:
+        """Every member of a batch went out, each with its own provider id: one statement."""
+        async with self._db.begin() as conn:
+            ours = await email_batches_db.mark_batch_sent(
+                conn, [(d.id, pid) for d, pid in zip(group, provider_ids, strict=True)],
+                claimer=self._claimer, extra_attempts=tries - 1, now=self._clock.now(),
+            )  # fmt: skip
+        for delivery, provider_id in zip(group, provider_ids, strict=True):
+            if delivery.id in ours:
+                self._counted_sent(delivery, report, provider_id)
+            else:
+                log.warning(
+                    "message_sent_without_claim", booking=delivery.booking_reference, channel=delivery.channel.value,
+                    provider_id=provider_id, delivery_id=str(delivery.id),
+                )  # fmt: skip
+
+    async def failed_batch(
+        self, group: Sequence[ClaimedDelivery], report: DeliveryReport, reason: str, tries: int
+    ) -> None:
+        """Every member of a batch failed for good, for the same reason: one statement."""
+        async with self._db.begin() as conn:
+            await email_batches_db.mark_batch_failed(
+                conn, [d.id for d in group], claimer=self._claimer, reason=reason, extra_attempts=tries - 1,
+                now=self._clock.now(),
+            )  # fmt: skip
+        for delivery in group:
+            report.states[MessageState.FAILED] += 1
+            report.errors.append(f"{describe(delivery)}: {reason}")
+            self._count(delivery, MessageOutcome.FAILED)
+
+    async def retry_batch_later(
+        self,
+        group: Sequence[ClaimedDelivery],
+        report: DeliveryReport,
+        reason: str,
+        *,
+        delay_seconds: float,
+        batch_key: str | None,
+        tries: int,
+    ) -> None:
+        """Leave a batch for a later run, each member an error naming when it is tried next; with
+        `batch_key`, as this very batch (the attempt may have reached Resend)."""
+        now = self._clock.now()
+        next_attempt = now + timedelta(seconds=delay_seconds)
+        async with self._db.begin() as conn:
+            await email_batches_db.mark_batch_retry(
+                conn, [d.id for d in group], claimer=self._claimer, reason=reason, next_attempt_at=next_attempt,
+                batch_key=batch_key, extra_attempts=tries - 1, now=now,
+            )  # fmt: skip
+        for delivery in group:
+            report.states[MessageState.RETRYING] += 1
+            report.errors.append(f"{describe(delivery)}: {reason}; retrying at {next_attempt:%Y-%m-%dT%H:%M:%SZ}")
+
+    async def hand_back_batch(self, group: Sequence[ClaimedDelivery]) -> None:
+        """Stopping before the batch was tried: owed again at once, as it was (its batch kept)."""
+        async with self._db.begin() as conn:
+            await outbox_db.release_unsent(conn, [d.id for d in group], claimer=self._claimer, now=self._clock.now())
 
     async def failed(
         self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str, tries: int, *, code: str | None = None

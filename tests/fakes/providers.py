@@ -66,7 +66,7 @@ class Reply:
     - hang: never answer (the handler waits until the server stops);
     - drop: close the connection without answering;
     - accept: process the request normally first (the message is accepted and recorded), then
-      hang, drop, or send the normal answer after `delay_seconds`.
+      hang, drop, or send the normal answer (or the scripted status, when not 200) after `delay_seconds`.
     """
 
     status: int = 200
@@ -96,6 +96,11 @@ class Reply:
     def accept_late(cls, delay_seconds: float) -> Reply:
         """Accept the message, answer normally after a delay."""
         return cls(accept=True, delay_seconds=delay_seconds)
+
+    @classmethod
+    def accept_then_fail(cls, status: int = 500, body: Any = None) -> Reply:
+        """Accept the message, then answer `status` (a 500 after acceptance)."""
+        return cls(status=status, body=body, accept=True)
 
     @classmethod
     def twilio_error(
@@ -273,7 +278,7 @@ class FakeProviderServer:
             return web.Response(status=599)  # never reaches the client
         if reply.delay_seconds:
             await asyncio.sleep(reply.delay_seconds)
-        if response is None:
+        if response is None or reply.status != 200:  # accepted, then answered with the scripted error
             response = _response(reply.status, reply.body, reply.headers)
         recorded.answer = str(response.status)
         return response
@@ -611,9 +616,9 @@ class ResendEmail:
 
 
 class FakeResend(FakeProviderServer):
-    """Resend's POST /emails (Bearer auth, JSON, Idempotency-Key) and GET /domains.
+    """Resend's POST /emails and POST /emails/batch (Bearer auth, JSON, Idempotency-Key) and GET /domains.
 
-    Routes: "send" and "domains". A replay with a known Idempotency-Key and the same payload
+    Routes: "send", "batch" and "domains". A replay with a known Idempotency-Key and the same payload
     answers the first id again without accepting a new email; another payload under that key
     answers 409 invalid_idempotent_request. A key in `sending_only_keys` may send but not list
     domains (401 restricted_api_key), like a Resend "sending access" key.
@@ -621,6 +626,7 @@ class FakeResend(FakeProviderServer):
 
     routes = (
         ("POST", "/emails", "send"),
+        ("POST", "/emails/batch", "batch"),
         ("GET", "/domains", "domains"),
     )
 
@@ -641,6 +647,8 @@ class FakeResend(FakeProviderServer):
         )
         self.accepted: list[ResendEmail] = []
         self._by_key: dict[str, ResendEmail] = {}
+        self._batches_by_key: dict[str, tuple[Any, list[ResendEmail]]] = {}
+        self.refuse: set[str] = set()  # addresses answered 422 validation_error, as a malformed one is
 
     async def _handle(self, route: str, request: web.Request, recorded: RecordedRequest) -> web.StreamResponse:
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
@@ -652,24 +660,58 @@ class FakeResend(FakeProviderServer):
             if key in self.sending_only_keys:
                 return _resend_error(401, "restricted_api_key", "This API key is restricted to only send emails")
             return _response(200, self._domain_list())
+        if route == "batch":
+            return self._send_batch(request, recorded.json)
         return self._send(request, recorded.json)
 
-    def _send(self, request: web.Request, payload: Any) -> web.Response:
+    def _invalid(self, payload: Any, where: str = "") -> web.Response | None:
+        """Resend's 422 for an email it would not send, or None."""
         if not isinstance(payload, dict):
-            return _resend_error(422, "validation_error", "Invalid JSON body")
+            return _resend_error(422, "validation_error", f"{where}Invalid JSON body")
         for name in ("from", "to", "subject"):
             if not payload.get(name):
-                return _resend_error(422, "missing_required_field", f"Missing `{name}` field.")
+                return _resend_error(422, "missing_required_field", f"{where}Missing `{name}` field.")
         recipients = payload["to"] if isinstance(payload["to"], list) else [payload["to"]]
         for address in recipients:
             local, at, domain = str(address).partition("@")
-            if not (local and at and "." in domain):
+            if not (local and at and "." in domain) or address in self.refuse:
                 return _resend_error(
                     422,
                     "validation_error",
-                    f"Invalid `to` field. The email address needs to follow the "
+                    f"{where}Invalid `to` field. The email address needs to follow the "
                     f"`email@example.com` format. Received: {address}",
                 )
+        return None
+
+    def _send_batch(self, request: web.Request, payload: Any) -> web.Response:
+        """POST /emails/batch, strict validation: one invalid email refuses the whole batch."""
+        if not isinstance(payload, list) or not 1 <= len(payload) <= 100:
+            return _resend_error(422, "validation_error", "The batch must hold 1 to 100 emails")
+        for index, email in enumerate(payload):
+            invalid = self._invalid(email, where=f"emails[{index}]: ")
+            if invalid is not None:
+                return invalid
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and key in self._batches_by_key:
+            earlier_payload, earlier = self._batches_by_key[key]
+            if earlier_payload != payload:
+                return _resend_error(
+                    409, "invalid_idempotent_request", "Same idempotency key used with a different request payload."
+                )
+            return _response(200, {"data": [{"id": email.id} for email in earlier]})
+        emails = [
+            ResendEmail(id=str(uuid.uuid4()), payload=email, idempotency_key=key, accepted_at=self.now())
+            for email in payload
+        ]
+        self.accepted += emails
+        if key is not None:
+            self._batches_by_key[key] = (payload, emails)
+        return _response(200, {"data": [{"id": email.id} for email in emails]})
+
+    def _send(self, request: web.Request, payload: Any) -> web.Response:
+        invalid = self._invalid(payload)
+        if invalid is not None:
+            return invalid
         key = request.headers.get("Idempotency-Key")
         if key is not None:
             earlier = self._by_key.get(key)

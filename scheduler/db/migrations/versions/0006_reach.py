@@ -1,6 +1,7 @@
 """Suppressed addresses: email addresses Resend reported bounced or complained, phone numbers
 Twilio reported opted out (21610). Kept as a SHA-256 of the normalised address (and a masked form
-for operators), never the address itself.
+for operators), never the address itself. And the batch an email was last sent in when that
+attempt may have reached Resend: the retry must be the same batch under the same key.
 
 Revision ID: 0006_reach
 Revises: 0003
@@ -31,7 +32,17 @@ def upgrade() -> None:
         sa.CheckConstraint("address_kind IN ('email', 'phone')", name="suppressions_kind"),
         schema=SCHEMA,
     )
+    op.add_column("deliveries", sa.Column("batch_key", sa.Text), schema=SCHEMA)
+    op.create_index(
+        "deliveries_batch",
+        "deliveries",
+        ["batch_key"],
+        schema=SCHEMA,
+        postgresql_where=sa.text("batch_key IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("deliveries_batch", "deliveries", schema=SCHEMA)
+    op.drop_column("deliveries", "batch_key", schema=SCHEMA)
     op.drop_table("suppressions", schema=SCHEMA)
