@@ -19,6 +19,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.twilio_sms_from is None and not settings.sms_fallback_enabled
     assert settings.sms_max_per_second == 1
     assert settings.resend_webhook_secret is None
+    assert settings.email_batch_size == 100
     assert all(settings.heartbeat_url(job) is None for job in JobName)
 
 
@@ -41,6 +42,7 @@ def test_heartbeat_urls_are_gathered_per_job(monkeypatch: pytest.MonkeyPatch, tm
         ("HEARTBEAT_CLEANUP_EXPIRED_OTPS", "HEARTBEAT_URL_CLEANUP_EXPIRED_OTPS"),
         ("RESEND_WEBHOOK_SECRT", "RESEND_WEBHOOK_SECRET"),
         ("TWILIO_SMS_FORM", "TWILIO_SMS_FROM"),
+        ("EMAIL_BATCHSIZE", "EMAIL_BATCH_SIZE"),
     ],
 )
 def test_lookalikes_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, closest: str) -> None:
@@ -61,6 +63,8 @@ def test_lookalikes_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, 
         ("TWILIO_SMS_FROM", "MG123", "TWILIO_SMS_FROM: a Messaging Service SID is MG followed by 32"),
         ("TWILIO_SMS_FROM", "+61480000000", "TWILIO_SMS_FROM is the fallback for WhatsApp"),
         ("SMS_MAX_PER_SECOND", "0", "SMS_MAX_PER_SECOND: "),
+        ("EMAIL_BATCH_SIZE", "0", "EMAIL_BATCH_SIZE: "),
+        ("EMAIL_BATCH_SIZE", "101", "EMAIL_BATCH_SIZE: "),
         ("RESEND_WEBHOOK_SECRET", "whsec_not base64!", "RESEND_WEBHOOK_SECRET: must be Resend's signing secret"),
     ],
 )
