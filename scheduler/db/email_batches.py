@@ -1,7 +1,8 @@
-"""Emails sent many to a request (Resend's /emails/batch): a batch that may have reached Resend
-(a 5xx, a timeout, a dropped connection) keeps its members and key (`batch_key`) and is claimed and
-retried whole, so Resend's idempotency answers the replay instead of sending again; outcomes are
-written for a whole batch in one statement."""
+"""Emails sent many to a request (Resend's /emails/batch). A batch's members carry its key
+(`batch_key`) from before its first request until Resend's answer is known, so a batch that may
+have reached Resend (a 5xx, a timeout, a dropped connection, a sender killed mid-request) is claimed
+and retried whole, and Resend's idempotency answers the replay instead of sending again; outcomes
+are written for a whole batch in one statement."""
 
 from __future__ import annotations
 
@@ -173,6 +174,17 @@ async def mark_batch_retry(
         "now": now,
     }
     return {row.id for row in await conn.execute(_RETRY_SQL, params)}
+
+
+async def pin(conn: AsyncConnection, ids: Sequence[UUID], *, key: str, claimer: str) -> None:
+    """Before a batch's request: should its answer never be known, it is retried as this batch."""
+    await conn.execute(
+        text(
+            f"UPDATE {OWN_SCHEMA}.deliveries SET batch_key = :key "  # noqa: S608 - OWN_SCHEMA only
+            "WHERE id = ANY(CAST(:ids AS uuid[])) AND claimed_by = :claimer AND status = 'sending'"
+        ),
+        {"ids": list(ids), "key": key, "claimer": claimer},
+    )
 
 
 async def unpin(conn: AsyncConnection, ids: Sequence[UUID]) -> None:

@@ -25,6 +25,7 @@ from scheduler.metrics import Metrics
 from scheduler.notify.backoff import Backoff
 from scheduler.notify.email_batches import EmailBatchSender
 from scheduler.notify.email_batches import groups as email_groups
+from scheduler.notify.lazy import LazyTransport
 from scheduler.notify.outcomes import DeliveryReport, OutcomeRecorder
 from scheduler.notify.ratelimit import RateLimiter
 from scheduler.notify.transport import BatchTransport, PermanentSendError, TransientSendError, Transport
@@ -127,6 +128,9 @@ class Dispatcher:
             if claimed is None:
                 return
             batch, replay_key = claimed
+            transport = self._transports[channel]
+            if isinstance(transport, LazyTransport):  # load the SDK before the first grant, not after it
+                transport.build()
             renewer = asyncio.create_task(self._renew_claims(channel), name=f"claims-{channel.value}")
             try:
                 async with asyncio.TaskGroup() as sends:

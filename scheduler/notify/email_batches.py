@@ -1,9 +1,10 @@
 """Emails many to a request (EMAIL_BATCH_SIZE, Resend's /emails/batch), each still exactly once.
 
 A batch's Idempotency-Key is derived from its members, so the same batch carries the same key on
-every try, in any process. An attempt that may have reached Resend (a 5xx, a timeout, a dropped
-connection) is retried as the very same batch (kept in the outbox as `batch_key`), and Resend
-answers the replay with the first ids instead of sending again. A batch Resend refuses as invalid
+every try, in any process. Its members carry the key in the outbox (`batch_key`) from before the
+first request until the answer is recorded: an attempt that may have reached Resend (a 5xx, a
+timeout, a dropped connection, a sender killed mid-request) is retried as the very same batch, and
+Resend answers the replay with the first ids instead of sending again. A batch Resend refuses as invalid
 (strict validation: one bad address refuses all) is split in halves until the bad one fails alone.
 """
 
@@ -76,6 +77,8 @@ class EmailBatchSender:
         of this very batch may have reached Resend, so it stays this batch whatever happens now."""
         key = key or batch_key(group)
         messages = [delivery.message for delivery in group]
+        if not replay:
+            await self._record.sending_batch(group, key)  # a sender killed mid-request leaves it to be replayed
         attempt_here = 0
         while not should_stop():
             attempt_here += 1
@@ -111,7 +114,7 @@ class EmailBatchSender:
                 return
             await self._record.sent_batch(group, report, provider_ids, attempt_here)
             return
-        await self._record.hand_back_batch(group)
+        await self._record.hand_back_batch(group, tried=replay)
 
     async def _retry_now(
         self,

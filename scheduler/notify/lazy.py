@@ -31,6 +31,11 @@ class LazyTransport:
     def built(self) -> bool:
         return self._inner is not None
 
+    def build(self) -> None:
+        """Make the transport now (the first message is about to go: its wait for a slot of the
+        send ceiling must not be followed by the SDK's import)."""
+        self._transport()
+
     def _transport(self) -> Transport:
         if self._inner is None:
             self._inner = self._build()

@@ -46,6 +46,13 @@ class DeliveryReport:
     def sent(self) -> int:
         return self.states[MessageState.SENT]
 
+    def merge(self, other: DeliveryReport) -> None:
+        """Add what another call to `deliver` achieved (a run that sends batch after batch)."""
+        self.states.update(other.states)
+        self.bookings_sent |= other.bookings_sent
+        self.errors += other.errors
+        self.sms_fallbacks += other.sms_fallbacks
+
     @property
     def retrying(self) -> int:
         return self.states[MessageState.RETRYING]
@@ -165,10 +172,19 @@ class OutcomeRecorder:
             report.states[MessageState.RETRYING] += 1
             report.errors.append(f"{describe(delivery)}: {reason}; retrying at {next_attempt:%Y-%m-%dT%H:%M:%SZ}")
 
-    async def hand_back_batch(self, group: Sequence[ClaimedDelivery]) -> None:
-        """Stopping before the batch was tried: owed again at once, as it was (its batch kept)."""
+    async def sending_batch(self, group: Sequence[ClaimedDelivery], key: str) -> None:
+        """About to send a batch: its members keep its key until the answer is recorded."""
         async with self._db.begin() as conn:
-            await outbox_db.release_unsent(conn, [d.id for d in group], claimer=self._claimer, now=self._clock.now())
+            await email_batches_db.pin(conn, [d.id for d in group], key=key, claimer=self._claimer)
+
+    async def hand_back_batch(self, group: Sequence[ClaimedDelivery], *, tried: bool) -> None:
+        """Stopping before the batch was tried (again): owed again at once; as this batch only if an
+        earlier try may have reached Resend."""
+        ids = [d.id for d in group]
+        async with self._db.begin() as conn:
+            if not tried:
+                await email_batches_db.unpin(conn, ids)
+            await outbox_db.release_unsent(conn, ids, claimer=self._claimer, now=self._clock.now())
 
     async def failed(
         self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str, tries: int, *, code: str | None = None

@@ -238,6 +238,7 @@ class FakeProviderServer:
         return endpoint
 
     async def _record(self, route: str, request: web.Request) -> RecordedRequest:
+        at = time.monotonic()  # when the request arrived, before its body is read (a large one takes a while)
         form: dict[str, str] | None = None
         body: Any = None
         if request.content_type == "application/x-www-form-urlencoded":
@@ -255,7 +256,7 @@ class FakeProviderServer:
             headers=CIMultiDict(request.headers),
             form=form,
             json=body,
-            at=time.monotonic(),
+            at=at,
             received_at=self.now(),
         )
         self.requests.append(recorded)

@@ -6,6 +6,8 @@ resend SDK against the stand-in server, on the test's clock."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -15,13 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.app import App, build
 from scheduler.clock import FrozenClock
+from scheduler.limits import Limits
+from scheduler.notify.recording import RecordingTransport
 from scheduler.settings import Settings
-from scheduler.vocabulary import JobName, MessageState, Trigger
+from scheduler.vocabulary import Channel, JobName, MessageState, Trigger
 from tests.conftest import NOW
 from tests.database import to_libpq
 from tests.factories import add_booking, add_client, add_performer, fetch
 from tests.fakes.fixtures import RESEND_API_KEY
 from tests.fakes.providers import FakeResend, Reply
+from tests.faults.support import wait_until
 
 
 @pytest.fixture
@@ -194,3 +199,61 @@ async def test_batch_size_1_sends_one_by_one(
         assert sorted(request.headers["Idempotency-Key"] for request in sends) == sorted(str(row.id) for row in rows)
     finally:
         await app.aclose()
+
+
+async def test_a_sender_killed_mid_request_leaves_the_batch_to_be_replayed(
+    database_url: str, resend: FakeResend, clock: FrozenClock, engine: AsyncEngine
+) -> None:
+    """Resend accepted the batch, then the sender died before the answer: another replica, once the
+    claim's lease has run out (by the database's clock), replays the same batch under the same key."""
+    await _bookings(engine, 3)
+    settings = Settings(
+        _env_file=None, database_url=to_libpq(database_url), resend_api_key=RESEND_API_KEY,
+        resend_api_url=resend.url, email_batch_size=10,
+    )  # fmt: skip
+    dying = build(settings, clock=clock, limits=Limits(delivery_lease_seconds=1.0))  # a second-long claim
+    await dying.prepare_database()
+    resend.script(Reply.accept_then_hang(), route="batch")
+    run = asyncio.create_task(_run(dying))
+    await wait_until(lambda: len(resend.accepted) == 6, within=10, what="Resend to accept the batch")
+    run.cancel()  # killed: nothing after the request runs
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+    await dying.aclose()
+    rows = await _email_rows(engine)
+    assert {row.status for row in rows} == {"sending"} and len({row.batch_key for row in rows}) == 1
+    assert rows[0].batch_key is not None  # written before the request went
+    # Two more emails owed meanwhile, due when the replica comes: a fresh claim would batch all eight.
+    await _bookings(engine, 1)
+    failing = RecordingTransport(Channel.EMAIL)
+    failing.fail_next(10)
+    third = build(settings, clock=clock, transports={Channel.EMAIL: failing})
+    await third.prepare_database()
+    try:
+        assert (await _run(third)).messages[MessageState.RETRYING] == 2
+    finally:
+        await third.aclose()
+    clock.advance(3600)
+
+    async def lease_expired() -> bool:
+        found = await fetch(
+            engine, "SELECT bool_and(lease_expires_at < now()) AS gone FROM flavor_scheduler.deliveries "
+            "WHERE channel = 'email'",
+        )  # fmt: skip
+        return bool(found[0].gone)
+
+    await wait_until(lease_expired, within=10, what="the dead sender's lease to run out")
+    other = await _app(database_url, resend, clock, email_batch_size=10)
+    try:
+        result = await _run(other, JobName.DELIVER_PENDING_MESSAGES)
+        assert result.messages[MessageState.SENT] == 8, result.errors
+    finally:
+        await other.aclose()
+    first, replay, fresh = resend.requests_to("batch")
+    assert replay.headers["Idempotency-Key"] == first.headers["Idempotency-Key"] == rows[0].batch_key
+    assert replay.json == first.json
+    assert len(fresh.json) == 2
+    assert len(resend.accepted) == 8  # nothing twice
+    _each_once(resend)
+    ids = {email.to[0]: email.id for email in resend.accepted}
+    assert all((row.status, row.provider_message_id) == ("sent", ids[row.address]) for row in await _email_rows(engine))
