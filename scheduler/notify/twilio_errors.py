@@ -30,7 +30,6 @@ _KNOWN_CODES: Mapping[int, str] = {
 _OUTSIDE_SESSION_WINDOW = 63016
 
 
-
 @dataclass(slots=True)
 class Exchange:
     """What the HTTP layer saw of one SDK call; the SDK's exceptions drop the headers."""
@@ -39,7 +38,6 @@ class Exchange:
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: str = ""
-
 
 
 class TwilioErrors:
