@@ -1,5 +1,6 @@
 """The composition root: `build(settings)` returns everything the process runs, fully wired
-(database, transports, metrics, dispatcher, run history, runner, schedule, HTTP server), and
+(database, transports, metrics, dispatcher, run history, runner, schedule; the HTTP server on first
+use), and
 `App` owns the steps of start-up and shutdown that touch them."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TextIO
+from functools import cached_property
+from typing import TYPE_CHECKING, TextIO
 from uuid import uuid4
 
 import structlog
@@ -26,7 +28,6 @@ from scheduler.db.platform import PlatformTables, inspect_platform
 from scheduler.db.tables import OPTIONAL_TABLES
 from scheduler.heartbeat_pings import HeartbeatPings
 from scheduler.history import RunHistory
-from scheduler.http import HttpServer
 from scheduler.inflight import RunsInFlight
 from scheduler.jobs.catalog import enabled_schedules
 from scheduler.jobs.context import Dependencies
@@ -36,11 +37,15 @@ from scheduler.metrics import Metrics
 from scheduler.notify.content import Renderer
 from scheduler.notify.dispatcher import Dispatcher
 from scheduler.notify.planner import MessagePlanner
+from scheduler.notify.send_time import SendTime
 from scheduler.notify.transport import Transport
 from scheduler.runner import Runner
 from scheduler.schedule import Schedule
 from scheduler.settings import Settings
 from scheduler.vocabulary import Channel, JobName, MessageKind
+
+if TYPE_CHECKING:
+    from scheduler.http import HttpServer
 
 log = structlog.get_logger(__name__)
 
@@ -105,8 +110,24 @@ class App:
     runner: Runner
     inflight: RunsInFlight
     schedule: Schedule
-    http: HttpServer
     heartbeats: HeartbeatPings
+
+    @cached_property
+    def http(self) -> HttpServer:
+        """The HTTP server, built when the daemon first asks: `--run-once` and the console never
+        load aiohttp."""
+        from scheduler.http import HttpServer
+
+        return HttpServer(
+            self.settings,
+            registry=self.registry,
+            lifecycle=self.lifecycle,
+            db=self.db,
+            metrics=self.metrics,
+            clock=self.clock,
+            inflight=self.inflight,
+            limits=self.limits.http,
+        )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -177,6 +198,7 @@ def build(
         db = Database(create_engine(url, pool_size=settings.database_pool_size))
     replica_id = replica_name()
     tables = PlatformTables()  # as if every optional table existed, until prepare_database() looks
+    renderer = Renderer(settings.tz)
     dispatcher = Dispatcher(
         db,
         transports,
@@ -190,12 +212,18 @@ def build(
         metrics=metrics,
         claimer=replica_id,
         give_up_after=timedelta(hours=settings.message_max_retry_hours),
-        lead=timedelta(minutes=settings.reminder_min_lead_minutes),
-        tables=tables,
+        send_time=SendTime(
+            renderer,
+            tz=settings.tz,
+            quiet=settings.quiet,
+            lead=timedelta(minutes=settings.reminder_min_lead_minutes),
+            pickup=timedelta(seconds=limits.quiet_pickup_seconds),
+            tables=tables,
+        ),
         email_batch_size=settings.email_batch_size,
     )
     planner = MessagePlanner(
-        Renderer(settings.tz),
+        renderer,
         enabled_channels=transports.keys(),
         content_sids={kind: settings.content_sid(kind.value) for kind in MessageKind},
     )
@@ -215,19 +243,9 @@ def build(
     )
     runner = Runner(deps, history, lifecycle, clock, heartbeats=heartbeats)
     inflight = RunsInFlight(runner)
-    http = HttpServer(
-        settings,
-        registry=registry,
-        lifecycle=lifecycle,
-        db=db,
-        metrics=metrics,
-        clock=clock,
-        inflight=inflight,
-        limits=limits.http,
-    )
     return App(
         settings, clock, limits, db, registry, metrics, transports, deps, lifecycle, history, runner, inflight,
-        schedule, http, heartbeats,
+        schedule, heartbeats,
     )  # fmt: skip
 
 

@@ -12,13 +12,13 @@ import json
 import signal
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TextIO
 
 from scheduler.jobs.catalog import GROUPS, JOBS, resolve_target, schedule_for, valid_targets
 from scheduler.limits import PRODUCTION, Limits
-from scheduler.vocabulary import JobName
+from scheduler.vocabulary import DeliveryStatus, JobName, MessageKind
 
 if TYPE_CHECKING:  # the rest is imported where used: `--help` and `--list-jobs` stay quick
     from scheduler.app import App
@@ -64,12 +64,78 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true", help="check settings, database and provider credentials")
     parser.add_argument("--demo", action="store_true", help="use an embedded PostgreSQL with demo data; print messages")
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
+    _console_parsers(parser)
     return parser
+
+
+def _console_parsers(parser: argparse.ArgumentParser) -> None:
+    """The operator's console: one sub-command each (CONTRACT §3); each takes --json and --demo."""
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser, title="operator's console (DATABASE_URL or --demo)"
+    )
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--json", action="store_true", help="one JSON document on stdout instead of tables")
+        sub.add_argument("--demo", action="store_true", default=argparse.SUPPRESS, help="on the demo's database")
+        return sub
+
+    def listing(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--since", metavar="WHEN", help="30m, 6h, 2d, 1w, today, yesterday, or a date and time")
+        sub.add_argument("--limit", metavar="N", help="at most N rows (default 50)")
+
+    command("status", "every job (schedule, paused, running, last and next run) and the message backlog")
+    runs = command("runs", "the run history of every replica and every manual run, newest first")
+    runs.add_argument("job", nargs="?", metavar="JOB", help="only this job")
+    runs.add_argument("--failed", action="store_true", help="only runs whose outcome is partial or error")
+    listing(runs)
+    messages = command("messages", "messages owed, newest first; --booking REF: that booking's whole trail")
+    messages.add_argument("--booking", metavar="REF", help="the booking's reference, e.g. FE-2026-0042")
+    messages.add_argument("--status", choices=[status.value for status in DeliveryStatus])
+    messages.add_argument("--channel", metavar="C", help="whatsapp, email, ...")
+    listing(messages)
+    for name, help_text in (
+        ("resend", "failed, skipped or void messages back to pending; sent ones again (--force) as new messages"),
+        ("cancel", "pending or held messages made void (cancelled by operator): never sent"),
+    ):
+        sub = command(name, help_text)
+        sub.add_argument("ids", nargs="*", metavar="ID", help="message ids (or their first 8+ characters)")
+        sub.add_argument("--booking", metavar="REF", help="the booking's messages instead of ids")
+        sub.add_argument("--kind", choices=[kind.value for kind in MessageKind], help="with --booking")
+        sub.add_argument("--channel", metavar="C", help="with --booking")
+        if name == "resend":
+            sub.add_argument("--force", action="store_true", help="also messages already sent, as new messages")
+    pause = command("pause", "stop a job's (or a group's) scheduled runs in every replica, without a restart")
+    pause.add_argument("job", metavar="JOB")
+    pause.add_argument("--reason", metavar="TEXT", help="shown by status")
+    resume = command("resume", "restart a paused job's scheduled runs")
+    resume.add_argument("job", metavar="JOB")
+    suppressions = command("suppressions", "addresses no message goes to (bounced, complained, opted out); lift one")
+    suppressions.add_argument("action", nargs="?", choices=["lift"], help="lift ADDRESS: let messages reach it again")
+    suppressions.add_argument("address", nargs="?", metavar="ADDRESS", help="an email address or a phone number")
+    suppressions.add_argument("--limit", metavar="N", help="at most N rows (default 50)")
+
+
+_NO_DATABASE_URL = (
+    "DATABASE_URL is not set: export DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DBNAME "
+    "(or DATABASE_URL_FILE=/path/to/file), or run with --demo to try it on an embedded database"
+)
 
 
 def _fail(message: str, code: int) -> int:
     print(f"{PROG}: {message}", file=sys.stderr)
     return code
+
+
+def _console(args: argparse.Namespace, settings: Settings, limits: Limits) -> int:
+    """A console command: no logging set up, no SQLAlchemy loaded, one connection (CONTRACT §3: 0.5 s)."""
+    if settings.database_url is None:
+        return _fail(_NO_DATABASE_URL, EXIT_USAGE)
+    import asyncio
+
+    from scheduler.console.run import run_console_command
+
+    return asyncio.run(run_console_command(args, settings, limits))
 
 
 def main(
@@ -81,17 +147,13 @@ def main(
     (multi-process tests run the real program with second-long leases and schedules in seconds).
     """
     given = list(sys.argv[1:] if argv is None else argv)
-    if given[:1] == ["suppressions"]:
-        from scheduler.console_suppressions import main as suppressions
-
-        return suppressions(given[1:])
     try:
         args = _parser().parse_args(given)
         if args.dry_run and not args.run_once:
             raise UsageError("--dry-run goes with --run-once JOB")
-        modes = sum(bool(flag) for flag in (args.run_once, args.list_jobs, args.check))
+        modes = sum(bool(flag) for flag in (args.run_once, args.list_jobs, args.check, args.command))
         if modes > 1:
-            raise UsageError("choose one of --run-once, --list-jobs and --check")
+            raise UsageError("choose one of --run-once, --list-jobs, --check and a command")
         if args.run_once and resolve_target(args.run_once) is None:
             raise UsageError(f"unknown job {args.run_once!r}; valid names: {', '.join(valid_targets())}")
     except UsageError as exc:
@@ -103,24 +165,21 @@ def main(
         settings = load_settings()
     except SettingsError as exc:
         return _fail(f"configuration error: {exc}", EXIT_USAGE)
+    if args.list_jobs:
+        last_runs = _last_runs(settings, limits) if not args.demo else None
+        print(list_jobs(settings, datetime.now(UTC), last_runs=last_runs))
+        return EXIT_OK
+    if args.command and not args.demo:
+        return _console(args, settings, limits)
     from scheduler.logging import configure_logging
 
     configure_logging(
         level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values(), timezone=settings.tz
     )
 
-    if args.list_jobs:
-        from scheduler.clock import SystemClock
-
-        print(list_jobs(settings, SystemClock().now()))
-        return EXIT_OK
     if not args.demo and settings.database_url is None:
-        return _fail(
-            "DATABASE_URL is not set: export DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DBNAME "
-            "(or DATABASE_URL_FILE=/path/to/file), or run with --demo to try it on an embedded database",
-            EXIT_USAGE,
-        )
-    if not (args.run_once or args.check):
+        return _fail(_NO_DATABASE_URL, EXIT_USAGE)
+    if not (args.run_once or args.check or args.list_jobs or args.command):
         from scheduler.ports import port_in_use
 
         if port_in_use(settings.http_host, settings.http_port):
@@ -133,7 +192,7 @@ def main(
     with _terminate_as_interrupt():
         try:
             if args.demo:
-                return _with_demo(args, settings, make_app)
+                return _with_demo(args, settings, make_app, limits)
             return asyncio.run(_command(args, settings, make_app, demo=False))
         except KeyboardInterrupt:
             return EXIT_OK if not args.run_once else EXIT_FAILED
@@ -153,7 +212,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _with_demo(args: argparse.Namespace, settings: Settings, make_app: AppFactory) -> int:
+def _with_demo(args: argparse.Namespace, settings: Settings, make_app: AppFactory, limits: Limits) -> int:
     import asyncio
 
     from pydantic import SecretStr
@@ -168,12 +227,70 @@ def _with_demo(args: argparse.Namespace, settings: Settings, make_app: AppFactor
             demo_settings = settings.model_copy(update={"database_url": SecretStr(database.url)})
 
             async def go() -> int:
-                await prepare_demo_database(database.url, SystemClock(), reseed=database.owner and not args.check)
+                fresh = database.owner and not (args.check or args.command)
+                await prepare_demo_database(database.url, SystemClock(), reseed=fresh)
+                if args.command:
+                    from scheduler.console.run import run_console_command
+
+                    await _demo_history(demo_settings, make_app, owner=database.owner)
+                    return await run_console_command(args, demo_settings, limits)
                 return await _command(args, demo_settings, make_app, demo=True)
 
             return asyncio.run(go())
     except (EmbeddedPostgresMissing, DemoAlreadyRunning) as exc:
         return _fail(str(exc), EXIT_USAGE)
+
+
+async def _demo_history(settings: Settings, make_app: AppFactory, *, owner: bool) -> None:
+    """The demo's database migrated; when this process runs its server and nothing ran there yet,
+    the demo data laid and every job run once (messages printed on stderr), so the console has a
+    history to show. A demo daemon running in this folder is left as it is."""
+    from scheduler.clock import SystemClock
+    from scheduler.db.runs import any_run
+    from scheduler.demo.setup import prepare_demo_database
+    from scheduler.demo.transports import demo_transports
+    from scheduler.vocabulary import Trigger
+
+    app = make_app(settings, demo=True, transports=demo_transports(sys.stderr))
+    try:
+        await app.prepare_database()
+        if not owner:
+            return
+        async with app.db.connect() as conn:
+            if await any_run(conn):
+                return
+        await prepare_demo_database(settings.async_database_url() or "", SystemClock(), reseed=True)
+        for job in GROUPS["all"]:
+            await app.runner.run(job, trigger=Trigger.MANUAL, dry_run=False)
+    finally:
+        await app.aclose()
+
+
+async def _fetch_last_runs(settings: Settings, limits: Limits) -> dict[str, Any] | None:
+    """Each job's last finished run and pause, or None when the database does not answer quickly."""
+    from scheduler.db import console_queries, direct
+    from scheduler.db.errors import DatabaseError
+
+    try:
+        async with direct.connect(
+            settings.async_database_url() or "",
+            connect_timeout_seconds=limits.list_jobs_connect_timeout_seconds,
+            command_timeout_seconds=limits.list_jobs_connect_timeout_seconds,
+        ) as conn:
+            if await console_queries.schema_revision(conn) is None:
+                return None
+            return dict(await console_queries.job_overview(conn, [job.value for job in JOBS]))
+    except (DatabaseError, TimeoutError) as exc:
+        print(f"{PROG}: last runs not shown: {exc}", file=sys.stderr)
+        return None
+
+
+def _last_runs(settings: Settings, limits: Limits) -> dict[str, Any] | None:
+    if settings.database_url is None:
+        return None
+    import asyncio
+
+    return asyncio.run(_fetch_last_runs(settings, limits))
 
 
 async def _command(args: argparse.Namespace, settings: Settings, make_app: AppFactory, *, demo: bool) -> int:
@@ -270,18 +387,31 @@ def _stop_on_signals(app: App) -> Iterator[None]:
             loop.remove_signal_handler(signum)
 
 
-def list_jobs(settings: Settings, now: datetime) -> str:
-    """A table: job, schedule, time zone, enabled, next run (in the configured zone)."""
+def list_jobs(settings: Settings, now: datetime, *, last_runs: Mapping[str, Any] | None = None) -> str:
+    """A table: job, schedule, time zone, enabled, next run (in the configured zone); with the
+    database's answer (`last_runs`), also each job's last run, its outcome and whether it is paused."""
     from scheduler.cron import OFF
     from scheduler.triggers import build_trigger
 
-    rows = [("JOB", "SCHEDULE", "TIMEZONE", "ENABLED", "NEXT RUN")]
+    header = ("JOB", "SCHEDULE", "TIMEZONE", "ENABLED", "NEXT RUN")
+    rows = [header + (("LAST RUN", "OUTCOME", "PAUSED") if last_runs is not None else ())]
     for job in JOBS:
         expression = schedule_for(settings, job)
         if expression == OFF:
-            rows.append((job.value, OFF, settings.timezone, "no", "-"))
-            continue
-        next_fire = build_trigger(expression, settings.tz).get_next_fire_time(None, now.astimezone(settings.tz))
-        rows.append((job.value, expression, settings.timezone, "yes", next_fire.isoformat() if next_fire else "-"))
+            row: tuple[str, ...] = (job.value, OFF, settings.timezone, "no", "-")
+        else:
+            next_fire = build_trigger(expression, settings.tz).get_next_fire_time(None, now.astimezone(settings.tz))
+            row = (job.value, expression, settings.timezone, "yes", next_fire.isoformat() if next_fire else "-")
+        if last_runs is not None:
+            overview = last_runs[job.value]
+            last = overview.last
+            row += (
+                (last.finished_at or last.started_at).astimezone(settings.tz).isoformat(timespec="seconds")
+                if last
+                else "never",
+                last.status if last else "-",
+                "yes" if overview.pause else "no",
+            )
+        rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlencode
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 TARGET_SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
@@ -31,9 +31,52 @@ _FROM_ENVIRONMENT = {
 
 ASYNCPG_SCHEME = "postgresql+asyncpg"
 
+# SQLAlchemy's own URL grammar (sqlalchemy.engine.url._parse_url): what is checked here is what the
+# engine will read, without importing SQLAlchemy (0.3 s) just to read a setting (the console's
+# commands answer in well under a second).
+_URL = re.compile(
+    r"""
+    (?P<name>[\w+]+)://
+    (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
+    (?:(?:\[(?P<ipv6host>[^/?]+)\]|(?P<ipv4host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?
+    (?:/(?P<database>[^?]*))?
+    (?:\?(?P<query>.*))?
+    """,
+    re.VERBOSE,
+)
+
 
 class DatabaseUrlError(ValueError):
     """A DATABASE_URL parameter that cannot be honoured; the message names it, never the password."""
+
+
+@dataclass(frozen=True, slots=True)
+class UrlParts:
+    """A URL's parts as SQLAlchemy reads them (user, password and database percent-decoded)."""
+
+    username: str | None
+    password: str | None
+    host: str | None
+    port: int | None
+    database: str | None
+    query: dict[str, str]
+
+
+def url_parts(url: str) -> UrlParts:
+    """Split a URL as SQLAlchemy's make_url does; ValueError when it would refuse it (a bad port)."""
+    match = _URL.match(url)
+    if match is None:
+        raise ValueError("not a URL")
+    found = match.groupdict()
+    port = int(found["port"]) if found["port"] else None  # ValueError, as SQLAlchemy's
+    return UrlParts(
+        username=unquote(found["username"]) if found["username"] is not None else None,
+        password=unquote(found["password"]) if found["password"] is not None else None,
+        host=found["ipv4host"] or found["ipv6host"],
+        port=port,
+        database=unquote(found["database"]) if found["database"] is not None else None,
+        query=dict(parse_qsl(found["query"] or "")),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +117,13 @@ def parse(url: str) -> ConnectTarget:
         handler(found, name, value)
     app_name = found.application_name or found.server_settings.pop("application_name", None) or found.fallback_name
 
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
-        sqlalchemy_url = make_url(base).set(query=found.passed).render_as_string(hide_password=False)
-    except (ValueError, TypeError, ArgumentError):  # its message would quote the URL, password and all
+        url_parts(base)
+    except ValueError:  # its message would quote the URL, password and all
         raise DatabaseUrlError(
             "DATABASE_URL is not a valid URL: percent-encode special characters in the user name and password"
         ) from None
+    sqlalchemy_url = f"{base}?{urlencode(found.passed)}" if found.passed else base
     if found.passed.keys() & {"host", "port"}:
         _check_hosts(sqlalchemy_url)
     return ConnectTarget(
@@ -277,14 +318,12 @@ def check_url(url: str) -> None:
             "DATABASE_URL has more than one '@': percent-encode an '@' in the user name or password "
             "as %40 (and ':' as %3A, '/' as %2F)"
         )
-    from sqlalchemy.engine import make_url
-
     # libpq's query parameters are translated or refused here, by name (exit 2), rather than
     # reaching asyncpg.connect() as keywords it does not know (a TypeError).
     target = parse(f"{ASYNCPG_SCHEME}://{rest}")
     try:
-        port = make_url(target.url).port
-    except (ValueError, TypeError):  # the parser's message would quote the URL, password and all
+        port = url_parts(target.url).port
+    except ValueError:  # the parser's message would quote the URL, password and all
         port = 0
     if port is not None and not 0 < port < 65536:
         raise ValueError(

@@ -62,8 +62,11 @@ class Limits:
     # 30 s doubling to an hour, then hourly: about a day of trying before a message is given up.
     backoff_base_seconds: float = 30.0
     backoff_cap_seconds: float = 3600.0
-    max_attempts: int = 30
     ambiguity_slack: timedelta = timedelta(minutes=2)  # clock skew between us and the provider
+    # A message held for the quiet hours is picked up by the first deliver_pending_messages run
+    # after they end (every 5 minutes by default): one whose event would be less than
+    # REMINDER_MIN_LEAD_MINUTES plus this away by then is sent at once, since held it would be void.
+    quiet_pickup_seconds: float = 600.0
 
     # Batches: each cancelling transaction also writes notices and messages for its bookings;
     # a reminder transaction is a constant number of statements for its bookings.
@@ -88,6 +91,12 @@ class Limits:
     # ping that takes longer than this is dropped. At exit, pings still out get the drain time.
     heartbeat_ping_timeout_seconds: float = 5.0
     heartbeat_ping_drain_seconds: float = 2.0
+
+    # The operator's console: a database that has not answered in 5 s is down for a person at a
+    # terminal; `--list-jobs` shows the schedule at once and the last runs only if they come in 1 s.
+    console_connect_timeout_seconds: float = 5.0
+    console_command_timeout_seconds: float = 10.0
+    list_jobs_connect_timeout_seconds: float = 1.0
 
     http: ConnectionLimits = ConnectionLimits()
 

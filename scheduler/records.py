@@ -146,6 +146,9 @@ class ClaimedDelivery:
     attempts: int  # including this one
     created_at: datetime
     first_failed_at: datetime | None = None  # the first transient failure: retries end by time
+    # The text written afresh at claim time, when an earlier attempt may have gone out with the
+    # stored one (`message`): sent once the provider is known not to have that earlier one.
+    rewritten: OutgoingMessage | None = None
 
     @property
     def id(self) -> UUID:

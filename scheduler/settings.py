@@ -10,6 +10,7 @@ from pydantic import Field, PositiveInt, SecretStr, ValidationError, field_valid
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from scheduler.database_url import ASYNCPG_SCHEME, check_url
+from scheduler.quiet_hours import QuietHours, QuietHoursError
 from scheduler.settings_values import (
     CENTURY_DAYS,
     HEARTBEAT_PREFIX,
@@ -96,6 +97,7 @@ class Settings(BaseSettings):
     resend_api_url: str = "https://api.resend.com"
 
     message_max_retry_hours: Hours = 24  # a message failing transiently for this long is failed
+    quiet_hours: str = "21:00-08:00"  # local HH:MM-HH:MM in TIMEZONE when WhatsApp and email wait; off
     whatsapp_max_per_second: SendRate = 10
     email_max_per_second: SendRate = 2
 
@@ -128,6 +130,15 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Australia/Perth)") from exc
         return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_window(cls, value: str) -> str:
+        try:
+            window = QuietHours.parse(value)
+        except QuietHoursError as exc:
+            raise ValueError(str(exc)) from None
+        return str(window) if window is not None else "off"
 
     @model_validator(mode="before")
     @classmethod
@@ -283,6 +294,11 @@ class Settings(BaseSettings):
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    @property
+    def quiet(self) -> QuietHours | None:
+        """QUIET_HOURS as a window, None when `off`."""
+        return QuietHours.parse(self.quiet_hours)
+
     def heartbeat_url(self, job: JobName) -> str | None:
         """HEARTBEAT_URL_<JOB> when set: the dead-man's-switch URL pinged around the job's runs."""
         return self.heartbeats.get(job.value)
@@ -327,12 +343,10 @@ class Settings(BaseSettings):
         ]
         values += self.heartbeats.values()  # a ping URL is a credential: whoever has it can ping
         if self.database_url is not None:
-            from sqlalchemy.engine import make_url
-
             from scheduler import database_url
 
             try:
-                url = make_url(database_url.parse(self.async_database_url() or "").url)
+                url = database_url.url_parts(database_url.parse(self.async_database_url() or "").url)
                 password = url.password or url.query.get("password")  # libpq also takes ?password=
             except Exception:
                 password = None

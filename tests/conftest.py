@@ -19,12 +19,20 @@ from scheduler.vocabulary import Channel
 from tests.database import DatabaseFactory, server_url, to_libpq
 from tests.fakes.fixtures import *  # noqa: F403 - the stand-in provider fixtures
 
+pytest_plugins = ["tests.faults.report"]
+
 # A Sunday evening in Perth (UTC+8, no daylight saving): 2026-11-29 18:00 local.
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 
 # The first word of every variable the daemon reads (DATABASE, SCHEDULE, TWILIO, ...): a machine's
 # variable that starts so is the daemon's, or a look-alike of one.
 _SETTINGS_PREFIXES = tuple(sorted(prefixes(variable_names())))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The multi-process scenarios first: spread over the workers (pytest-xdist) from the start,
+    they do not leave one worker running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +82,8 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(_env_file=None, database_url=to_libpq(database_url), http_port=0)
+    # Sends at any hour: tests stand at any time of day (quiet hours have their own tests).
+    return Settings(_env_file=None, database_url=to_libpq(database_url), http_port=0, quiet_hours="off")
 
 
 @pytest.fixture

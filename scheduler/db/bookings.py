@@ -30,7 +30,11 @@ from scheduler.db.tables import (
 )
 from scheduler.records import BookingFacts, BookingRecord, Contact
 
+# The rules' words, one place each: reminders are owed (db/reminders.py) and stay true
+# (db/validity.py) for these statuses; a balance reminder for this payment status.
 ACTIVE_STATUSES = ("confirmed", "in_progress")
+CANCELLED = "cancelled"
+BALANCE_DUE_PAYMENT_STATUS = "deposit_paid"
 
 
 # --- stale bookings ------------------------------------------------------------------------
@@ -67,7 +71,7 @@ async def cancel_stale_bookings(conn: AsyncConnection, *, cutoff: datetime, now:
     statement = (
         update(bookings)
         .where(bookings.c.id == chosen.c.id, _stale(cutoff))
-        .values(status="cancelled", updated_at=now)
+        .values(status=CANCELLED, updated_at=now)
         .returning(bookings.c.id)
     )
     return list((await conn.scalars(statement)).all())

@@ -94,7 +94,7 @@ _SENT_UNCLAIMED = text(_SENT_SQL.text.format(claim="d.status <> 'sent'"))
 
 
 async def mark_batch_sent(
-    conn: AsyncConnection, sent: Sequence[tuple[UUID, str]], *, claimer: str, extra_attempts: int, now: datetime
+    conn: AsyncConnection, sent: Sequence[tuple[UUID, str | None]], *, claimer: str, extra_attempts: int, now: datetime
 ) -> set[UUID]:
     """Record the provider id of each member sent; returns those whose claim was still ours."""
     if not sent:

@@ -8,11 +8,10 @@ DATABASE_URL; never its password.
 from __future__ import annotations
 
 import socket
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-
-from sqlalchemy.exc import DBAPIError
 
 
 class ConnectProblem(StrEnum):
@@ -61,27 +60,32 @@ class _Target:
 
 
 def _target(url: str) -> _Target:
-    from sqlalchemy.engine import make_url
+    from scheduler.database_url import url_parts
 
     try:
-        parsed = make_url(url)
-    except Exception:  # an unparseable URL was refused by the settings already; say nothing of it
+        parsed = url_parts(url)
+        query: dict[str, Any] = parsed.query
+        host = parsed.host or query.get("host") or "localhost"
+        port = parsed.port or int(query.get("port") or 5432)
+    except ValueError:  # an unparseable URL was refused by the settings already; say nothing of it
         return _Target("the database host", 5432, "?", "?")
-    query: dict[str, Any] = dict(parsed.query)
-
-    def first(value: Any) -> str | None:
-        return str(value[0] if isinstance(value, tuple) else value) if value else None
-
-    host = parsed.host or first(query.get("host")) or "localhost"
-    port = parsed.port or int(first(query.get("port")) or 5432)
     return _Target(host, port, parsed.username or "?", parsed.database or "?")
+
+
+def _wrapped_driver_error(exc: BaseException) -> BaseException | None:
+    """The driver's error SQLAlchemy wrapped, if it is one of SQLAlchemy's (only then is it loaded:
+    the console talks to asyncpg directly and never imports SQLAlchemy)."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from sqlalchemy.exc import DBAPIError
+
+    return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else None
 
 
 def _driver_error(exc: BaseException) -> BaseException:
     """The driver's own exception inside SQLAlchemy's wrappers."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        inner: BaseException = exc.orig
-        return inner.__cause__ if inner.__cause__ is not None else inner
+    if (orig := _wrapped_driver_error(exc)) is not None:
+        return orig.__cause__ if orig.__cause__ is not None else orig
     return exc
 
 
@@ -152,8 +156,7 @@ def describe_db_error(exc: BaseException, *, url: str | None = None) -> str:
         failure = explain_connect_error(exc, url)
         if failure is not None:
             return failure.message
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        inner: BaseException = exc.orig
+    if (inner := _wrapped_driver_error(exc)) is not None:
         # SQLAlchemy's asyncpg adapter wraps the driver's error in a generic `Error`; name the driver's.
         named = inner.__cause__ if inner.__cause__ is not None else inner
         return f"{type(named).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"

@@ -140,7 +140,13 @@ async def _settle(conn: AsyncConnection, delivery_id: UUID, claimer: str, extra_
 
 
 async def mark_sent(
-    conn: AsyncConnection, delivery_id: UUID, *, claimer: str, provider_id: str, extra_attempts: int, now: datetime
+    conn: AsyncConnection,
+    delivery_id: UUID,
+    *,
+    claimer: str,
+    provider_id: str | None,
+    extra_attempts: int,
+    now: datetime,
 ) -> bool:
     return await _settle(
         conn,
@@ -205,7 +211,9 @@ async def renew_claims(conn: AsyncConnection, *, channel: str, claimer: str, lea
     return int(result.rowcount)
 
 
-async def record_sent_unclaimed(conn: AsyncConnection, delivery_id: UUID, *, provider_id: str, now: datetime) -> None:
+async def record_sent_unclaimed(
+    conn: AsyncConnection, delivery_id: UUID, *, provider_id: str | None, now: datetime
+) -> None:
     """A message went out after its sender lost the claim: mark it sent unless another sender
     already did (then its own provider id stands)."""
     await conn.execute(
@@ -244,10 +252,12 @@ async def release_unsent(conn: AsyncConnection, ids: Sequence[UUID], *, claimer:
 
 
 async def unfinished_by_channel(conn: AsyncConnection) -> dict[str, int]:
-    """How many messages are still owed, per channel (the messages_pending gauge)."""
+    """How many messages are still owed and not waiting for the quiet hours to end, per channel
+    (the messages_pending gauge: a night of held reminders is not a backlog growing)."""
+    waiting = [status for status in UNFINISHED_DELIVERIES if status is not DeliveryStatus.HELD]
     statement = (
         select(deliveries.c.channel, func.count())
-        .where(deliveries.c.status.in_(UNFINISHED_DELIVERIES))
+        .where(deliveries.c.status.in_(waiting))
         .group_by(deliveries.c.channel)
     )
     return {row[0]: int(row[1]) for row in await conn.execute(statement)}

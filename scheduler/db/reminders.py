@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.db.bookings import ACTIVE_STATUSES, records_query, to_record
+from scheduler.db.bookings import ACTIVE_STATUSES, BALANCE_DUE_PAYMENT_STATUS, records_query, to_record
 from scheduler.db.engine import bound_idle_in_transaction
 from scheduler.db.tables import (
     OWN_SCHEMA,
@@ -107,7 +107,7 @@ async def find_due_reminders(
     ]
     if balance_due_only:
         conditions += [
-            bookings.c.payment_status == "deposit_paid",
+            bookings.c.payment_status == BALANCE_DUE_PAYMENT_STATUS,
             (bookings.c.total_amount - func.coalesce(bookings.c.deposit_amount, 0)) > 0,
         ]
     excluded = list(exclude)
@@ -172,5 +172,3 @@ async def claim_reminders(
         "event_dates": [event_date for _, event_date in due],
     }
     return set((await conn.scalars(_CLAIM_SQL, params)).all())
-
-

@@ -236,3 +236,8 @@ async def release_replica_leases(conn: AsyncConnection, *, replica: str) -> int:
         .values(lease_expires_at=func.now())
     )
     return int(result.rowcount)
+
+
+async def any_run(conn: AsyncConnection) -> bool:
+    """Whether anything ever ran against this database."""
+    return bool(await conn.scalar(select(job_runs.c.id).limit(1)))

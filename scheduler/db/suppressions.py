@@ -6,7 +6,6 @@ learns none (a phone number's hash can be brute-forced, so it is pseudonymous, n
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,22 +16,9 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from scheduler.addresses import address_hash, kind_of_address, masked, normalised
 from scheduler.db.tables import OWN_SCHEMA, deliveries, suppressions
-from scheduler.redact import mask_email, mask_phone
 from scheduler.vocabulary import SUPPRESSED, AddressKind, Channel, DeliveryStatus, SuppressionReason
-
-
-def normalised(address: str, kind: AddressKind) -> str:
-    """The form both writers and the send-time check hash: lower-cased email, E.164 phone."""
-    if kind is AddressKind.EMAIL:
-        return address.strip().lower()
-    from scheduler.phones import to_e164
-
-    return to_e164(address)  # raises InvalidPhoneNumber
-
-
-def address_hash(address: str, kind: AddressKind) -> str:
-    return hashlib.sha256(normalised(address, kind).encode("utf-8")).hexdigest()
 
 
 def kind_of(channel: Channel | str) -> AddressKind:
@@ -74,12 +60,11 @@ async def suppress(conn: AsyncConnection, entries: Sequence[NewSuppression], *, 
             address = normalised(entry.address, entry.kind)
         except ValueError:
             continue
-        digest = hashlib.sha256(address.encode("utf-8")).hexdigest()
-        masked = mask_email(address) if entry.kind is AddressKind.EMAIL else mask_phone(address)
+        digest = address_hash(address, entry.kind)
         rows[digest] = {
             "address_hash": digest,
             "address_kind": entry.kind.value,
-            "masked_address": masked,
+            "masked_address": masked(address, entry.kind),
             "reason": entry.reason.value,
             "source": entry.source,
             "detail": entry.detail,
@@ -131,8 +116,9 @@ async def list_suppressions(conn: AsyncConnection, *, limit: int | None = None) 
 
 async def lift(conn: AsyncConnection, address: str) -> Suppression | None:
     """Let messages reach `address` again (an email address or a phone number); the lifted entry, or None."""
-    kind = AddressKind.EMAIL if "@" in address else AddressKind.PHONE
-    digest = address_hash(address, kind)  # raises InvalidPhoneNumber (a ValueError) for a non-number
+    digest = address_hash(
+        address, kind_of_address(address)
+    )  # raises InvalidPhoneNumber (a ValueError) for a non-number
     statement = delete(suppressions).where(suppressions.c.address_hash == digest).returning(*suppressions.c)
     row = (await conn.execute(statement)).first()
     return None if row is None else _suppression(row)

@@ -12,25 +12,27 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from scheduler.db.bookings import ACTIVE_STATUSES, BALANCE_DUE_PAYMENT_STATUS, CANCELLED
 from scheduler.db.tables import OWN_SCHEMA
 from scheduler.vocabulary import DeliveryStatus
 
 # Each rule of CONTRACT §2, in the order a reason is given; the first that holds voids the message.
+# The statuses are those the due queries use (db/bookings.py), passed in, so each is written once.
 # Reminders speak of an active booking, for the event_date they were written for, more than the
 # lead time away; a payment reminder of a balance still due on a deposit paid; a cancellation
 # notice of a booking still cancelled. A recipient who has since opted out gets nothing.
 _REASONS = """
     CASE
         WHEN b.id IS NULL THEN 'the booking no longer exists'
-        WHEN d.kind = 'booking_cancelled' AND b.status IS DISTINCT FROM 'cancelled'
+        WHEN d.kind = 'booking_cancelled' AND b.status IS DISTINCT FROM :cancelled
             THEN 'the booking is no longer cancelled (' || coalesce(b.status, 'no status') || ')'
-        WHEN d.kind <> 'booking_cancelled' AND coalesce(b.status, '') NOT IN ('confirmed', 'in_progress')
+        WHEN d.kind <> 'booking_cancelled' AND NOT (coalesce(b.status, '') = ANY(CAST(:active AS text[])))
             THEN 'the booking is ' || coalesce(b.status, 'without a status') || ' now'
         WHEN d.kind <> 'booking_cancelled' AND b.event_date IS DISTINCT FROM d.event_date
             THEN 'the event was moved'
         WHEN d.kind <> 'booking_cancelled' AND b.event_date <= CAST(:earliest AS timestamptz)
             THEN 'the event is less than ' || CAST(:lead_minutes AS text) || ' minutes away'
-        WHEN d.kind = 'payment_reminder' AND b.payment_status IS DISTINCT FROM 'deposit_paid'
+        WHEN d.kind = 'payment_reminder' AND b.payment_status IS DISTINCT FROM :balance_status
             THEN 'the payment status is ' || coalesce(b.payment_status, 'unknown') || ' now'
         WHEN d.kind = 'payment_reminder' AND NOT (b.total_amount - coalesce(b.deposit_amount, 0) > 0)
             THEN 'no balance is due any more'
@@ -83,6 +85,9 @@ async def void_untrue(
         "now": now,
         "earliest": now + lead,
         "lead_minutes": str(int(lead.total_seconds() // 60)),
+        "cancelled": CANCELLED,
+        "active": list(ACTIVE_STATUSES),
+        "balance_status": BALANCE_DUE_PAYMENT_STATUS,
     }
     rows = await conn.execute(_VOID[with_preferences], params)
     return {row.id: row.reason for row in rows}

@@ -1,4 +1,9 @@
-"""How long a transient failure waits before the next try: briefly within a run, longer across runs."""
+"""How long a transient failure waits before the next try: briefly within a run, longer across runs.
+
+A provider's Retry-After lengthens a wait, never shortens it: one of 0 or a date already past
+(a misconfigured proxy, a clock behind) still waits the normal backoff, so forty such answers in
+a row are forty spaced tries, not a burst.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +20,18 @@ class Backoff:
         self._cap = limits.backoff_cap_seconds
 
     def later(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-        """Delay before a later run tries again: the provider's Retry-After when it gave one,
-        else exponential from the base with jitter, at most the cap."""
-        if retry_after is not None and retry_after >= 0:
+        """Delay before a later run tries again: exponential from the base with jitter, at most
+        the cap, or the provider's Retry-After (at most the cap) when that is longer."""
+        normal = min(self._cap, self._base * 2.0 ** max(0, attempt - 1)) * rng.uniform(0.5, 1.0)
+        if retry_after is not None and retry_after > normal:
             return min(retry_after, self._cap)
-        base = min(self._cap, self._base * 2.0 ** max(0, attempt - 1))
-        return base * rng.uniform(0.5, 1.0)
+        return normal
 
     @staticmethod
     def now(attempt_here: int, retry_after: float | None, rng: random.Random) -> float:
-        """A short wait between tries within one run (1 s, 2 s, ...), or the provider's Retry-After."""
-        if retry_after is not None and retry_after >= 0:
+        """A short wait between tries within one run (1 s, 2 s, ..., with jitter), or the
+        provider's Retry-After when that is longer."""
+        normal = float(2 ** (attempt_here - 1)) * rng.uniform(0.5, 1.0)
+        if retry_after is not None and retry_after > normal:
             return retry_after
-        return float(2 ** (attempt_here - 1)) * rng.uniform(0.5, 1.0)
+        return normal

@@ -15,11 +15,10 @@ import structlog
 from scheduler.clock import Clock
 from scheduler.db import email_batches as email_batches_db
 from scheduler.db import outbox as outbox_db
+from scheduler.db import send_time as send_time_db
 from scheduler.db import suppressions as suppressions_db
-from scheduler.db import validity as validity_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
-from scheduler.db.platform import PlatformTables
 from scheduler.limits import Limits
 from scheduler.metrics import Metrics
 from scheduler.notify.backoff import Backoff
@@ -28,7 +27,14 @@ from scheduler.notify.email_batches import groups as email_groups
 from scheduler.notify.lazy import LazyTransport
 from scheduler.notify.outcomes import DeliveryReport, OutcomeRecorder
 from scheduler.notify.ratelimit import RateLimiter
-from scheduler.notify.transport import BatchTransport, PermanentSendError, TransientSendError, Transport
+from scheduler.notify.send_time import SendTime
+from scheduler.notify.transport import (
+    AlreadySentError,
+    BatchTransport,
+    PermanentSendError,
+    TransientSendError,
+    Transport,
+)
 from scheduler.records import ClaimedDelivery, OutgoingMessage
 from scheduler.vocabulary import Channel
 
@@ -49,8 +55,7 @@ class Dispatcher:
         metrics: Metrics,
         claimer: str,
         give_up_after: timedelta,
-        lead: timedelta,
-        tables: PlatformTables,
+        send_time: SendTime,
         rng: random.Random | None = None,
         email_batch_size: int = 1,
     ) -> None:
@@ -64,8 +69,7 @@ class Dispatcher:
         self._metrics = metrics
         self._claimer = claimer
         self._give_up_after = give_up_after
-        self._lead = lead  # REMINDER_MIN_LEAD_MINUTES: a reminder closer to its event than this is void
-        self._tables = tables
+        self._send_time = send_time
         self._record = OutcomeRecorder(db, metrics, clock, claimer, sms_fallback=Channel.SMS in transports)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         # EMAIL_BATCH_SIZE: due emails go many to a request where the transport can (Resend); a batch
@@ -75,7 +79,7 @@ class Dispatcher:
         self._email_batches = (
             EmailBatchSender(
                 email, limiter=self._limiters[Channel.EMAIL], record=self._record, limits=limits, clock=clock,
-                give_up_after=give_up_after, rng=self._rng,
+                give_up_after=give_up_after, rng=self._rng, store=self._store_texts,
             )
             if isinstance(email, BatchTransport) and email.batches
             else None
@@ -102,6 +106,10 @@ class Dispatcher:
             raise _first_cause(failed) from None
         await self.refresh_pending_gauge()
         return report
+
+    async def _store_texts(self, messages: list[OutgoingMessage]) -> None:
+        async with self._db.begin() as conn:
+            await send_time_db.rewrite_content(conn, messages, claimer=self._claimer)
 
     async def refresh_pending_gauge(self) -> None:
         async with self._db.connect() as conn:
@@ -165,30 +173,31 @@ class Dispatcher:
                 limit=self._claim_size(channel),
                 only_ids=only_ids,
             )  # fmt: skip
-            # Every claimed message is re-checked against its booking as it stands now.
-            voided = await validity_db.void_untrue(
-                conn,
-                [delivery.id for delivery in batch],
-                now=now,
-                lead=self._lead,
-                with_preferences=self._tables.has("notification_preferences"),
-            )
-            # ... and against the suppressed addresses (bounced, complained, opted out).
+            # Every claimed message is re-checked against its booking as it stands now, held
+            # in the quiet hours, and written afresh (notify/send_time.py) ...
+            prepared = await self._send_time.prepare(conn, batch, now=now, claimer=self._claimer)
+            # ... and skipped when its address is suppressed (bounced, complained, opted out).
             suppressed = await suppressions_db.skip_suppressed(
-                conn, [delivery.id for delivery in batch if delivery.id not in voided], now=now
+                conn, [delivery.id for delivery in prepared.ready], now=now
             )
         if not batch:
             return None
-        for delivery in batch:
-            if delivery.id in voided:
-                self._record.voided(delivery, report, voided[delivery.id])
-            elif delivery.id in suppressed:
+        for delivery, reason in prepared.voided:
+            self._record.voided(delivery, report, reason)
+        for delivery in prepared.held:
+            self._record.held(delivery, report, prepared.held_until)
+        for delivery, reason in prepared.unwritable:
+            await self._record.failed(delivery, report, reason, 1)
+        for delivery in prepared.ready:
+            if delivery.id in suppressed:
                 self._record.suppressed(delivery, report)
-        batch = [delivery for delivery in batch if delivery.id not in voided and delivery.id not in suppressed]
-        if retried is not None and (voided or suppressed) and batch:
-            await self._batch_changed(retried[0], batch)
-            retried = None
-        return batch, retried[0] if retried is not None else None
+        ready = [delivery for delivery in prepared.ready if delivery.id not in suppressed]
+        if retried is not None and len(ready) < len(batch):
+            # Members are void, held or suppressed since: the rest keep the batch's key. Had Resend
+            # accepted the first try, it refuses the smaller batch under that key (409: recorded
+            # as sent); had it not, it sends it. Either way nothing goes twice.
+            log.info("email_batch_changed", batch_key=retried[0], members=len(batch), remaining=len(ready))
+        return ready, retried[0] if retried is not None else None
 
     def _requests(
         self, channel: Channel, batch: list[ClaimedDelivery], replay_key: str | None
@@ -215,17 +224,6 @@ class Dispatcher:
                 await self._email_batches.send(group, report, should_stop, key=replay_key, replay=bool(replay_key))
             else:
                 await self._send_one(channel, group[0], report, should_stop)
-
-    async def _batch_changed(self, key: str, remaining: list[ClaimedDelivery]) -> None:
-        """A batch to be replayed lost members (void or suppressed since): the rest can no longer be
-        the same request, so they go as a new batch under a new key. Only if Resend had accepted the
-        first attempt after all would they arrive twice; the log says so."""
-        log.warning(
-            "email_batch_changed", batch_key=key, remaining=len(remaining),
-            effect="sent as a new batch; a duplicate is possible if the first attempt was accepted",
-        )  # fmt: skip
-        async with self._db.begin() as conn:
-            await email_batches_db.unpin(conn, [delivery.id for delivery in remaining])
 
     async def _renew_claims(self, channel: Channel) -> None:
         """While sends are in flight, keep their claims alive (by the database's clock): only a
@@ -256,7 +254,17 @@ class Dispatcher:
             attempt_here += 1
             started = self._clock.now()
             try:
+                if delivery.rewritten is not None and message is delivery.message:
+                    looked_up = await self._rewritten_once_clear(channel, delivery, delivery.rewritten)
+                    if isinstance(looked_up, str):
+                        await self._record.sent(delivery, report, looked_up, attempt_here)
+                        return
+                    message = looked_up
                 provider_id = await self._attempt(channel, message, should_stop)
+            except AlreadySentError as exc:
+                bound.info("message_found_already_sent", reason=exc.reason)
+                await self._record.sent(delivery, report, None, attempt_here)
+                return
             except PermanentSendError as exc:
                 await self._record.failed(delivery, report, exc.reason, attempt_here, code=exc.code)
                 bound.warning("message_failed", reason=exc.reason, code=exc.code)
@@ -301,6 +309,23 @@ class Dispatcher:
         if should_stop():  # the wait for a slot may outlast the decision to stop
             return None
         return await transport.send(message)
+
+    async def _rewritten_once_clear(
+        self, channel: Channel, delivery: ClaimedDelivery, rewritten: OutgoingMessage
+    ) -> str | OutgoingMessage:
+        """For a message whose stored text may have gone out in an earlier attempt and that was
+        written afresh: the provider id if it did go out, else the new text, stored before it is sent."""
+        message = delivery.message
+        found = await self._transports[channel].find_sent(
+            message, (message.ambiguous_since or self._clock.now()) - self._limits.ambiguity_slack
+        )
+        if found is not None:
+            log.info("message_found_already_sent", booking=message.booking_reference, provider_id=found)
+            return found
+        fresh = replace(rewritten, ambiguous_since=message.ambiguous_since)
+        async with self._db.begin() as conn:
+            await self._send_time.store(conn, fresh, claimer=self._claimer)
+        return fresh
 
     async def _retry_now(
         self,

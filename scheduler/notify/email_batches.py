@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 import structlog
@@ -22,8 +22,8 @@ from scheduler.limits import Limits
 from scheduler.notify.backoff import Backoff
 from scheduler.notify.outcomes import DeliveryReport, OutcomeRecorder
 from scheduler.notify.ratelimit import RateLimiter
-from scheduler.notify.transport import BatchTransport, PermanentSendError, TransientSendError
-from scheduler.records import ClaimedDelivery
+from scheduler.notify.transport import AlreadySentError, BatchTransport, PermanentSendError, TransientSendError
+from scheduler.records import ClaimedDelivery, OutgoingMessage
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +54,9 @@ class EmailBatchSender:
         clock: Clock,
         give_up_after: timedelta,
         rng: random.Random,
+        store: Callable[[list[OutgoingMessage]], Awaitable[None]],
     ) -> None:
+        self._store = store  # writes the texts a batch is about to be sent with
         self._transport = transport
         self._limiter = limiter
         self._record = record
@@ -76,7 +78,13 @@ class EmailBatchSender:
         """Send `group` under `key` (derived from its members when None). `replay`: an earlier try
         of this very batch may have reached Resend, so it stays this batch whatever happens now."""
         key = key or batch_key(group)
-        messages = [delivery.message for delivery in group]
+        # A replayed batch's text may have been written afresh since (notify/send_time.py): stored
+        # before it goes, and sent under the same key: Resend refuses it (409) if it had the first
+        # try, and sends it if not, so nothing goes twice either way.
+        fresh = [delivery.rewritten for delivery in group if delivery.rewritten is not None]
+        messages = [delivery.rewritten or delivery.message for delivery in group]
+        if fresh:
+            await self._store(fresh)
         if not replay:
             await self._record.sending_batch(group, key)  # a sender killed mid-request leaves it to be replayed
         attempt_here = 0
@@ -86,7 +94,10 @@ class EmailBatchSender:
             if should_stop():
                 break
             try:
-                provider_ids = await self._transport.send_batch(messages, key)
+                provider_ids: Sequence[str | None] = await self._transport.send_batch(messages, key)
+            except AlreadySentError as exc:
+                log.info("message_found_already_sent", channel="email", batch_size=len(group), reason=exc.reason)
+                provider_ids = [None] * len(group)
             except PermanentSendError as exc:
                 if exc.code == VALIDATION_ERROR and len(group) > 1:
                     # Nothing was sent: find the invalid one(s) by halves, each half its own batch.

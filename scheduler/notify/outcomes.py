@@ -88,7 +88,10 @@ class OutcomeRecorder:
         """A transient failure about to be tried again (now or later)."""
         self._count(delivery, MessageOutcome.RETRIED)
 
-    async def sent(self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str, tries: int) -> None:
+    async def sent(
+        self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str | None, tries: int
+    ) -> None:
+        """Sent (provider_id None: the provider had it from an earlier attempt and did not say its id)."""
         now = self._clock.now()
         async with self._db.begin() as conn:
             ours = await outbox_db.mark_sent(
@@ -104,7 +107,7 @@ class OutcomeRecorder:
             return
         self._counted_sent(delivery, report, provider_id)
 
-    def _counted_sent(self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str) -> None:
+    def _counted_sent(self, delivery: ClaimedDelivery, report: DeliveryReport, provider_id: str | None) -> None:
         log.info(
             "message_sent", booking=delivery.booking_reference, channel=delivery.channel.value,
             provider_id=provider_id, kind=delivery.kind.value, role=delivery.recipient_role.value,
@@ -118,9 +121,10 @@ class OutcomeRecorder:
             self._metrics.reminders_sent.labels(kind=reminder, channel=delivery.channel).inc()
 
     async def sent_batch(
-        self, group: Sequence[ClaimedDelivery], report: DeliveryReport, provider_ids: Sequence[str], tries: int
+        self, group: Sequence[ClaimedDelivery], report: DeliveryReport, provider_ids: Sequence[str | None], tries: int
     ) -> None:
-        """Every member of a batch went out, each with its own provider id: one statement."""
+        """Every member of a batch went out, each with its own provider id (None: Resend had the
+        batch from an earlier try and did not say): one statement."""
         async with self._db.begin() as conn:
             ours = await email_batches_db.mark_batch_sent(
                 conn, [(d.id, pid) for d, pid in zip(group, provider_ids, strict=True)],
@@ -252,6 +256,15 @@ class OutcomeRecorder:
         log.info(
             "message_skipped", booking=delivery.booking_reference, channel=delivery.channel.value,
             kind=delivery.kind.value, reason=SUPPRESSED, to=masked_address(delivery),
+        )  # fmt: skip
+
+    def held(self, delivery: ClaimedDelivery, report: DeliveryReport, until: datetime | None) -> None:
+        """Held for the quiet hours (written by the claim): counted, logged, not an error."""
+        report.states[MessageState.HELD] += 1
+        self._count(delivery, MessageOutcome.HELD)
+        log.info(
+            "message_held", booking=delivery.booking_reference, channel=delivery.channel.value,
+            kind=delivery.kind.value, until=until.isoformat() if until else None,
         )  # fmt: skip
 
     def voided(self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str) -> None:

@@ -19,7 +19,13 @@ from resend.http_client_async import AsyncHTTPClient
 
 from scheduler.clock import Clock, SystemClock
 from scheduler.notify.ratelimit import parse_retry_after
-from scheduler.notify.transport import PermanentSendError, SendError, TransientSendError, request_outcome
+from scheduler.notify.transport import (
+    AlreadySentError,
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+    request_outcome,
+)
 from scheduler.records import OutgoingMessage
 from scheduler.redact import mask_email, redact_text
 from scheduler.vocabulary import Channel
@@ -263,12 +269,12 @@ class ResendTransport:
                 code=kind,
                 ambiguous=True,
             )
+        if status == 409 and kind == "invalid_idempotent_request":
+            # Resend keeps a key once it sent an email under it: an earlier attempt of this
+            # delivery went out (its text since rewritten, see notify/send_time.py).
+            return AlreadySentError(f"Resend already sent this delivery under its idempotency key ({label})", code=kind)
         if status == 409:
-            return PermanentSendError(
-                "Resend refused: this delivery's idempotency key was already used for a "
-                f"different email, so it was not sent again ({label})",
-                code=kind or "409",
-            )
+            return PermanentSendError(f"Resend refused the email ({label}): {detail}".rstrip(": "), code=kind or "409")
         if status in (401, 403) and kind in ("missing_api_key", "invalid_api_key"):
             return PermanentSendError(f"Resend rejected the API key ({label})", code=kind)
         if kind == "restricted_api_key":

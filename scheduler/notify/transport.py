@@ -1,7 +1,8 @@
 """The Transport protocol: the only face of a provider the rest of the daemon sees.
 
 Failures come out as one of two exceptions, transient (try again later) or permanent (never
-retry); nothing provider-specific leaks upward.
+retry), and a message the provider already has from an earlier attempt as AlreadySentError;
+nothing provider-specific leaks upward.
 """
 
 from __future__ import annotations
@@ -43,9 +44,16 @@ class PermanentSendError(SendError):
     """Never retried: the provider refused this message for good (bad number, validation, opt-out)."""
 
 
+class AlreadySentError(SendError):
+    """The provider already has this message from an earlier attempt whose answer was lost (Resend
+    refusing a second payload under the delivery's Idempotency-Key): it went out; its id is unknown."""
+
+
 def request_outcome(error: SendError | None) -> str:
     """The `outcome` label of provider_request_duration_seconds for a call that ended so."""
     if error is None:
+        return "success"
+    if isinstance(error, AlreadySentError):
         return "success"
     return "transient_error" if isinstance(error, TransientSendError) else "permanent_error"
 

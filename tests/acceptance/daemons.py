@@ -139,6 +139,7 @@ def daemon_env(database_url: str, **settings: str) -> dict[str, str]:
         CRON_SECRET=SECRET,
         SHUTDOWN_TIMEOUT_SECONDS=str(SHUTDOWN_TIMEOUT_SECONDS),
         PYTHONUNBUFFERED="1",
+        QUIET_HOURS="off",  # the tests run at any hour
     )
     env.update({f"SCHEDULE_{job.value.upper()}": QUIET for job in JobName})
     env.update({name.upper(): value for name, value in settings.items()})

@@ -46,6 +46,7 @@ def provider_settings(twilio_server: FakeTwilio, resend_server: FakeResend) -> S
         resend_api_key=RESEND_API_KEY,
         resend_api_url=resend_server.url,
         email_from=EMAIL_FROM,
+        quiet_hours="off",
     )
 
 

@@ -62,6 +62,7 @@ REFERENCE_PATTERN = re.compile(r"FX-\d{6}")
 _SETTING_PREFIXES = (
     "DATABASE_", "TIMEZONE", "SCHEDULE_", "STALE_", "NOTIFICATION_", "AUDIT_", "BOOKING_", "PAYMENT_",
     "REMINDER_", "DELETE_", "TWILIO_", "RESEND_", "EMAIL_", "WHATSAPP_", "CRON_", "HTTP_", "LOG_", "SHUTDOWN_",
+    "QUIET_", "MESSAGE_",
 )  # fmt: skip
 CLI_TIMEOUT_SECONDS = 90.0  # one --run-once; every scenario's runs finish in seconds
 
@@ -302,6 +303,7 @@ def cli_env(
         "CRON_SECRET": CRON_SECRET,
         "LOG_FORMAT": "json",
         "HTTP_PORT": "0",
+        "QUIET_HOURS": "off",  # the scenarios run at any hour
         **provider_values(twilio, resend),
         **extra,
     }
@@ -316,6 +318,7 @@ def faults_settings(
         "database_url": with_password(database_url),
         "cron_secret": CRON_SECRET,
         "http_port": 0,
+        "quiet_hours": "off",
         **{name.lower(): value for name, value in provider_values(twilio, resend).items()},
         **overrides,
     }

@@ -209,6 +209,17 @@ def _keep_types(raw: str, value: Any) -> bool:
     return value == tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _quiet_hours(raw: str, value: Any) -> bool:
+    if raw.strip().lower() == "off":
+        return value == "off"
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", raw, re.ASCII)
+    if match is None:
+        return False
+    start_h, start_m, end_h, end_m = (int(part) for part in match.groups())
+    in_range = max(start_h, end_h) <= 23 and max(start_m, end_m) <= 59 and (start_h, start_m) != (end_h, end_m)
+    return in_range and value == f"{start_h:02d}:{start_m:02d}-{end_h:02d}:{end_m:02d}"
+
+
 def _file(raw: str, value: Any) -> bool:
     return False  # never accepted here: BASE sets every secret, so a _FILE twin is a conflict
 
@@ -223,6 +234,7 @@ ORACLES: dict[str, Callable[[str, Any], bool]] = {
     "audit_log_keep_event_types": _keep_types,
     "booking_reminder_hours": _duration("hours"),
     "message_max_retry_hours": _duration("hours"),
+    "quiet_hours": _quiet_hours,
     "payment_reminder_days": _duration("days"),
     "reminder_min_lead_minutes": _duration("minutes", minimum=0),
     "delete_batch_size": lambda raw, value: _whole(raw, value) and 0 < value <= 1_000_000,

@@ -55,6 +55,7 @@ def daemon_settings(database_url: str, **overrides: Any) -> Settings:
         http_host="127.0.0.1",
         http_port=0,
         timezone="UTC",
+        quiet_hours="off",
         **values,
     )
 

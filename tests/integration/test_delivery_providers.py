@@ -34,7 +34,7 @@ def provider_settings_for(database_url: str, twilio: FakeTwilio, resend: FakeRes
         twilio_api_base_url=twilio.url,
         resend_api_key=RESEND_API_KEY,
         resend_api_url=resend.url,
-        **extra,
+        **{"quiet_hours": "off", **extra},
     )
 
 

@@ -130,16 +130,39 @@ async def test_a_batch_that_may_have_been_accepted_is_retried_whole_by_a_later_r
     assert [request.headers["Idempotency-Key"] for request in resend.requests_to("batch")] == [key] * 3
 
     await _bookings(engine, 1)  # a new booking's emails are due meanwhile: not mixed into the batch
-    clock.advance(3600)
+    clock.advance(3600)  # an hour on, the text is written afresh ("in 4 hours", no longer "in 5 hours")
     later = await _run(batched, JobName.DELIVER_PENDING_MESSAGES)
     assert later.messages[MessageState.SENT] == 6, later.errors
     replay = resend.requests_to("batch")[3]
-    assert replay.headers["Idempotency-Key"] == key and replay.json == resend.requests_to("batch")[0].json
-    assert len(resend.accepted) == 6  # nothing sent twice
+    assert replay.headers["Idempotency-Key"] == key
+    assert {email["to"][0] for email in replay.json} == {
+        email["to"][0] for email in resend.requests_to("batch")[0].json
+    }
+    assert all("in 4 hours" in email["text"] for email in replay.json)
+    # Resend had the first try: it refuses the new text under the same key (409), so the six are
+    # recorded as sent (their ids unknown) and nothing goes twice.
+    assert len(resend.accepted) == 6
+    assert {(row.status, row.provider_message_id) for row in await _email_rows(engine)} == {("sent", None)}
     await _run(batched)  # the new booking's two emails, a batch of their own
     assert len(resend.accepted) == 8
     _each_once(resend)
     assert {(row.status, row.batch_key) for row in await _email_rows(engine)} == {("sent", None)}
+
+
+async def test_a_batch_resend_never_had_is_sent_with_its_fresh_text(
+    batched: App, engine: AsyncEngine, resend: FakeResend, clock: FrozenClock
+) -> None:
+    await _bookings(engine, 3)
+    lost = Reply.resend_error(503, "service_unavailable")  # answered 5xx without accepting it
+    resend.script(lost, lost, lost, route="batch")
+    await _run(batched)
+    clock.advance(3600)
+    later = await _run(batched, JobName.DELIVER_PENDING_MESSAGES)
+    assert later.messages[MessageState.SENT] == 6, later.errors
+    assert len(resend.accepted) == 6
+    assert all("in 4 hours" in email.payload["text"] for email in resend.accepted)
+    ids = {email.to[0]: email.id for email in resend.accepted}
+    assert all(row.provider_message_id == ids[row.address] for row in await _email_rows(engine))
 
 
 async def test_a_429_waits_for_retry_after(batched: App, engine: AsyncEngine, resend: FakeResend) -> None:
@@ -251,9 +274,8 @@ async def test_a_sender_killed_mid_request_leaves_the_batch_to_be_replayed(
         await other.aclose()
     first, replay, fresh = resend.requests_to("batch")
     assert replay.headers["Idempotency-Key"] == first.headers["Idempotency-Key"] == rows[0].batch_key
-    assert replay.json == first.json
+    assert [email["to"] for email in replay.json] == [email["to"] for email in first.json]  # the same six
     assert len(fresh.json) == 2
-    assert len(resend.accepted) == 8  # nothing twice
+    assert len(resend.accepted) == 8  # nothing twice: Resend had the six, and refused their new text (409)
     _each_once(resend)
-    ids = {email.to[0]: email.id for email in resend.accepted}
-    assert all((row.status, row.provider_message_id) == ("sent", ids[row.address]) for row in await _email_rows(engine))
+    assert {row.status for row in await _email_rows(engine)} == {"sent"}

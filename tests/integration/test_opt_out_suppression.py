@@ -10,9 +10,9 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 from twilio.request_validator import RequestValidator
 
+from scheduler.addresses import address_hash
 from scheduler.app import App, build
 from scheduler.clock import FrozenClock
-from scheduler.db import suppressions as suppressions_db
 from scheduler.notify.recording import RecordingTransport
 from scheduler.notify.transport import PermanentSendError
 from scheduler.settings import Settings
@@ -71,7 +71,7 @@ async def test_21610_on_send_suppresses_the_number(database_url: str, clock: Fro
         first = await _remind(app, engine, client, hours=5)
         assert first.messages[MessageState.FAILED] == 1
         (row,) = await fetch(engine, "SELECT * FROM flavor_scheduler.suppressions")
-        assert row.address_hash == suppressions_db.address_hash(NUMBER, AddressKind.PHONE)
+        assert row.address_hash == address_hash(NUMBER, AddressKind.PHONE)
         assert (row.address_kind, row.reason, row.source, row.masked_address) == (
             "phone", "opted_out", "twilio_send", "+61 4** *** 111",
         )  # fmt: skip

@@ -18,12 +18,12 @@ import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler.addresses import address_hash
 from scheduler.app import App, build
 from scheduler.clock import FrozenClock
-from scheduler.db import suppressions as suppressions_db
 from scheduler.notify.recording import RecordingTransport
 from scheduler.settings import Settings
-from scheduler.vocabulary import Channel, JobName, MessageState, Trigger
+from scheduler.vocabulary import AddressKind, Channel, JobName, MessageState, Trigger
 from tests.conftest import NOW
 from tests.database import to_libpq
 from tests.factories import add_booking, add_client, fetch
@@ -178,7 +178,7 @@ async def test_a_bounced_address_is_suppressed_and_later_messages_skipped(
     assert await _post(http, url, *signed(bounced)) == 204
 
     (row,) = await fetch(engine, "SELECT * FROM flavor_scheduler.suppressions")
-    assert row.address_hash == suppressions_db.address_hash("ava.bounce@example.com", suppressions_db.AddressKind.EMAIL)
+    assert row.address_hash == address_hash("ava.bounce@example.com", AddressKind.EMAIL)
     assert (row.reason, row.source, row.detail, row.masked_address) == (
         "bounced",
         "resend_webhook",

@@ -13,7 +13,7 @@ import pytest
 
 from scheduler.clock import FrozenClock
 from scheduler.notify.resend import ResendTransport
-from scheduler.notify.transport import PermanentSendError, TransientSendError
+from scheduler.notify.transport import AlreadySentError, PermanentSendError, TransientSendError
 from scheduler.records import OutgoingMessage
 from scheduler.settings import Settings
 from scheduler.vocabulary import Channel, MessageKind
@@ -190,17 +190,17 @@ async def test_a_scripted_422_names_the_problem_without_the_address(
     assert caught.value.__suppress_context__
 
 
-async def test_the_same_key_with_another_payload_is_a_permanent_409(
+async def test_the_same_key_with_another_payload_means_resend_already_sent_it(
     transport: ResendTransport, server: FakeResend
 ) -> None:
     delivery_id = uuid.uuid4()
     await transport.send(email("first wording", delivery_id=delivery_id))
 
-    with pytest.raises(PermanentSendError) as caught:
+    with pytest.raises(AlreadySentError) as caught:
         await transport.send(email("second wording", delivery_id=delivery_id))
 
     assert caught.value.code == "invalid_idempotent_request"
-    assert "idempotency key" in caught.value.reason
+    assert "already sent" in caught.value.reason
     assert len(server.accepted) == 1
 
 

@@ -4,14 +4,14 @@ for operators), never the address itself. And the batch an email was last sent i
 attempt may have reached Resend: the retry must be the same batch under the same key.
 
 Revision ID: 0006_reach
-Revises: 0003
+Revises: 0004_console
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_reach"
-down_revision = "0003"
+down_revision = "0004_console"
 branch_labels = None
 depends_on = None
 
