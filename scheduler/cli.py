@@ -104,7 +104,10 @@ def _console_parsers(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--kind", choices=[kind.value for kind in MessageKind], help="with --booking")
         sub.add_argument("--channel", metavar="C", help="with --booking")
         if name == "resend":
-            sub.add_argument("--force", action="store_true", help="also messages already sent, as new messages")
+            sub.add_argument(
+                "--force", action="store_true",
+                help="also messages already sent, as new messages; and skipped ones to a suppressed address",
+            )  # fmt: skip
     pause = command("pause", "stop a job's (or a group's) scheduled runs in every replica, without a restart")
     pause.add_argument("job", metavar="JOB")
     pause.add_argument("--reason", metavar="TEXT", help="shown by status")

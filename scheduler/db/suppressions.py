@@ -89,6 +89,7 @@ _SKIP_SQL = text(
     FROM {OWN_SCHEMA}.suppressions AS s
     WHERE d.id = ANY(CAST(:ids AS uuid[]))
       AND d.address IS NOT NULL
+      AND NOT d.suppression_overridden  -- the operator's `resend --force` of this one message
       AND s.address_hash = encode(sha256(convert_to(
             CASE WHEN d.channel = 'email' THEN lower(btrim(d.address)) ELSE d.address END, 'UTF8')), 'hex')
       AND s.address_kind = CASE WHEN d.channel = 'email' THEN 'email' ELSE 'phone' END

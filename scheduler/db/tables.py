@@ -186,6 +186,8 @@ deliveries = Table(
     Column("first_failed_at", DateTime(timezone=True)),  # the first transient failure: retries end by time
     # The Resend batch (its Idempotency-Key) of an attempt that may have reached Resend: retried as is.
     Column("batch_key", Text),
+    # `resend --force` of a message to a suppressed address: sent all the same.
+    Column("suppression_overridden", Boolean, nullable=False, server_default=FetchedValue()),  # false
 )
 
 job_pauses = Table(

@@ -3,15 +3,21 @@ masked addresses only, exit 1 for an address that is not suppressed or a databas
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler.app import build
+from scheduler.clock import FrozenClock
 from scheduler.db import suppressions as suppressions_db
-from scheduler.vocabulary import AddressKind, SuppressionReason
+from scheduler.notify.recording import RecordingTransport
+from scheduler.settings import Settings
+from scheduler.vocabulary import AddressKind, Channel, JobName, MessageState, SuppressionReason, Trigger
 from tests.acceptance.cli import clean_env, run_cli
 from tests.conftest import NOW
 from tests.database import to_libpq
-from tests.factories import fetch
+from tests.factories import add_booking, add_client, fetch
 from tests.fakes.providers import unused_local_url
 
 
@@ -68,3 +74,46 @@ def test_usage_and_database_errors(env: dict[str, str]) -> None:
         "suppressions", env=clean_env(DATABASE_URL=f"postgresql://u:hunter2@127.0.0.1:{port}/db?connect_timeout=2")
     )
     assert down.code == 1 and "hunter2" not in down.stderr
+
+
+async def test_resend_force_overrides_the_suppression_for_one_message(
+    env: dict[str, str], database_url: str, engine: AsyncEngine
+) -> None:
+    now = datetime.now(UTC)  # the console stamps "due now" with this machine's clock
+    clock = FrozenClock(now)
+    email = RecordingTransport(Channel.EMAIL)
+    app = build(
+        Settings(_env_file=None, database_url=to_libpq(database_url), quiet_hours="off"),
+        clock=clock, transports={Channel.EMAIL: email},
+    )  # fmt: skip
+    await app.prepare_database()
+    try:
+        client = await add_client(engine, email="ava@example.com", phone=None)
+        await add_booking(engine, client=client, event_date=now + timedelta(hours=5))
+        async with engine.begin() as conn:
+            await suppressions_db.suppress(
+                conn,
+                [suppressions_db.NewSuppression("ava@example.com", AddressKind.EMAIL, SuppressionReason.BOUNCED, "t")],
+                now=now,
+            )
+        await app.runner.run(JobName.SEND_BOOKING_REMINDERS, trigger=Trigger.MANUAL)
+        (skipped,) = await fetch(
+            engine, "SELECT id, last_error FROM flavor_scheduler.deliveries WHERE address = 'ava@example.com'"
+        )
+        assert skipped.last_error == "suppressed"
+
+        plain = run_cli("resend", str(skipped.id), env=env)  # back to pending, and skipped again when due
+        assert plain.code == 0 and "add --force to send this one anyway" in plain.stderr
+        clock.advance(60)
+        await app.runner.run(JobName.DELIVER_PENDING_MESSAGES, trigger=Trigger.MANUAL)
+        assert [m.to for m in email.sent].count("ava@example.com") == 0
+
+        forced = run_cli("resend", str(skipped.id), "--force", env=env)
+        assert forced.code == 0, forced.stderr
+        clock.advance(60)
+        result = await app.runner.run(JobName.DELIVER_PENDING_MESSAGES, trigger=Trigger.MANUAL)
+        assert result.messages[MessageState.SENT] == 1
+        assert [m.to for m in email.sent].count("ava@example.com") == 1
+        assert len(await fetch(engine, "SELECT * FROM flavor_scheduler.suppressions")) == 1  # still suppressed
+    finally:
+        await app.aclose()

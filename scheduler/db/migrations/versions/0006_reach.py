@@ -1,7 +1,8 @@
 """Suppressed addresses: email addresses Resend reported bounced or complained, phone numbers
 Twilio reported opted out (21610). Kept as a SHA-256 of the normalised address (and a masked form
 for operators), never the address itself. And the batch an email was last sent in when that
-attempt may have reached Resend: the retry must be the same batch under the same key.
+attempt may have reached Resend: the retry must be the same batch under the same key. And an
+operator's override of the suppression for one message (`resend --force`).
 
 Revision ID: 0006_reach
 Revises: 0004_console
@@ -33,6 +34,12 @@ def upgrade() -> None:
         schema=SCHEMA,
     )
     op.add_column("deliveries", sa.Column("batch_key", sa.Text), schema=SCHEMA)
+    # `resend --force` of a message skipped because its address is suppressed: this one goes anyway.
+    op.add_column(
+        "deliveries",
+        sa.Column("suppression_overridden", sa.Boolean, nullable=False, server_default=sa.false()),
+        schema=SCHEMA,
+    )
     op.create_index(
         "deliveries_batch",
         "deliveries",
@@ -44,5 +51,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("deliveries_batch", "deliveries", schema=SCHEMA)
+    op.drop_column("deliveries", "suppression_overridden", schema=SCHEMA)
     op.drop_column("deliveries", "batch_key", schema=SCHEMA)
     op.drop_table("suppressions", schema=SCHEMA)
