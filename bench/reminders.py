@@ -269,6 +269,8 @@ async def email_heavy(latency: float, bookings: int = 2000, rate: float = 2, bat
     )
     print(f"requests started        {starts[0] - started:8.2f} s to {starts[-1] - started:.2f} s after the start, "
           f"{min(gaps):.3f} s apart at least")  # fmt: skip
+    arrived = [later - earlier for earlier, later in itertools.pairwise(requests)]
+    print(f"arrivals at the server  {min(arrived):8.3f} s apart at least, {max(arrived):.3f} s at most")
     print(f"before the first        {starts[0] - started:8.2f} s   (finding and planning the first batch of bookings)")
     print(f"sending (first to last) {requests[-1] - requests[0]:8.2f} s   (39 intervals of 0.5 s: 19.5 s)")
 
