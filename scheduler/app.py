@@ -146,16 +146,14 @@ class App:
         return self.history.replica_id
 
     async def prepare_database(self) -> None:
-        """Migrate our schema, check the platform's tables, seed the last-success gauges.
+        """Migrate our schema, check the platform's tables, seed the last-success and last-error gauges.
 
         Raises DatabaseError (unreachable, refused) or PlatformSchemaError (a table is missing).
         """
         await migrate.upgrade(self.db)
         async with self.db.begin() as conn:
             await inspect_platform(conn, self.tables)
-        for job_name, finished in (await self.history.prepare()).items():
-            if finished is not None:
-                self.metrics.job_last_success.labels(job_name=job_name).set(finished.timestamp())
+        self.metrics.follow_history(await self.history.prepare())
         missing = self.tables.missing(table.name for table in OPTIONAL_TABLES)
         if missing:
             log.warning("optional_tables_missing", tables=missing, effect="jobs needing them skip with a warning")

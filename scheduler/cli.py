@@ -351,9 +351,12 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
         problem = failure.message if failure is not None else str(exc)
         what = "cannot connect to the database" if failure is not None and failure.fatal else "database unreachable"
         return _fail(f"{what}: {redact_text(problem, app.settings.secret_values())}", EXIT_FAILED)
+    from scheduler.progress import watched_by
+    from scheduler.progress_bar import terminal_watcher
+
     started = app.clock.now()
     results: list[JobResult] = []
-    with _stop_on_signals(app):
+    with _stop_on_signals(app), watched_by(terminal_watcher()):  # a bar on a terminal's stderr, else none
         for job in jobs:
             if results and app.lifecycle.stopping:
                 break

@@ -1,6 +1,7 @@
 """The long-running daemon (CONTRACT §5-§7): the order of start-up and shutdown, the signals,
-and the timers (heartbeat, reaper, backlog gauge). Which run may start is the run history's
-business and how a run goes is the runner's; the daemon only says when.
+and the timers (heartbeat, reaper, pauses, the gauges from the shared history, backlog gauge).
+Which run may start is the run history's business and how a run goes is the runner's; the
+daemon only says when.
 
 Start: HTTP first (so /healthz answers), wait for the database, migrate and check tables, take
 over abandoned runs, start the schedule, catch up, log `ready`, tell systemd.
@@ -26,6 +27,7 @@ import structlog
 from scheduler import __version__, systemd
 from scheduler.app import App
 from scheduler.db.errors import DatabaseError, explain_connect_error
+from scheduler.db.pauses import Pause
 from scheduler.db.platform import PlatformSchemaError
 from scheduler.fires import FireRuns
 from scheduler.jobs.catalog import GROUPS
@@ -49,6 +51,7 @@ class Daemon:
         self._background: list[asyncio.Task[None]] = []
         self.fires = FireRuns(app)
         self._signals = 0
+        self.paused: dict[str, Pause] = {}  # as last read from the database
 
     async def run(self) -> int:
         """Start, serve until stopped, shut down in order; returns the exit status."""
@@ -93,6 +96,12 @@ class Daemon:
         app = self.app
         if not await self._prepare_database():
             return False
+        await self._refresh_pauses()  # known before the first fire, the reaper and /metrics
+        self._spawn("pauses", self._every(app.limits.pause_poll_seconds, self._refresh_pauses, at_once=False))
+        self._spawn(
+            "history_gauges",
+            self._every(app.limits.history_gauge_seconds, self._refresh_history_gauges, at_once=False),
+        )
         await self._reap()  # before the catch-up: a resumed run holds its job's claim
         self._spawn("reaper", self._every(app.limits.reap_seconds, self._reap, at_once=False))
         app.schedule.start(self._on_fire)
@@ -214,8 +223,37 @@ class Daemon:
             log.warning("reaper_failed", error=str(exc))
             return
         for job, run in abandoned:
-            if not history.running_here((job,)):
+            # A paused job's abandoned run waits for the resume (take_over checks it too).
+            if not history.running_here((job,)) and job.value not in self.paused:
                 self.app.inflight.run(job, Trigger.TAKE_OVER, abandoned=run)
+
+    async def _refresh_pauses(self) -> None:
+        """Follow the pauses in the database (any replica's `pause` or `resume`): the job_paused
+        gauges, and a line when a job is seen paused or resumed. Each fire checks the database
+        itself, so this only has to be prompt for the gauges and the reaper."""
+        try:
+            paused = await self.app.history.paused_jobs()
+        except DatabaseError as exc:
+            log.warning("pauses_not_read", error=str(exc))
+            return
+        for name in sorted(paused.keys() - self.paused.keys()):
+            pause = paused[name]
+            log.info(
+                "job_paused", job=name, paused_by=pause.paused_by, reason=pause.reason,
+                paused_at=pause.paused_at.isoformat(), effect="its scheduled fires are skipped until `resume`",
+            )  # fmt: skip
+        for name in sorted(self.paused.keys() - paused.keys()):
+            log.info("job_resumed", job=name)
+        self.paused = paused
+        self.app.metrics.show_paused(paused)
+
+    async def _refresh_history_gauges(self) -> None:
+        """The last-success and last-error gauges from the run history: every replica's runs and
+        every manual run (a failing `--run-once` from cron shows in this daemon's alerts)."""
+        try:
+            self.app.metrics.follow_history(await self.app.history.last_finishes())
+        except DatabaseError as exc:
+            log.warning("history_gauges_not_updated", error=str(exc))
 
     async def _refresh_pending_gauge(self) -> None:
         try:

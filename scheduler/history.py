@@ -16,10 +16,12 @@ from uuid import UUID
 import structlog
 
 from scheduler.clock import Clock
+from scheduler.db import pauses as pauses_db
 from scheduler.db import runs as runs_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
-from scheduler.db.runs import AbandonedRun
+from scheduler.db.pauses import Pause
+from scheduler.db.runs import AbandonedRun, LastFinishes
 from scheduler.limits import Limits
 from scheduler.records import Fire
 from scheduler.schedule import missed_fire, slot_key
@@ -28,6 +30,8 @@ from scheduler.vocabulary import JobName, RunOutcome, RunStatus, SkipReason, Tri
 log = structlog.get_logger(__name__)
 
 THIS_PROCESS = "this process"  # the holder named when a job's run is in progress here
+# The fires of a paused job are skipped; a run an operator asks for (--run-once, /api/cron/*) runs.
+SCHEDULED_TRIGGERS = frozenset({Trigger.SCHEDULE, Trigger.CATCH_UP, Trigger.RETRY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +40,9 @@ class Admission:
 
     run_id: UUID | None
     refused: SkipReason | None = None
-    holder: str | None = None  # the replica that has the job (or the fire)
+    holder: str | None = None  # the replica that has the job (or the fire); who paused it
     error: str | None = None  # the database could not be asked
+    pause_reason: str | None = None  # refused because paused: the operator's reason
 
 
 class RunHistory:
@@ -53,11 +58,31 @@ class RunHistory:
 
     # Start -----------------------------------------------------------------------------
 
-    async def prepare(self) -> dict[str, datetime]:
-        """Record the installation on the first start; return each job's last success (any replica)."""
+    async def prepare(self) -> dict[str, LastFinishes]:
+        """Record the installation on the first start; return each job's last finishes (any replica)."""
         async with self._db.begin() as conn:
             self.installed_at = await runs_db.ensure_installed(conn, now=self._clock.now())
-            return await runs_db.last_successes(conn)
+            return await runs_db.last_finishes(conn, [job.value for job in JobName])
+
+    async def last_finishes(self) -> dict[str, LastFinishes]:
+        """Each job's last finish that did its work, and in error: every replica, every manual run."""
+        async with self._db.connect() as conn:
+            return await runs_db.last_finishes(conn, [job.value for job in JobName])
+
+    async def paused_jobs(self) -> dict[str, Pause]:
+        """The jobs an operator paused, by name (kept in the database: every replica reads the same)."""
+        async with self._db.connect() as conn:
+            return await pauses_db.paused_jobs(conn)
+
+    async def warn_if_paused(self, job: JobName, trigger: Trigger) -> None:
+        """A run asked for by hand of a paused job runs, and says so (a dry run too)."""
+        try:
+            paused = (await self.paused_jobs()).get(job.value)
+        except DatabaseError as exc:
+            log.warning("pause_not_checked", job=job.value, error=str(exc))
+            return
+        if paused is not None:
+            _warn_running_paused(job, trigger, paused.paused_by, paused.reason)
 
     # Admission ---------------------------------------------------------------------------
 
@@ -79,10 +104,26 @@ class RunHistory:
 
     async def admit(self, job: JobName, trigger: Trigger, fire: Fire | None) -> Admission:
         """Claim a run of `job` in the run history: at most one in progress per job in all
-        replicas, one per scheduled fire ever; a manual run always runs."""
+        replicas, one per scheduled fire ever; a manual run always runs. A scheduled fire of a
+        paused job is refused (and recorded as skipped); a manual or HTTP run of one runs, warned."""
         alongside: list[str] = []
+        paused: Pause | None = None
         try:
             async with self._db.begin() as conn:
+                if trigger in SCHEDULED_TRIGGERS:
+                    pause = await runs_db.skip_if_paused(
+                        conn,
+                        job=job.value,
+                        slot=fire.slot if fire else None,
+                        scheduled_for=fire.scheduled_for if fire else None,
+                        trigger=trigger.value,
+                        replica=self.replica_id,
+                        now=self._clock.now(),
+                    )
+                    if pause is not None:
+                        return Admission(None, SkipReason.PAUSED, holder=pause.paused_by, pause_reason=pause.reason)
+                else:
+                    paused = (await pauses_db.paused_jobs(conn)).get(job.value)
                 claim = await runs_db.claim_run(
                     conn,
                     job=job.value,
@@ -100,6 +141,8 @@ class RunHistory:
         if claim.run_id is not None and trigger is Trigger.MANUAL and alongside:
             # Allowed: the reminder ledger and the outbox keep every booking and message once.
             log.warning("running_alongside", job=job.value, other_runs=alongside)
+        if claim.run_id is not None and paused is not None:
+            _warn_running_paused(job, trigger, paused.paused_by, paused.reason)
         return Admission(claim.run_id, claim.refused_because, claim.holder)
 
     async def take_over(self, job: JobName, run: AbandonedRun) -> Admission:
@@ -211,3 +254,14 @@ class RunHistory:
             except ValueError:
                 log.warning("abandoned_run_of_unknown_job", job=run.job_name, run_id=str(run.id))
         return found
+
+
+def _warn_running_paused(job: JobName, trigger: Trigger, paused_by: str, reason: str | None) -> None:
+    log.warning(
+        "running_while_paused",
+        job=job.value,
+        trigger=trigger.value,
+        paused_by=paused_by,
+        reason=reason,
+        effect="a run asked for by hand runs; the job's scheduled fires stay skipped until `resume`",
+    )

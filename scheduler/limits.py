@@ -79,6 +79,14 @@ class Limits:
     heartbeat_seconds: float = 5.0
     health_stale_seconds: float = 30.0
     pending_gauge_seconds: float = 30.0
+    # What every replica shares through the database: a pause reaches every replica within 10 s
+    # (CONTRACT §3; each fire checks it as well, so a fire right after a pause is skipped), and the
+    # last-success gauges follow the runs of every replica and every manual run within a minute (§7).
+    pause_poll_seconds: float = 5.0
+    history_gauge_seconds: float = 30.0
+    # A run longer than this logs what it has done so far, and again every as long: an operator
+    # watching a big cleanup or a backlog being sent sees it move.
+    progress_log_seconds: float = 10.0
     # Start-up retries the database quickly at first, then every 30 s, forever.
     db_retry_first_seconds: float = 1.0
     db_retry_max_seconds: float = 30.0

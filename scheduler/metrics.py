@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 
@@ -19,6 +21,17 @@ from scheduler.vocabulary import (
 )
 
 PREFIX = "flavor_scheduler"
+LAST_SUCCESS = f"{PREFIX}_job_last_success_timestamp_seconds"
+LAST_ERROR = f"{PREFIX}_job_last_error_timestamp_seconds"
+
+
+class Finishes(Protocol):
+    """A job's last finishes, as the run history tells them."""
+
+    @property
+    def success(self) -> datetime | None: ...
+    @property
+    def error(self) -> datetime | None: ...
 
 
 # The later statuses Twilio's callbacks and Resend's webhook report (others are counted as they come).
@@ -57,8 +70,21 @@ class Metrics:
             registry=registry,
         )
         self.job_last_success = Gauge(
-            f"{p}_job_last_success_timestamp_seconds",
+            LAST_SUCCESS,
             "Unix time of the job's last successful run (any replica, seeded from the run history).",
+            ["job_name"],
+            registry=registry,
+        )
+        self.job_last_error = Gauge(
+            LAST_ERROR,
+            "Unix time at which the job's last run ending in error finished (any replica, any trigger, "
+            "from the run history; 0 when none).",
+            ["job_name"],
+            registry=registry,
+        )
+        self.job_paused = Gauge(
+            f"{p}_job_paused",
+            "1 while the job is paused (flavor-scheduler pause; read from the database by every replica).",
             ["job_name"],
             registry=registry,
         )
@@ -114,6 +140,7 @@ class Metrics:
         # process_* (CPU, memory, open files against their limit): the injected registry does not
         # get prometheus_client's default collectors.
         ProcessCollector(registry=registry)
+        self._last_finish: dict[tuple[str, str], float] = {}  # (gauge, job) -> what the gauge shows
         self._seed()
 
     def _seed(self) -> None:
@@ -125,12 +152,16 @@ class Metrics:
             self.job_duration.labels(job_name=job)
             self.job_running.labels(job_name=job).set(0)
             self.job_last_success.labels(job_name=job)
+            self.job_last_error.labels(job_name=job)
+            self.job_paused.labels(job_name=job).set(0)
             self.job_next_run.labels(job_name=job)
             self.job_errors.labels(job_name=job)
         for job, table in (
             (JobName.CLEANUP_OLD_NOTIFICATIONS, "notifications"),
             (JobName.CLEANUP_EXPIRED_OTPS, "otp_codes"),
             (JobName.CLEANUP_OLD_AUDIT_LOGS, "audit_logs"),
+            (JobName.CLEANUP_SCHEDULER_HISTORY, "job_runs"),
+            (JobName.CLEANUP_SCHEDULER_HISTORY, "deliveries"),
         ):
             self.rows_deleted.labels(job_name=job, table=table)
         for reminder in ReminderKind:
@@ -158,6 +189,30 @@ class Metrics:
     def set_ready(self, ready: bool) -> None:
         """Follow readiness (CONTRACT §7: 1 exactly when /readyz would answer 200)."""
         self.ready.set(1 if ready else 0)
+
+    def finished(self, job_name: str, *, failed: bool, at: datetime) -> None:
+        """A run ended (here, or anywhere as the run history tells): the last-success gauge moves on
+        a run that did its work, the last-error gauge on one that ended in error. Never back."""
+        gauge = self.job_last_error if failed else self.job_last_success
+        key = (LAST_ERROR if failed else LAST_SUCCESS, job_name)
+        if at.timestamp() > self._last_finish.get(key, 0.0):
+            self._last_finish[key] = at.timestamp()
+            gauge.labels(job_name=job_name).set(at.timestamp())
+
+    def follow_history(self, finishes: Mapping[str, Finishes]) -> None:
+        """Move the last-success and last-error gauges to the run history's (every replica, every
+        manual run); a run of this process whose row could not be written stays seen."""
+        for job_name, last in finishes.items():
+            if last.success is not None:
+                self.finished(job_name, failed=False, at=last.success)
+            if last.error is not None:
+                self.finished(job_name, failed=True, at=last.error)
+
+    def show_paused(self, paused: Iterable[str]) -> None:
+        """job_paused: 1 for the paused jobs, 0 for every other."""
+        names = set(paused)
+        for job in JobName:
+            self.job_paused.labels(job_name=job).set(1 if job.value in names else 0)
 
     def count_recorded(self, settled: Iterable[OwedDelivery]) -> None:
         """Count messages finished as they were recorded: skipped (channel off) or failed (bad address)."""

@@ -3,6 +3,7 @@ timed, logged, counted and recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -10,6 +11,7 @@ from uuid import UUID, uuid4
 
 import structlog
 
+from scheduler import progress
 from scheduler.clock import Clock
 from scheduler.db.errors import DatabaseError
 from scheduler.db.runs import AbandonedRun
@@ -59,6 +61,7 @@ class Runner:
         now = self.clock.now()
         with structlog.contextvars.bound_contextvars(job=job.value):
             if dry_run:
+                await self.history.warn_if_paused(job, trigger)
                 return await self._execute(job, uuid4(), trigger, now, dry_run=True, fire=fire)
             if abandoned is not None:
                 admission = await self.history.take_over(job, abandoned)
@@ -67,11 +70,13 @@ class Runner:
             else:
                 admission = await self.history.admit(job, trigger, fire)
             if admission.run_id is None:
-                return self._refused(job, now, admission, quietly=abandoned is not None)
+                return self._refused(job, now, admission, quietly=abandoned is not None, fire=fire)
             with structlog.contextvars.bound_contextvars(run_id=str(admission.run_id)):
                 return await self._execute(job, admission.run_id, trigger, now, dry_run=False, fire=fire)
 
-    def _refused(self, job: JobName, now: datetime, admission: Admission, *, quietly: bool) -> JobResult:
+    def _refused(
+        self, job: JobName, now: datetime, admission: Admission, *, quietly: bool, fire: Fire | None
+    ) -> JobResult:
         metrics = self.deps.metrics
         result = JobResult(job, started_at=now, finished_at=now)
         if admission.error is not None:
@@ -87,18 +92,27 @@ class Runner:
                 self.heartbeats.finished(job, RunOutcome.ERROR)
             return result
         result.skipped = admission.refused
+        slot = fire.slot if fire else None
         if quietly:  # a take-over another replica won: nothing was due here
             return result
         reason = admission.refused or SkipReason.CLAIMED_ELSEWHERE
         if reason is SkipReason.ALREADY_RUNNING:
             result.errors.append(f"{job.value} is already running (replica {admission.holder})")
-        self.count_skip(job, reason, admission.holder)
+        if reason is SkipReason.PAUSED:
+            self.deps.metrics.job_paused.labels(job_name=job).set(1)  # known here before the next poll
+            self.count_skip(
+                job, reason, None, slot=slot, paused_by=admission.holder, pause_reason=admission.pause_reason
+            )
+        else:
+            self.count_skip(job, reason, admission.holder, slot=slot)
         return result
 
-    def count_skip(self, job: JobName, reason: SkipReason, holder: str | None, *, slot: str | None = None) -> None:
+    def count_skip(
+        self, job: JobName, reason: SkipReason, holder: str | None, *, slot: str | None = None, **why: str | None
+    ) -> None:
         """A run that did not happen: counted and logged here, wherever it was refused."""
         self.deps.metrics.job_skipped.labels(job_name=job, reason=reason).inc()
-        log.info("job_skipped", job=job.value, reason=reason.value, holder=holder, slot=slot)
+        log.info("job_skipped", job=job.value, reason=reason.value, holder=holder, slot=slot, **why)
 
     async def _execute(
         self, job: JobName, run_id: UUID, trigger: Trigger, now: datetime, *, dry_run: bool, fire: Fire | None
@@ -109,16 +123,19 @@ class Runner:
             self.heartbeats.started(job)
         deps.metrics.job_running.labels(job_name=job).inc()
         started = time.perf_counter()
-        try:
-            if dry_run:
-                result = await self._call(job, run_id, now, dry_run=True, lost=None)
-            else:
-                async with self.history.leased(run_id) as lost:
-                    result = await self._call(job, run_id, now, dry_run=False, lost=lost.is_set)
-                if lost.is_set():
-                    result.errors.append(f"{job.value} stopped early: another replica took the run over")
-        finally:
-            deps.metrics.job_running.labels(job_name=job).dec()
+        with progress.tracking(job.value) as counted:
+            ticker = asyncio.create_task(self._report_progress(counted, started), name=f"progress-{run_id}")
+            try:
+                if dry_run:
+                    result = await self._call(job, run_id, now, dry_run=True, lost=None)
+                else:
+                    async with self.history.leased(run_id) as lost:
+                        result = await self._call(job, run_id, now, dry_run=False, lost=lost.is_set)
+                    if lost.is_set():
+                        result.errors.append(f"{job.value} stopped early: another replica took the run over")
+            finally:
+                ticker.cancel()
+                deps.metrics.job_running.labels(job_name=job).dec()
         elapsed = time.perf_counter() - started
         result.finished_at = self.clock.now()
         interrupted = self.lifecycle.stopping and not dry_run
@@ -147,6 +164,13 @@ class Runner:
             interrupted=interrupted,
         )
         return result
+
+    async def _report_progress(self, counted: progress.Progress, started: float) -> None:
+        """A long run says what it has done so far, every `progress_log_seconds` (the first after as long)."""
+        interval = self.deps.limits.progress_log_seconds
+        while True:
+            await asyncio.sleep(interval)
+            log.info("job_progress", elapsed_seconds=round(time.perf_counter() - started, 1), done=dict(counted.counts))
 
     async def _call(
         self, job: JobName, run_id: UUID, now: datetime, *, dry_run: bool, lost: Callable[[], bool] | None
@@ -182,5 +206,7 @@ class Runner:
             metrics.job_errors.labels(job_name=job).inc(len(result.errors))
         if result.skipped is SkipReason.TABLE_MISSING:
             metrics.job_skipped.labels(job_name=job, reason=SkipReason.TABLE_MISSING).inc()
-        if result.outcome is not RunOutcome.ERROR and not result.dry_run:  # partial did its work too
-            metrics.job_last_success.labels(job_name=job).set((result.finished_at or result.started_at).timestamp())
+        if result.dry_run:
+            return
+        # partial did its work too: it moves the last success
+        metrics.finished(job, failed=result.outcome is RunOutcome.ERROR, at=result.finished_at or result.started_at)

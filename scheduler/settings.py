@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     reminder_min_lead_minutes: Annotated[int, Field(ge=0, le=CENTURY_DAYS * 24 * 60)] = 60
     delete_batch_size: Annotated[int, Field(gt=0, le=1_000_000)] = 5000
 
+    # The daemon's own data (cleanup_scheduler_history): run history and settled messages are
+    # deleted after RUN_HISTORY_RETENTION_DAYS; a settled message's address and text go earlier.
+    run_history_retention_days: Days = 90
+    message_retention_days: Days = 30
+
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_auth_token_file: Path | None = None
@@ -263,6 +268,16 @@ class Settings(BaseSettings):
                     f"REMINDER_MIN_LEAD_MINUTES ({self.reminder_min_lead_minutes}) must be shorter than "
                     f"{variable} ({horizon_hours:g} hours), or no reminder is ever due"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _message_text_kept_within_history(self) -> Settings:
+        # Messages are deleted after RUN_HISTORY_RETENTION_DAYS: a longer text retention would be a promise not kept.
+        if self.message_retention_days > self.run_history_retention_days:
+            raise ValueError(
+                f"MESSAGE_RETENTION_DAYS ({self.message_retention_days}) must not exceed "
+                f"RUN_HISTORY_RETENTION_DAYS ({self.run_history_retention_days}): messages are deleted after that"
+            )
         return self
 
     @model_validator(mode="after")

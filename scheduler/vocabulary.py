@@ -11,6 +11,7 @@ class JobName(StrEnum):
     CLEANUP_OLD_NOTIFICATIONS = "cleanup_old_notifications"
     CLEANUP_EXPIRED_OTPS = "cleanup_expired_otps"
     CLEANUP_OLD_AUDIT_LOGS = "cleanup_old_audit_logs"
+    CLEANUP_SCHEDULER_HISTORY = "cleanup_scheduler_history"
     SEND_BOOKING_REMINDERS = "send_booking_reminders"
     SEND_PAYMENT_REMINDERS = "send_payment_reminders"
     DELIVER_PENDING_MESSAGES = "deliver_pending_messages"
@@ -72,6 +73,7 @@ class RunStatus(StrEnum):
     PARTIAL = "partial"  # did its work, but some items failed or are left retrying
     ERROR = "error"
     INTERRUPTED = "interrupted"  # closed by a manual run after its process died
+    SKIPPED = "skipped"  # a scheduled fire of a paused job: recorded so that no catch-up runs it later
 
 
 class Trigger(StrEnum):
@@ -99,6 +101,7 @@ class SkipReason(StrEnum):
     ALREADY_RUNNING = "already_running"
     CLAIMED_ELSEWHERE = "claimed_elsewhere"
     TABLE_MISSING = "table_missing"
+    PAUSED = "paused"  # an operator paused the job (`flavor-scheduler pause JOB`)
 
 
 class AddressKind(StrEnum):

@@ -184,12 +184,13 @@ _RUN_COLUMNS = (
     "id, job_name, trigger, replica_id, status, started_at, finished_at, lease_expires_at, counts, errors, attempt"
 )
 
-# Each job's last finished run: a backward step of the (job_name, started_at) index per job.
+# Each job's last finished run (a fire skipped while the job was paused is no run): a backward
+# step of the (job_name, started_at) index per job.
 _LAST_RUNS_SQL = f"""
     SELECT last.* FROM unnest(CAST($1 AS text[])) AS j(job_name)
     CROSS JOIN LATERAL (
         SELECT {_RUN_COLUMNS} FROM {_S}.job_runs AS r
-        WHERE r.job_name = j.job_name AND r.status <> 'running' AND NOT r.dry_run
+        WHERE r.job_name = j.job_name AND r.status NOT IN ('running', 'skipped') AND NOT r.dry_run
         ORDER BY r.started_at DESC LIMIT 1
     ) AS last
 """

@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import ARRAY, Text, and_, cast, exists, func, literal, select, update
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.db.tables import installation, job_runs
+from scheduler.db.tables import installation, job_pauses, job_runs
 from scheduler.vocabulary import RunStatus, SkipReason, Trigger
 
 
@@ -23,6 +24,22 @@ class Claim:
     run_id: UUID | None
     refused_because: SkipReason | None = None  # claimed_elsewhere or already_running
     holder: str | None = None  # the replica that has it
+
+
+@dataclass(frozen=True, slots=True)
+class PausedBy:
+    """Who paused a job, and why (the operator's `--reason`)."""
+
+    paused_by: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LastFinishes:
+    """When a job's runs last ended having done their work (success or partial), and in error."""
+
+    success: datetime | None
+    error: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +104,43 @@ async def claim_run(
         select(job_runs.c.replica_id).where(job_runs.c.job_name == job, job_runs.c.status == RunStatus.RUNNING)
     )
     return Claim(None, SkipReason.ALREADY_RUNNING, holder)
+
+
+async def skip_if_paused(
+    conn: AsyncConnection,
+    *,
+    job: str,
+    slot: str | None,
+    scheduled_for: datetime | None,
+    trigger: str,
+    replica: str,
+    now: datetime,
+) -> PausedBy | None:
+    """Who paused the job, when it is paused; the fire is then recorded as skipped, in the same
+    statement, so that no catch-up runs it later (unless its slot has a row already: a retry of a
+    failed fire, or another replica that recorded the skip first)."""
+    pause = select(job_pauses.c.paused_by, job_pauses.c.reason).where(job_pauses.c.job_name == job).cte("pause")
+    columns: dict[str, Any] = {
+        "id": literal(uuid4(), PG_UUID(as_uuid=True)),
+        "job_name": literal(job, Text),
+        "slot": literal(slot, Text),
+        "scheduled_for": literal(scheduled_for, job_runs.c.scheduled_for.type),
+        "trigger": literal(trigger, Text),
+        "status": literal(RunStatus.SKIPPED.value, Text),
+        "replica_id": literal(replica, Text),
+        "dry_run": literal(False),
+        "attempt": literal(1),
+        "started_at": literal(now, job_runs.c.started_at.type),
+        "finished_at": literal(now, job_runs.c.finished_at.type),
+    }
+    record = (
+        insert(job_runs)
+        .from_select(list(columns), select(*columns.values()).select_from(pause))
+        .on_conflict_do_nothing()
+        .cte("recorded")
+    )
+    row = (await conn.execute(select(pause.c.paused_by, pause.c.reason).add_cte(record))).first()
+    return PausedBy(row.paused_by, row.reason) if row is not None else None
 
 
 def _retry_errored_fire(job: str, slot: str, *, replica: str, now: datetime, lease: timedelta) -> Any:
@@ -187,27 +241,41 @@ async def find_abandoned(conn: AsyncConnection) -> list[AbandonedRun]:
 async def take_over(conn: AsyncConnection, run_id: UUID, *, replica: str, lease: timedelta) -> bool:
     """Take an abandoned run; only one replica can win it. A replica whose clock runs ahead sees
     no lease expire early: the database's clock judges."""
+    paused = exists().where(job_pauses.c.job_name == job_runs.c.job_name)
     result = await conn.execute(
         update(job_runs)
         .where(
             job_runs.c.id == run_id,
             job_runs.c.status == RunStatus.RUNNING,
             job_runs.c.lease_expires_at < func.now(),
+            ~paused,  # a paused job's run waits for the resume, like its fires
         )
         .values(replica_id=replica, lease_expires_at=func.now() + lease, attempt=job_runs.c.attempt + 1)
     )
     return bool(result.rowcount)
 
 
-async def last_successes(conn: AsyncConnection) -> dict[str, datetime]:
-    """Each job's last finish that did its work (success, or partial: its items' failures are the
-    message alerts' business), from any replica (seeds the last-success gauge)."""
+async def last_finishes(conn: AsyncConnection, jobs: Sequence[str]) -> dict[str, LastFinishes]:
+    """Each job's last finish that did its work and its last finish in error, from every replica
+    and every trigger (manual runs included): the gauges alert rules read. One index lookup per
+    job and status (job_runs_last_finish), however long the history."""
+    names = func.unnest(cast(list(jobs), ARRAY(Text))).table_valued("job_name").render_derived(name="j")
+
+    def latest(status: RunStatus) -> Any:
+        return (
+            select(func.max(job_runs.c.finished_at))
+            .where(job_runs.c.job_name == names.c.job_name, job_runs.c.status == status)
+            .scalar_subquery()
+        )
+
     rows = await conn.execute(
-        select(job_runs.c.job_name, func.max(job_runs.c.finished_at))
-        .where(job_runs.c.status.in_((RunStatus.SUCCESS, RunStatus.PARTIAL)))
-        .group_by(job_runs.c.job_name)
+        select(
+            names.c.job_name,
+            func.greatest(latest(RunStatus.SUCCESS), latest(RunStatus.PARTIAL)).label("success"),
+            latest(RunStatus.ERROR).label("error"),
+        )
     )
-    return {row[0]: row[1] for row in rows}
+    return {row.job_name: LastFinishes(row.success, row.error) for row in rows}
 
 
 async def recorded_slots(conn: AsyncConnection, *, job: str, slots: Sequence[str]) -> set[str]:

@@ -53,6 +53,8 @@ JOBS: dict[JobName, Job] = {
             "deletedCount", "otps", "deleted", CLEANUP, ("otp_codes",)),
         Job(JobName.CLEANUP_OLD_AUDIT_LOGS, "0 2 * * *", "cleanup",
             "deletedCount", "auditLogs", "deleted", CLEANUP, ("audit_logs",)),
+        Job(JobName.CLEANUP_SCHEDULER_HISTORY, "30 2 * * *", "history_cleanup",
+            "deletedCount", "schedulerHistory", "deleted", CLEANUP),
         Job(JobName.SEND_BOOKING_REMINDERS, "0 * * * *", "reminders",
             "remindersSent", "bookingReminders", "sent", REMINDERS),
         Job(JobName.SEND_PAYMENT_REMINDERS, "0 * * * *", "reminders",

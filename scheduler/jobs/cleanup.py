@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from scheduler import progress
 from scheduler.db import bookings as bookings_db
 from scheduler.db import cleanup as cleanup_db
 from scheduler.db import outbox as outbox_db
@@ -65,6 +66,7 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
             result.fail(f"cancelling a batch of stale bookings failed: {exc}")
             break
         result.count += len(ids)
+        progress.count("cancelled", len(ids))
         result.errors += owed.errors
         result.errors += _refused_errors(records, refused)
         deps.metrics.bookings_cancelled.inc(len(ids))
@@ -173,6 +175,7 @@ async def _purge(ctx: JobContext, job: JobName, purge: Purge, now: datetime, cut
                     )
                 batches += 1
                 result.count += outcome.deleted
+                progress.count("deleted", outcome.deleted)
                 deps.metrics.rows_deleted.labels(job_name=job, table=purge.table).inc(outcome.deleted)
                 after = outcome.resume_after
     except DatabaseError as exc:

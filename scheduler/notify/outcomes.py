@@ -11,6 +11,7 @@ from uuid import UUID
 
 import structlog
 
+from scheduler import progress
 from scheduler.clock import Clock
 from scheduler.db import email_batches as email_batches_db
 from scheduler.db import outbox as outbox_db
@@ -114,6 +115,7 @@ class OutcomeRecorder:
             to=masked_address(delivery),
         )  # fmt: skip
         report.states[MessageState.SENT] += 1
+        progress.count("sent")
         report.bookings_sent.add(delivery.booking_id)
         self._count(delivery, MessageOutcome.SENT)
         reminder = REMINDER_KINDS.get(delivery.kind)
@@ -148,6 +150,7 @@ class OutcomeRecorder:
                 conn, [d.id for d in group], claimer=self._claimer, reason=reason, extra_attempts=tries - 1,
                 now=self._clock.now(),
             )  # fmt: skip
+        progress.count("failed", len(group))
         for delivery in group:
             report.states[MessageState.FAILED] += 1
             report.errors.append(f"{describe(delivery)}: {reason}")
@@ -172,6 +175,7 @@ class OutcomeRecorder:
                 conn, [d.id for d in group], claimer=self._claimer, reason=reason, next_attempt_at=next_attempt,
                 batch_key=batch_key, extra_attempts=tries - 1, now=now,
             )  # fmt: skip
+        progress.count("retrying", len(group))
         for delivery in group:
             report.states[MessageState.RETRYING] += 1
             report.errors.append(f"{describe(delivery)}: {reason}; retrying at {next_attempt:%Y-%m-%dT%H:%M:%SZ}")
@@ -215,6 +219,7 @@ class OutcomeRecorder:
                     log.info("address_suppressed", reason="opted_out", source="twilio_send",
                              channel=delivery.channel.value, to=masked_address(delivery))  # fmt: skip
         report.states[MessageState.FAILED] += 1
+        progress.count("failed")
         report.errors.append(f"{describe(delivery)}: {reason}" + ("; sent as an SMS instead" if fallback else ""))
         self._count(delivery, MessageOutcome.FAILED)
         if fallback:
@@ -247,6 +252,7 @@ class OutcomeRecorder:
                 now=now,
             )
         report.states[MessageState.RETRYING] += 1
+        progress.count("retrying")
         report.errors.append(f"{describe(delivery)}: {reason}; retrying at {next_attempt:%Y-%m-%dT%H:%M:%SZ}")
 
     def suppressed(self, delivery: ClaimedDelivery, report: DeliveryReport) -> None:
@@ -270,6 +276,7 @@ class OutcomeRecorder:
     def voided(self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str) -> None:
         """No longer true, so not sent (written by the claim): counted, logged, not an error."""
         report.states[MessageState.VOID] += 1
+        progress.count("void")
         self._count(delivery, MessageOutcome.VOID)
         log.info(
             "message_void", booking=delivery.booking_reference, channel=delivery.channel.value,

@@ -34,6 +34,8 @@ SHOWN_METRICS = (
     "flavor_scheduler_messages_pending",
     "flavor_scheduler_provider_request_duration_seconds_bucket",
     "flavor_scheduler_ready",
+    "flavor_scheduler_job_paused",
+    "flavor_scheduler_job_last_error_timestamp_seconds",
 )
 SCOPE = ('environment=~"$environment"', 'instance=~"$instance"')
 # A metric's selector in a query: the name, and its braces when it has them.
@@ -165,6 +167,26 @@ def test_readiness_is_shown_per_replica(dashboard: dict[str, Any]) -> None:
     (target,) = panel["targets"]
     assert target["expr"].startswith("max by (instance) (flavor_scheduler_ready{")
     assert target["legendFormat"] == "{{instance}}"
+
+
+def test_paused_jobs_are_shown_by_name(dashboard: dict[str, Any]) -> None:
+    (panel,) = [p for p in _panels(dashboard) if p["title"] == "Paused"]
+    (target,) = panel["targets"]
+    assert target["expr"].startswith("max by (job_name) (flavor_scheduler_job_paused{")  # every replica says the same
+    assert target["legendFormat"] == "{{job_name}}"
+    (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
+    assert mapping["options"]["1"]["text"] == "paused"
+    assert mapping["options"]["0"]["text"] == "scheduled"
+
+
+def test_panels_do_not_overlap(dashboard: dict[str, Any]) -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for panel in dashboard["panels"]:  # the top level: rows and the panels between them
+        grid = panel["gridPos"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = panel["title"]
 
 
 def test_no_hard_coded_datasource_uid(dashboard: dict[str, Any]) -> None:

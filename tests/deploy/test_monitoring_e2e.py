@@ -288,11 +288,15 @@ async def job_failing_once(watched: Stack, b: DaemonProcess, providers: tuple[Fa
     failing = alert("FlavorSchedulerJobFailing", severity="warning", job_name="cleanup_stale_bookings")
     shown = await watched.firing(failing, within=JOB_FAILING_SECONDS)
     assert "ended in error 1 time in the last 25h" in shown["annotations"]["description"], shown
+    # The run history says so too: its last run failed, with no success since.
+    last_failed = alert("FlavorSchedulerLastRunFailed", severity="warning", job_name="cleanup_stale_bookings")
+    await watched.firing(last_failed)
     for provider in providers:
         provider.unscript()
     async with watched.http.post(f"{b.url}/api/cron/cleanup", headers=bearer()) as response:
         assert response.status == 200, await response.text()
     await watched.resolved(failing)
+    await watched.resolved(last_failed)
 
 
 async def every_run_scraped(watched: Stack, engine: AsyncEngine) -> None:
@@ -362,6 +366,7 @@ async def only_the_induced_alerts_fired(watched: Stack, a: DaemonProcess, b: Dae
         alert("FlavorSchedulerMessagesFailing", severity="critical", channel="email"),
         alert("FlavorSchedulerBacklogGrowing", severity="warning", channel="whatsapp"),
         alert("FlavorSchedulerJobFailing", severity="warning", job_name="cleanup_stale_bookings"),
+        alert("FlavorSchedulerLastRunFailed", severity="warning", job_name="cleanup_stale_bookings"),
         alert("FlavorSchedulerDown", severity="critical", instance=target(b)),
     }
     fired = await watched.query(f'max_over_time(ALERTS{{alertstate="firing"}}[{seconds(started)}])', time=time.time())

@@ -24,6 +24,7 @@ ALERTS = {
     "FlavorSchedulerJobPaused",
     "FlavorSchedulerJobStale",
     "FlavorSchedulerJobFailing",
+    "FlavorSchedulerLastRunFailed",
     "FlavorSchedulerMessagesFailing",
     "FlavorSchedulerBacklogGrowing",
 }

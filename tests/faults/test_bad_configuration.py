@@ -237,6 +237,9 @@ ORACLES: dict[str, Callable[[str, Any], bool]] = {
     "quiet_hours": _quiet_hours,
     "payment_reminder_days": _duration("days"),
     "reminder_min_lead_minutes": _duration("minutes", minimum=0),
+    "run_history_retention_days": _duration("days"),
+    # The text of a message is kept at most as long as the message: up to the history's 90 days.
+    "message_retention_days": lambda raw, value: _duration("days")(raw, value) and value <= 90,
     "delete_batch_size": lambda raw, value: _whole(raw, value) and 0 < value <= 1_000_000,
     "twilio_account_sid": _same,
     "twilio_auth_token": _same,

@@ -291,6 +291,9 @@ CONTRACT_METRICS: dict[str, tuple[str, set[str]]] = {
     "flavor_scheduler_job_duration_seconds": ("histogram", {"job_name"}),
     "flavor_scheduler_job_running": ("gauge", {"job_name"}),
     "flavor_scheduler_job_last_success_timestamp_seconds": ("gauge", {"job_name"}),
+    "flavor_scheduler_job_paused": ("gauge", {"job_name"}),
+    # Beyond the contract's list: the last-error gauge alert rules read (from the shared history).
+    "flavor_scheduler_job_last_error_timestamp_seconds": ("gauge", {"job_name"}),
     "flavor_scheduler_job_next_run_timestamp_seconds": ("gauge", {"job_name"}),
     "flavor_scheduler_job_errors_total": ("counter", {"job_name"}),
     "flavor_scheduler_rows_deleted_total": ("counter", {"job_name", "table"}),
@@ -374,8 +377,12 @@ async def test_every_job_s_series_exist_at_zero_from_start(database_url: str, ht
         assert value(families, "flavor_scheduler_job_running", "flavor_scheduler_job_running", job_name=job) == 0
         duration = "flavor_scheduler_job_duration_seconds"
         assert value(families, duration, f"{duration}_count", job_name=job) == 0
-        last = "flavor_scheduler_job_last_success_timestamp_seconds"
-        assert value(families, last, last, job_name=job) == 0
+        for last in (
+            "flavor_scheduler_job_last_success_timestamp_seconds",
+            "flavor_scheduler_job_last_error_timestamp_seconds",
+        ):
+            assert value(families, last, last, job_name=job) == 0
+        assert value(families, "flavor_scheduler_job_paused", "flavor_scheduler_job_paused", job_name=job) == 0
         next_run = value(
             families,
             "flavor_scheduler_job_next_run_timestamp_seconds",
@@ -455,6 +462,7 @@ async def test_cron_routes_run_the_group_and_answer_its_json(
         "notifications": {"deleted": 0, "errors": []},
         "otps": {"deleted": 0, "errors": []},
         "auditLogs": {"deleted": 0, "errors": []},
+        "schedulerHistory": {"deleted": 0, "errors": []},
     }
     assert reminders["summary"] == {
         "bookingReminders": {"sent": 0, "errors": []},
@@ -469,6 +477,7 @@ async def test_cron_routes_run_the_group_and_answer_its_json(
             "cleanup_old_notifications",
             "cleanup_expired_otps",
             "cleanup_old_audit_logs",
+            "cleanup_scheduler_history",
             "send_booking_reminders",
             "send_payment_reminders",
         )

@@ -35,6 +35,8 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
         60,
     )
     assert settings.delete_batch_size == 5000
+    assert (settings.run_history_retention_days, settings.message_retention_days) == (90, 30)
+    assert schedule_for(settings, JobName.CLEANUP_SCHEDULER_HISTORY) == "30 2 * * *"
     assert (settings.whatsapp_max_per_second, settings.email_max_per_second) == (10, 2)
     assert (settings.http_host, settings.http_port) == ("0.0.0.0", 9464)
     assert settings.shutdown_timeout_seconds == 30
@@ -58,6 +60,10 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
         ("STALE_BOOKING_HOURS", "twenty", "STALE_BOOKING_HOURS"),
         ("STALE_BOOKING_HOURS", "0", "STALE_BOOKING_HOURS"),
         ("DELETE_BATCH_SIZE", "-5", "DELETE_BATCH_SIZE"),
+        ("RUN_HISTORY_RETENTION_DAYS", "0", "RUN_HISTORY_RETENTION_DAYS"),
+        ("MESSAGE_RETENTION_DAYS", "thirty", "MESSAGE_RETENTION_DAYS"),
+        # Messages go with the history: a longer text retention would be a promise not kept.
+        ("MESSAGE_RETENTION_DAYS", "120", "MESSAGE_RETENTION_DAYS .120. must not exceed RUN_HISTORY_RETENTION_DAYS"),
         ("DATABASE_POOL_SIZE", "1.5", "DATABASE_POOL_SIZE"),
         ("HTTP_PORT", "70000", "HTTP_PORT"),
         ("EMAIL_MAX_PER_SECOND", "0", "EMAIL_MAX_PER_SECOND"),

@@ -5,14 +5,14 @@ attempt may have reached Resend: the retry must be the same batch under the same
 operator's override of the suppression for one message (`resend --force`).
 
 Revision ID: 0006_reach
-Revises: 0004_console
+Revises: 0005_history
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_reach"
-down_revision = "0004_console"
+down_revision = "0005_history"
 branch_labels = None
 depends_on = None
 
