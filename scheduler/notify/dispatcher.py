@@ -65,6 +65,9 @@ class Dispatcher:
         self._limits = limits
         self._backoff = Backoff(limits)
         self._limiters = {channel: RateLimiter(rate, clock) for channel, rate in ceilings.items()}
+        if email_batch_size > 1 and Channel.EMAIL in ceilings:
+            slack = limits.email_batch_spacing_slack_seconds
+            self._limiters[Channel.EMAIL] = RateLimiter(ceilings[Channel.EMAIL], clock, slack_seconds=slack)
         self._clock = clock
         self._metrics = metrics
         self._claimer = claimer
