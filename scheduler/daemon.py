@@ -1,7 +1,7 @@
 """The long-running daemon (CONTRACT §5-§7): the order of start-up and shutdown, the signals,
-and the timers (heartbeat, reaper, pauses, the gauges from the shared history, backlog gauge).
-Which run may start is the run history's business and how a run goes is the runner's; the
-daemon only says when.
+and when the timers tick (heartbeat, reaper, pauses, the gauges from the shared history, backlog
+gauge; what each tick does is `daemon_timers.py`). Which run may start is the run history's
+business and how a run goes is the runner's; the daemon only says when.
 
 Start: HTTP first (so /healthz answers), wait for the database, migrate and check tables, take
 over abandoned runs, start the schedule, catch up, log `ready`, tell systemd.
@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -26,8 +26,8 @@ import structlog
 
 from scheduler import __version__, systemd
 from scheduler.app import App
+from scheduler.daemon_timers import Timers, every
 from scheduler.db.errors import DatabaseError, explain_connect_error
-from scheduler.db.pauses import Pause
 from scheduler.db.platform import PlatformSchemaError
 from scheduler.fires import FireRuns
 from scheduler.jobs.catalog import GROUPS
@@ -51,7 +51,7 @@ class Daemon:
         self._background: list[asyncio.Task[None]] = []
         self.fires = FireRuns(app)
         self._signals = 0
-        self.paused: dict[str, Pause] = {}  # as last read from the database
+        self.timers = Timers(app)
 
     async def run(self) -> int:
         """Start, serve until stopped, shut down in order; returns the exit status."""
@@ -61,7 +61,7 @@ class Daemon:
         try:
             await app.http.start()
             lifecycle.waiting_for_database()
-            self._spawn("heartbeat", self._every(app.limits.heartbeat_seconds, self._heartbeat))
+            self._spawn("heartbeat", every(app.limits.heartbeat_seconds, self.timers.heartbeat))
             if await self._start():
                 lifecycle.become_ready()
                 log.info(
@@ -70,7 +70,9 @@ class Daemon:
                     replica=app.replica_id,
                     http_port=app.http.port,
                     timezone=app.settings.timezone,
-                    next_runs={job.value: at.isoformat() if at else "off" for job, at in self._next_runs().items()},
+                    next_runs={
+                        job.value: at.isoformat() if at else "off" for job, at in self.timers.next_runs().items()
+                    },
                     startup_seconds=round(time.monotonic() - started, 3),
                 )
                 systemd.notify(systemd.READY)
@@ -96,18 +98,18 @@ class Daemon:
         app = self.app
         if not await self._prepare_database():
             return False
-        await self._refresh_pauses()  # known before the first fire, the reaper and /metrics
-        self._spawn("pauses", self._every(app.limits.pause_poll_seconds, self._refresh_pauses, at_once=False))
+        timers = self.timers
+        await timers.refresh_pauses()  # known before the first fire, the reaper and /metrics
+        self._spawn("pauses", every(app.limits.pause_poll_seconds, timers.refresh_pauses, at_once=False))
         self._spawn(
-            "history_gauges",
-            self._every(app.limits.history_gauge_seconds, self._refresh_history_gauges, at_once=False),
+            "history_gauges", every(app.limits.history_gauge_seconds, timers.refresh_history_gauges, at_once=False)
         )
-        await self._reap()  # before the catch-up: a resumed run holds its job's claim
-        self._spawn("reaper", self._every(app.limits.reap_seconds, self._reap, at_once=False))
+        await timers.reap()  # before the catch-up: a resumed run holds its job's claim
+        self._spawn("reaper", every(app.limits.reap_seconds, timers.reap, at_once=False))
         app.schedule.start(self._on_fire)
         if not self.demo:  # the demo runs every job at start anyway
             await self._catch_up()
-        self._spawn("pending_gauge", self._every(app.limits.pending_gauge_seconds, self._refresh_pending_gauge))
+        self._spawn("pending_gauge", every(app.limits.pending_gauge_seconds, timers.refresh_pending_gauge))
         return not app.lifecycle.stopping
 
     async def _prepare_database(self) -> bool:
@@ -196,7 +198,7 @@ class Daemon:
         log.info("stop_requested", signal=name)
         self.stop()
 
-    # What the schedule and the timers start ---------------------------------------------
+    # What the schedule and the start-up run ---------------------------------------------
 
     def _on_fire(self, job: JobName, scheduled_for: datetime) -> None:
         """The schedule's callback: run the job for this fire (the run history decides if it may)."""
@@ -214,74 +216,7 @@ class Daemon:
             log.info("catching_up", job=job.value, slot=fire.slot, scheduled_for=fire.scheduled_for.isoformat())
             self.fires.run(job, fire, Trigger.CATCH_UP)
 
-    async def _reap(self) -> None:
-        """Resume runs still marked running whose lease expired: their replica died or gave them up."""
-        history = self.app.history
-        try:
-            abandoned = await history.abandoned()
-        except DatabaseError as exc:
-            log.warning("reaper_failed", error=str(exc))
-            return
-        for job, run in abandoned:
-            # A paused job's abandoned run waits for the resume (take_over checks it too).
-            if not history.running_here((job,)) and job.value not in self.paused:
-                self.app.inflight.run(job, Trigger.TAKE_OVER, abandoned=run)
-
-    async def _refresh_pauses(self) -> None:
-        """Follow the pauses in the database (any replica's `pause` or `resume`): the job_paused
-        gauges, and a line when a job is seen paused or resumed. Each fire checks the database
-        itself, so this only has to be prompt for the gauges and the reaper."""
-        try:
-            paused = await self.app.history.paused_jobs()
-        except DatabaseError as exc:
-            log.warning("pauses_not_read", error=str(exc))
-            return
-        for name in sorted(paused.keys() - self.paused.keys()):
-            pause = paused[name]
-            log.info(
-                "job_paused", job=name, paused_by=pause.paused_by, reason=pause.reason,
-                paused_at=pause.paused_at.isoformat(), effect="its scheduled fires are skipped until `resume`",
-            )  # fmt: skip
-        for name in sorted(self.paused.keys() - paused.keys()):
-            log.info("job_resumed", job=name)
-        self.paused = paused
-        self.app.metrics.show_paused(paused)
-
-    async def _refresh_history_gauges(self) -> None:
-        """The last-success and last-error gauges from the run history: every replica's runs and
-        every manual run (a failing `--run-once` from cron shows in this daemon's alerts)."""
-        try:
-            self.app.metrics.follow_history(await self.app.history.last_finishes())
-        except DatabaseError as exc:
-            log.warning("history_gauges_not_updated", error=str(exc))
-
-    async def _refresh_pending_gauge(self) -> None:
-        try:
-            await self.app.dispatcher.refresh_pending_gauge()
-        except DatabaseError as exc:
-            log.warning("pending_gauge_not_updated", error=str(exc))
-
-    async def _heartbeat(self) -> None:
-        """Prove the loop alive (/healthz) and keep the next-run gauges current after each fire."""
-        self.app.lifecycle.beat()
-        self._next_runs()  # from the first beat on: known before the database answers
-
-    def _next_runs(self) -> dict[JobName, datetime | None]:
-        times = self.app.schedule.next_run_times()
-        for job, at in times.items():
-            self.app.metrics.job_next_run.labels(job_name=job).set(at.timestamp() if at else 0)
-        return times
-
     # Background tasks: named; if one dies, the daemon stops ---------------------------------
-
-    @staticmethod
-    async def _every(seconds: float, tick: Callable[[], Awaitable[None]], *, at_once: bool = True) -> None:
-        """Call `tick` every `seconds` (first at once, or after one interval)."""
-        if not at_once:
-            await asyncio.sleep(seconds)
-        while True:
-            await tick()
-            await asyncio.sleep(seconds)
 
     def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, name=name)

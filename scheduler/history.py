@@ -17,11 +17,13 @@ import structlog
 
 from scheduler.clock import Clock
 from scheduler.db import pauses as pauses_db
+from scheduler.db import run_leases
 from scheduler.db import runs as runs_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
 from scheduler.db.pauses import Pause
-from scheduler.db.runs import AbandonedRun, LastFinishes
+from scheduler.db.run_leases import AbandonedRun
+from scheduler.db.runs import LastFinishes
 from scheduler.limits import Limits
 from scheduler.records import Fire
 from scheduler.schedule import missed_fire, slot_key
@@ -149,7 +151,7 @@ class RunHistory:
         """Take an abandoned run of `job` for this replica; refused when another replica was quicker."""
         try:
             async with self._db.begin() as conn:
-                won = await runs_db.take_over(conn, run.id, replica=self.replica_id, lease=self._limits.run_lease)
+                won = await run_leases.take_over(conn, run.id, replica=self.replica_id, lease=self._limits.run_lease)
         except DatabaseError as exc:
             return Admission(None, error=str(exc))
         if not won:
@@ -177,7 +179,7 @@ class RunHistory:
             await asyncio.sleep(self._limits.run_lease_renew_seconds)
             try:
                 async with self._db.begin() as conn:
-                    still_ours = await runs_db.renew_lease(
+                    still_ours = await run_leases.renew_lease(
                         conn, run_id, replica=self.replica_id, lease=self._limits.run_lease
                     )
             except DatabaseError as exc:
@@ -211,7 +213,7 @@ class RunHistory:
         """Give up a run stopping unfinished: another replica (or our next start) resumes it at once."""
         try:
             async with self._db.begin() as conn:
-                await runs_db.release_lease(conn, run_id, replica=self.replica_id)
+                await run_leases.release_lease(conn, run_id, replica=self.replica_id)
         except DatabaseError as exc:
             log.warning("run_history_not_written", error=str(exc))
 
@@ -219,7 +221,7 @@ class RunHistory:
         """At stop, after the shutdown timeout: give up every run this replica still holds."""
         try:
             async with asyncio.timeout(self._limits.release_timeout_seconds), self._db.begin() as conn:
-                released = await runs_db.release_replica_leases(conn, replica=self.replica_id)
+                released = await run_leases.release_replica_leases(conn, replica=self.replica_id)
             log.info("run_leases_released", runs=released)
         except (DatabaseError, TimeoutError) as exc:  # the leases expire by themselves
             log.warning("run_leases_not_released", error=str(exc) or "timed out")
@@ -246,7 +248,7 @@ class RunHistory:
     async def abandoned(self) -> list[tuple[JobName, AbandonedRun]]:
         """Runs still marked running whose lease expired (their replica died or gave them up)."""
         async with self._db.connect() as conn:
-            runs = await runs_db.find_abandoned(conn)
+            runs = await run_leases.find_abandoned(conn)
         found = []
         for run in runs:
             try:

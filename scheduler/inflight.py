@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from scheduler.db.runs import AbandonedRun
+from scheduler.db.run_leases import AbandonedRun
 from scheduler.history import THIS_PROCESS
 from scheduler.jobs.catalog import GROUPS
 from scheduler.jobs.result import JobResult

@@ -14,7 +14,7 @@ import structlog
 from scheduler import progress
 from scheduler.clock import Clock
 from scheduler.db.errors import DatabaseError
-from scheduler.db.runs import AbandonedRun
+from scheduler.db.run_leases import AbandonedRun
 from scheduler.heartbeat_pings import HeartbeatPings
 from scheduler.history import Admission, RunHistory
 from scheduler.jobs.catalog import JOBS

@@ -6,16 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler.db.console_queries import (
-    AuditRow,
-    BookingRow,
-    BookingTrail,
-    JobOverview,
-    MessageRow,
-    NoticeRow,
-    ReminderRow,
-    RunRow,
-)
+from scheduler.db.console_messages import AuditRow, BookingRow, BookingTrail, MessageRow, NoticeRow, ReminderRow
+from scheduler.db.console_queries import JobOverview, RunRow
 from scheduler.redact import mask_email, mask_phone, redact_text
 from scheduler.vocabulary import Channel
 

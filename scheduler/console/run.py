@@ -7,9 +7,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler.console.commands import COMMANDS, EXIT_FAILED, EXIT_USAGE, Answer, ConsoleUsageError, Context
-from scheduler.db import console_queries as queries
-from scheduler.db import direct
+from scheduler.console.answer import EXIT_FAILED, EXIT_USAGE, Answer, ConsoleUsageError, Context
+from scheduler.console.commands import COMMANDS
+from scheduler.db import console_queries, direct
 from scheduler.db.errors import DatabaseError, explain_connect_error
 from scheduler.limits import Limits
 from scheduler.redact import redact_text
@@ -40,7 +40,7 @@ async def run_console_command(args: Any, settings: Settings, limits: Limits) -> 
             connect_timeout_seconds=limits.console_connect_timeout_seconds,
             command_timeout_seconds=limits.console_command_timeout_seconds,
         ) as conn:
-            if await queries.schema_revision(conn) is None:
+            if await console_queries.schema_revision(conn) is None:
                 return _fail(
                     "the daemon's schema flavor_scheduler is not in this database yet: start the daemon "
                     "(or run --check) once to create it",

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from scheduler.addresses import address_hash, kind_of_address, masked, normalised
-from scheduler.console.commands import DEFAULT_LIMIT, Answer, ConsoleUsageError, Context, _change_answer, _limit
+from scheduler.console.answer import Answer, ConsoleUsageError, Context
+from scheduler.console.changes import _change_answer
 from scheduler.console.documents import iso
+from scheduler.console.reads import _limit
 from scheduler.db import console_suppressions as queries
 from scheduler.phones import InvalidPhoneNumber
 
@@ -47,7 +49,7 @@ async def suppressions(conn: asyncpg.Connection, ctx: Context) -> Answer:
     """List the suppressed addresses, or lift one."""
     if ctx.args.action == LIFT:
         return await _lift(conn, ctx)
-    found = [_document(row) for row in await queries.list_suppressions(conn, limit=_limit(ctx) or DEFAULT_LIMIT)]
+    found = [_document(row) for row in await queries.list_suppressions(conn, limit=_limit(ctx))]
 
     def draw(console: Console) -> None:
         from scheduler.console.tables import print_suppressions

@@ -1,4 +1,8 @@
-"""The run history, which is also the claim: one row per scheduled fire, leased while running."""
+"""The run history, which is also the claim: one row per scheduled fire, leased while running.
+
+Here: admission (a fire claimed, skipped while paused, or retried), a run's record when it ends,
+and the reads of the history; the leases of running runs, and taking over abandoned ones, are
+`run_leases.py`."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import ARRAY, Text, and_, cast, exists, func, literal, select, update
+from sqlalchemy import ARRAY, Text, and_, cast, func, literal, select, update
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -40,16 +44,6 @@ class LastFinishes:
 
     success: datetime | None
     error: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class AbandonedRun:
-    id: UUID
-    job_name: str
-    slot: str | None
-    scheduled_for: datetime | None
-    trigger: str
-    replica_id: str
 
 
 async def claim_run(
@@ -185,17 +179,6 @@ async def running_elsewhere(conn: AsyncConnection, *, job: str, run_id: UUID) ->
     return list(rows)
 
 
-async def renew_lease(conn: AsyncConnection, run_id: UUID, *, replica: str, lease: timedelta) -> bool:
-    """Extend a running run's lease (by the database's clock); False when the run is no longer
-    ours (taken over)."""
-    result = await conn.execute(
-        update(job_runs)
-        .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica, job_runs.c.status == RunStatus.RUNNING)
-        .values(lease_expires_at=func.now() + lease)
-    )
-    return bool(result.rowcount)
-
-
 async def finish_run(
     conn: AsyncConnection,
     run_id: UUID,
@@ -211,48 +194,6 @@ async def finish_run(
         .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica)
         .values(status=status, finished_at=now, lease_expires_at=None, counts=counts, errors=list(errors))
     )
-
-
-async def release_lease(conn: AsyncConnection, run_id: UUID, *, replica: str) -> None:
-    """Give up a run that is stopping unfinished: another replica (or our next start) resumes it."""
-    await conn.execute(
-        update(job_runs)
-        .where(job_runs.c.id == run_id, job_runs.c.replica_id == replica, job_runs.c.status == RunStatus.RUNNING)
-        .values(lease_expires_at=func.now())
-    )
-
-
-async def find_abandoned(conn: AsyncConnection) -> list[AbandonedRun]:
-    """Runs still marked running whose lease has expired (by the database's clock): their
-    replica died or gave them up."""
-    rows = await conn.execute(
-        select(
-            job_runs.c.id,
-            job_runs.c.job_name,
-            job_runs.c.slot,
-            job_runs.c.scheduled_for,
-            job_runs.c.trigger,
-            job_runs.c.replica_id,
-        ).where(job_runs.c.status == RunStatus.RUNNING, job_runs.c.lease_expires_at < func.now())
-    )
-    return [AbandonedRun(**row._mapping) for row in rows]
-
-
-async def take_over(conn: AsyncConnection, run_id: UUID, *, replica: str, lease: timedelta) -> bool:
-    """Take an abandoned run; only one replica can win it. A replica whose clock runs ahead sees
-    no lease expire early: the database's clock judges."""
-    paused = exists().where(job_pauses.c.job_name == job_runs.c.job_name)
-    result = await conn.execute(
-        update(job_runs)
-        .where(
-            job_runs.c.id == run_id,
-            job_runs.c.status == RunStatus.RUNNING,
-            job_runs.c.lease_expires_at < func.now(),
-            ~paused,  # a paused job's run waits for the resume, like its fires
-        )
-        .values(replica_id=replica, lease_expires_at=func.now() + lease, attempt=job_runs.c.attempt + 1)
-    )
-    return bool(result.rowcount)
 
 
 async def last_finishes(conn: AsyncConnection, jobs: Sequence[str]) -> dict[str, LastFinishes]:
@@ -293,17 +234,6 @@ async def ensure_installed(conn: AsyncConnection, *, now: datetime) -> datetime:
     await conn.execute(insert(installation).values(id=1, installed_at=now).on_conflict_do_nothing())
     installed: datetime = (await conn.execute(select(installation.c.installed_at))).scalar_one()
     return installed
-
-
-async def release_replica_leases(conn: AsyncConnection, *, replica: str) -> int:
-    """Give up every run this replica still holds (stopping after the shutdown timeout): they are
-    resumed elsewhere at once instead of after their lease. Returns how many."""
-    result = await conn.execute(
-        update(job_runs)
-        .where(job_runs.c.replica_id == replica, job_runs.c.status == RunStatus.RUNNING)
-        .values(lease_expires_at=func.now())
-    )
-    return int(result.rowcount)
 
 
 async def any_run(conn: AsyncConnection) -> bool:

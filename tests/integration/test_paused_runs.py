@@ -195,7 +195,7 @@ async def test_the_daemon_follows_pauses_and_the_shared_history_within_its_inter
         )
         (seen,) = running.events("job_paused")
         assert (seen["job"], seen["paused_by"], seen["reason"]) == (JOB.value, "ops@bastion", "disk full")
-        assert running.daemon.paused.keys() == {JOB.value}
+        assert running.daemon.timers.paused.keys() == {JOB.value}
         await resume(engine)
         await wait_until(
             lambda: sample(app, "flavor_scheduler_job_paused", job_name=JOB.value) == 0, within=5, what="job_paused 0"
@@ -219,7 +219,7 @@ async def test_the_daemon_follows_pauses_and_the_shared_history_within_its_inter
         )
         # Never back: an older run found later does not move them.
         await _finished_run(engine, "success", success_at - timedelta(days=1))
-        await running.daemon._refresh_history_gauges()
+        await running.daemon.timers.refresh_history_gauges()
         assert sample(app, "flavor_scheduler_job_last_success_timestamp_seconds", job_name=JOB.value) == (
             success_at.timestamp()
         )

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from scheduler.console.when import BadValue, parse_limit, parse_since
 from scheduler.database_url import url_parts
-from scheduler.db import console_queries
+from scheduler.db import console_changes, console_sql
 from scheduler.db.tables import OWN_SCHEMA
 
 PERTH = ZoneInfo("Australia/Perth")
@@ -51,18 +51,18 @@ def test_limit() -> None:
 
 def test_ids_whole_or_a_prefix_of_eight() -> None:
     whole = "3f2a1b9c-0d4e-4f5a-8b6c-7d8e9f0a1b2c"
-    assert console_queries.id_range(whole) == (UUID(whole), UUID(whole))
-    low, high = console_queries.id_range("3F2A1B9C") or (None, None)
+    assert console_changes.id_range(whole) == (UUID(whole), UUID(whole))
+    low, high = console_changes.id_range("3F2A1B9C") or (None, None)
     assert (str(low), str(high)) == (
         "3f2a1b9c-0000-0000-0000-000000000000",
         "3f2a1b9c-ffff-ffff-ffff-ffffffffffff",
     )
     for bad in ("3f2a1b9", "not-an-id", "3f2a1b9c-0d4e-4f5a-8b6c-7d8e9f0a1b2c0", "g" * 8):
-        assert console_queries.id_range(bad) is None
+        assert console_changes.id_range(bad) is None
 
 
 def test_the_console_names_our_schema_as_the_tables_do() -> None:
-    assert console_queries._S == OWN_SCHEMA
+    assert console_sql.SCHEMA == OWN_SCHEMA
 
 
 @pytest.mark.parametrize(
