@@ -4,7 +4,8 @@ CPU figures are the daemon's alone.
     python bench/provider_servers.py LATENCY_SECONDS TIMES_FILE
 
 Prints {"twilio": URL, "resend": URL} on one line, serves until SIGTERM, then writes the arrival
-times of the send requests to TIMES_FILE as JSON.
+times of the send requests (and of Resend's batch requests, and how many emails it accepted) to
+TIMES_FILE as JSON.
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ async def main(latency: float, times_file: Path) -> None:
     ):
         print(json.dumps({"twilio": twilio.url, "resend": resend.url}), flush=True)
         await stop.wait()
-        times_file.write_text(json.dumps({"whatsapp": twilio.times("send"), "email": resend.times("send")}))
+        times_file.write_text(
+            json.dumps(
+                {
+                    "whatsapp": twilio.times("send"),
+                    "email": resend.times("send"),
+                    "email_batch": resend.times("batch"),
+                    "emails_accepted": len(resend.accepted),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from scheduler.db.database import Database, translated_errors
 from scheduler.db.engine import create_engine
 from scheduler.db.platform import PlatformTables, inspect_platform
 from scheduler.db.tables import OPTIONAL_TABLES
+from scheduler.heartbeat_pings import HeartbeatPings
 from scheduler.history import RunHistory
 from scheduler.inflight import RunsInFlight
 from scheduler.jobs.catalog import enabled_schedules
@@ -69,15 +70,21 @@ def build_transports(
         transports[Channel.WHATSAPP] = LazyTransport(
             Channel.WHATSAPP, "twilio", lambda: _twilio(settings, metrics, clock)
         )
+    if settings.sms_fallback_enabled:
+        transports[Channel.SMS] = LazyTransport(
+            Channel.SMS, "twilio", lambda: _twilio(settings, metrics, clock, Channel.SMS)
+        )
     if settings.email_enabled:
-        transports[Channel.EMAIL] = LazyTransport(Channel.EMAIL, "resend", lambda: _resend(settings, metrics, clock))
+        transports[Channel.EMAIL] = LazyTransport(
+            Channel.EMAIL, "resend", lambda: _resend(settings, metrics, clock), batches=True
+        )
     return transports
 
 
-def _twilio(settings: Settings, metrics: Metrics, clock: Clock) -> Transport:
+def _twilio(settings: Settings, metrics: Metrics, clock: Clock, channel: Channel = Channel.WHATSAPP) -> Transport:
     from scheduler.notify.twilio import TwilioTransport
 
-    return TwilioTransport(settings, on_request=metrics.observe_provider_request, clock=clock)
+    return TwilioTransport(settings, channel=channel, on_request=metrics.observe_provider_request, clock=clock)
 
 
 def _resend(settings: Settings, metrics: Metrics, clock: Clock) -> Transport:
@@ -103,6 +110,7 @@ class App:
     runner: Runner
     inflight: RunsInFlight
     schedule: Schedule
+    heartbeats: HeartbeatPings
 
     @cached_property
     def http(self) -> HttpServer:
@@ -151,7 +159,8 @@ class App:
             log.warning("optional_tables_missing", tables=missing, effect="jobs needing them skip with a warning")
 
     async def aclose(self) -> None:
-        """Close transports, then the engine (the shutdown order's last steps)."""
+        """Let the last heartbeat pings leave, close transports, then the engine (the shutdown order's last steps)."""
+        await self.heartbeats.aclose()
         for transport in self.transports.values():
             try:
                 await transport.aclose()
@@ -191,7 +200,11 @@ def build(
     dispatcher = Dispatcher(
         db,
         transports,
-        ceilings={Channel.WHATSAPP: settings.whatsapp_max_per_second, Channel.EMAIL: settings.email_max_per_second},
+        ceilings={
+            Channel.WHATSAPP: settings.whatsapp_max_per_second,
+            Channel.SMS: settings.sms_max_per_second,
+            Channel.EMAIL: settings.email_max_per_second,
+        },
         limits=limits,
         clock=clock,
         metrics=metrics,
@@ -205,6 +218,7 @@ def build(
             pickup=timedelta(seconds=limits.quiet_pickup_seconds),
             tables=tables,
         ),
+        email_batch_size=settings.email_batch_size,
     )
     planner = MessagePlanner(
         renderer,
@@ -220,17 +234,22 @@ def build(
         on_change=lambda phase: metrics.set_ready(phase is Phase.READY),
     )
     history = RunHistory(db, clock, limits, replica_id)
-    runner = Runner(deps, history, lifecycle, clock)
+    heartbeats = HeartbeatPings(
+        {job: url for job in JobName if (url := settings.heartbeat_url(job))},
+        timeout_seconds=limits.heartbeat_ping_timeout_seconds,
+        drain_seconds=limits.heartbeat_ping_drain_seconds,
+    )
+    runner = Runner(deps, history, lifecycle, clock, heartbeats=heartbeats)
     inflight = RunsInFlight(runner)
     return App(
         settings, clock, limits, db, registry, metrics, transports, deps, lifecycle, history, runner, inflight,
-        schedule,
+        schedule, heartbeats,
     )  # fmt: skip
 
 
 def _warn_about_channels(settings: Settings, transports: Mapping[Channel, Transport], *, demo: bool) -> None:
     for channel in Channel:
-        if channel not in transports:
+        if channel not in transports and channel is not Channel.SMS:  # SMS is only ever a fallback, off by default
             log.warning(
                 "channel_off", channel=channel.value, reason="no credentials; its messages are recorded as skipped"
             )

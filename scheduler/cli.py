@@ -104,12 +104,19 @@ def _console_parsers(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--kind", choices=[kind.value for kind in MessageKind], help="with --booking")
         sub.add_argument("--channel", metavar="C", help="with --booking")
         if name == "resend":
-            sub.add_argument("--force", action="store_true", help="also messages already sent, as new messages")
+            sub.add_argument(
+                "--force", action="store_true",
+                help="also messages already sent, as new messages; and skipped ones to a suppressed address",
+            )  # fmt: skip
     pause = command("pause", "stop a job's (or a group's) scheduled runs in every replica, without a restart")
     pause.add_argument("job", metavar="JOB")
     pause.add_argument("--reason", metavar="TEXT", help="shown by status")
     resume = command("resume", "restart a paused job's scheduled runs")
     resume.add_argument("job", metavar="JOB")
+    suppressions = command("suppressions", "addresses no message goes to (bounced, complained, opted out); lift one")
+    suppressions.add_argument("action", nargs="?", choices=["lift"], help="lift ADDRESS: let messages reach it again")
+    suppressions.add_argument("address", nargs="?", metavar="ADDRESS", help="an email address or a phone number")
+    suppressions.add_argument("--limit", metavar="N", help="at most N rows (default 50)")
 
 
 _NO_DATABASE_URL = (
@@ -142,8 +149,9 @@ def main(
     `limits` and `schedules` replace the production timings and the settings' cron expressions
     (multi-process tests run the real program with second-long leases and schedules in seconds).
     """
+    given = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = _parser().parse_args(argv)
+        args = _parser().parse_args(given)
         if args.dry_run and not args.run_once:
             raise UsageError("--dry-run goes with --run-once JOB")
         modes = sum(bool(flag) for flag in (args.run_once, args.list_jobs, args.check, args.command))

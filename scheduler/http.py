@@ -20,6 +20,7 @@ from scheduler.db import migrate
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
 from scheduler.http_guard import Guard
+from scheduler.http_resend import ResendWebhook
 from scheduler.http_twilio import TwilioCallbacks
 from scheduler.inflight import RunsInFlight
 from scheduler.jobs.report import group_json
@@ -32,7 +33,7 @@ from scheduler.vocabulary import SkipReason, Trigger
 
 log = structlog.get_logger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024  # a Twilio callback is under 2 KiB and the triggers take no body
+MAX_BODY_BYTES = 64 * 1024  # a Twilio callback is under 2 KiB, a Resend event a few; the triggers take no body
 READY_PROBE_TIMEOUT_SECONDS = 2.0  # a probe must answer in time even when the database hangs
 SHUTDOWN_GRACE_SECONDS = 1.0  # open requests at stop; runs are drained before the server stops
 TRIGGER_GROUPS = ("cleanup", "reminders")  # the old Vercel routes: /api/cron/cleanup, /api/cron/reminders
@@ -90,6 +91,8 @@ class HttpServer:
             web_app.router.add_route("POST", f"/api/cron/{group}", self.cron_trigger)
         self.twilio = TwilioCallbacks(settings, db=db, clock=clock, metrics=metrics, guard=self.guard)
         web_app.router.add_post("/api/twilio/status", self.twilio.status)
+        self.resend = ResendWebhook(settings, db=db, clock=clock, metrics=metrics, guard=self.guard)
+        web_app.router.add_post("/api/resend/webhook", self.resend.receive)
         self.web_app = web_app
 
     async def start(self) -> int:

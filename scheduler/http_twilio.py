@@ -5,18 +5,25 @@ overwritten by an earlier one."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
+from uuid import UUID
 
 import structlog
 from aiohttp import web
 
 from scheduler.clock import Clock
 from scheduler.db import outbox as outbox_db
+from scheduler.db import suppressions as suppressions_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
 from scheduler.http_guard import Guard
 from scheduler.metrics import Metrics
+from scheduler.notify.fallback import OPTED_OUT_CODE, falls_back_on_status
 from scheduler.settings import Settings
-from scheduler.vocabulary import Channel
+from scheduler.vocabulary import AddressKind, Channel, SuppressionReason
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = structlog.get_logger(__name__)
 
@@ -73,11 +80,41 @@ class TwilioCallbacks:
                 recorded = await outbox_db.record_provider_status(
                     conn, provider_id=provider_id, status=status, error_code=error_code, now=self._clock.now()
                 )
+                fallback = await self._owe_sms(conn, recorded, provider_id, status, error_code)
+                if error_code == OPTED_OUT_CODE:  # the recipient replied STOP: nothing more to this number
+                    opted_out = suppressions_db.NewSuppression(
+                        "", AddressKind.PHONE, SuppressionReason.OPTED_OUT, "twilio_callback", error_code, provider_id
+                    )
+                    if await suppressions_db.suppress_recipient_of(conn, provider_id, opted_out, now=self._clock.now()):
+                        log.info("address_suppressed", reason="opted_out", source="twilio_callback",
+                                 provider_id=provider_id)  # fmt: skip
         except DatabaseError as exc:
             log.warning("message_status_not_recorded", provider_id=provider_id, error=str(exc))
             return web.json_response({"error": "database unavailable"}, status=503)
+        if fallback:
+            log.info("sms_fallback_owed", provider_id=provider_id, status=status, code=error_code)
         self._status_recorded(recorded, provider_id=provider_id, status=status, error_code=error_code)
         return web.Response(status=204)
+
+    async def _owe_sms(
+        self,
+        conn: AsyncConnection,
+        recorded: outbox_db.StatusRecorded,
+        provider_id: str,
+        status: str,
+        error_code: str | None,
+    ) -> list[UUID]:
+        """A WhatsApp message reported undelivered or failed is owed as an SMS (TWILIO_SMS_FROM);
+        the next delivery run sends it, once however often Twilio reports."""
+        if not (
+            self._settings.sms_fallback_enabled
+            and recorded.applied
+            and recorded.channel == Channel.WHATSAPP
+            and falls_back_on_status(status, error_code)
+        ):
+            return []
+        whatsapp = await outbox_db.whatsapp_delivery_of(conn, provider_id)
+        return await outbox_db.owe_sms_fallbacks(conn, [whatsapp] if whatsapp else [], now=self._clock.now())
 
     def _status_recorded(
         self, recorded: outbox_db.StatusRecorded, *, provider_id: str, status: str, error_code: str | None

@@ -34,8 +34,9 @@ class Finishes(Protocol):
     def error(self) -> datetime | None: ...
 
 
-# The later statuses Twilio's callbacks report (others are counted as they come).
+# The later statuses Twilio's callbacks and Resend's webhook report (others are counted as they come).
 PROVIDER_STATUSES = ("sent", "delivered", "read", "undelivered", "failed")
+EMAIL_STATUSES = ("delivered", "delivery_delayed", "bounced", "complained")
 
 # Jobs range from milliseconds (an empty cleanup) to many minutes (a large backlog of messages).
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -166,8 +167,9 @@ class Metrics:
         for reminder in ReminderKind:
             for channel in (*Channel, IN_APP):
                 self.reminders_sent.labels(kind=reminder, channel=channel)
-        for status in PROVIDER_STATUSES:
-            self.message_status.labels(channel=Channel.WHATSAPP, status=status)
+        reported = [(Channel.WHATSAPP, s) for s in PROVIDER_STATUSES] + [(Channel.EMAIL, s) for s in EMAIL_STATUSES]
+        for channel, status in reported:
+            self.message_status.labels(channel=channel, status=status)
         for provider in ("twilio", "resend"):
             for provider_outcome in ("success", "transient_error", "permanent_error"):
                 self.provider_request_duration.labels(provider=provider, outcome=provider_outcome)

@@ -51,3 +51,15 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
             text = text.replace(secret, _REDACTED)
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
     return _PHONE.sub(_mask_phone_match, text)
+
+
+def mask_url(url: str) -> str:
+    """`https://hc-ping.com/5f1c…/fail` -> `https://hc-ping.com/***`: a ping URL's path (and any
+    user or query) is its token, so only the scheme and host are shown."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    hidden = "/***" if parts.path.strip("/") or parts.query or parts.username else ""
+    return f"{parts.scheme}://{host}{port}{hidden}"

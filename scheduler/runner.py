@@ -15,6 +15,7 @@ from scheduler import progress
 from scheduler.clock import Clock
 from scheduler.db.errors import DatabaseError
 from scheduler.db.run_leases import AbandonedRun
+from scheduler.heartbeat_pings import HeartbeatPings
 from scheduler.history import Admission, RunHistory
 from scheduler.jobs.catalog import JOBS
 from scheduler.jobs.context import Dependencies, JobContext
@@ -29,11 +30,20 @@ log = structlog.get_logger(__name__)
 class Runner:
     """Runs jobs: at most one run of a job at a time in all replicas, once per scheduled fire."""
 
-    def __init__(self, deps: Dependencies, history: RunHistory, lifecycle: Lifecycle, clock: Clock) -> None:
+    def __init__(
+        self,
+        deps: Dependencies,
+        history: RunHistory,
+        lifecycle: Lifecycle,
+        clock: Clock,
+        *,
+        heartbeats: HeartbeatPings | None = None,
+    ) -> None:
         self.deps = deps
         self.history = history
         self.lifecycle = lifecycle
         self.clock = clock
+        self.heartbeats = heartbeats
 
     async def run(
         self,
@@ -78,6 +88,8 @@ class Runner:
             log.error(
                 "job_finished", outcome=RunOutcome.ERROR.value, reason="database_unreachable", errors=result.errors
             )
+            if self.heartbeats is not None:
+                self.heartbeats.finished(job, RunOutcome.ERROR)
             return result
         result.skipped = admission.refused
         slot = fire.slot if fire else None
@@ -107,6 +119,8 @@ class Runner:
     ) -> JobResult:
         deps, record = self.deps, JOBS[job]
         log.info("job_started", trigger=trigger.value, dry_run=dry_run, slot=fire.slot if fire else None)
+        if self.heartbeats is not None and not dry_run:
+            self.heartbeats.started(job)
         deps.metrics.job_running.labels(job_name=job).inc()
         started = time.perf_counter()
         with progress.tracking(job.value) as counted:
@@ -132,6 +146,8 @@ class Runner:
                 counts = {record.count_key: result.count}
                 await self.history.finish(run_id, outcome=result.outcome, counts=counts, errors=result.errors)
         result.interrupted = interrupted
+        if self.heartbeats is not None and not dry_run and not interrupted:  # a handed-back run ends elsewhere
+            self.heartbeats.finished(job, result.outcome)
         self._count(job, result, elapsed)
         finished = log.error if result.outcome is RunOutcome.ERROR else log.info
         finished(

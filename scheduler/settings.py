@@ -13,11 +13,14 @@ from scheduler.database_url import ASYNCPG_SCHEME, check_url
 from scheduler.quiet_hours import QuietHours, QuietHoursError
 from scheduler.settings_values import (
     CENTURY_DAYS,
+    HEARTBEAT_PREFIX,
     SCHEDULE_PREFIX,
     Days,
+    HeartbeatVariables,
     Hours,
     ScheduleVariables,
     SendRate,
+    check_heartbeats,
     check_schedules,
     email_address,
     fold_schedule_keywords,
@@ -27,7 +30,7 @@ from scheduler.settings_values import (
 )
 from scheduler.vocabulary import JobName
 
-SECRET_NAMES = ("database_url", "twilio_auth_token", "resend_api_key", "cron_secret")
+SECRET_NAMES = ("database_url", "twilio_auth_token", "resend_api_key", "cron_secret", "resend_webhook_secret")
 
 
 class SettingsError(Exception):
@@ -47,7 +50,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         schedules = ScheduleVariables(settings_cls, env_settings, dotenv_settings)
-        return init_settings, env_settings, dotenv_settings, schedules, file_secret_settings
+        heartbeats = HeartbeatVariables(settings_cls, env_settings, dotenv_settings)
+        return init_settings, env_settings, dotenv_settings, schedules, heartbeats, file_secret_settings
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -113,6 +117,16 @@ class Settings(BaseSettings):
 
     shutdown_timeout_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30
 
+    # Reaching people: SMS fallback, Resend's webhook, dead-man's-switch pings.
+    twilio_sms_from: str | None = None  # +E164 or a Messaging Service SID (MG…); unset: no SMS fallback
+    # A long code sends about 1 SMS a second (Twilio queues the rest); a Messaging Service of several numbers more.
+    sms_max_per_second: SendRate = 1
+    resend_webhook_secret: SecretStr | None = None  # whsec_…; unset: /api/resend/webhook answers 404
+    resend_webhook_secret_file: Path | None = None
+    email_batch_size: Annotated[int, Field(ge=1, le=100)] = 100  # Resend's /emails/batch takes at most 100
+    # HEARTBEAT_URL_<JOB>: pinged at the start and end of each run (see HeartbeatVariables).
+    heartbeats: dict[str, str] = Field(default_factory=dict)
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -134,7 +148,45 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _schedule_keywords(cls, data: Any) -> Any:
-        return fold_schedule_keywords(data)
+        return fold_schedule_keywords(fold_schedule_keywords(data), HEARTBEAT_PREFIX, "heartbeats")
+
+    @field_validator("heartbeats")
+    @classmethod
+    def _known_jobs_and_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_heartbeats(value)
+
+    @field_validator("twilio_sms_from")
+    @classmethod
+    def _sms_sender(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if value.startswith("MG"):
+            if len(value) != 34 or not all(ch in "0123456789abcdefABCDEF" for ch in value[2:]):
+                raise ValueError("a Messaging Service SID is MG followed by 32 hexadecimal digits")
+            return value
+        from scheduler.phones import InvalidPhoneNumber, to_e164
+
+        try:
+            return to_e164(value)
+        except InvalidPhoneNumber as exc:
+            raise ValueError(
+                f"{exc}; write a number in international form (+61…) or a Messaging Service SID (MG…)"
+            ) from None
+
+    @field_validator("resend_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        import base64
+        import binascii
+
+        try:
+            base64.b64decode(value.get_secret_value().strip().removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be Resend's signing secret, whsec_ followed by base64") from None
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("schedules")
     @classmethod
@@ -242,6 +294,15 @@ class Settings(BaseSettings):
             raise ValueError(f"WhatsApp is half configured: {', '.join(missing)} missing")
         return self
 
+    @model_validator(mode="after")
+    def _sms_needs_twilio(self) -> Settings:
+        if self.twilio_sms_from is not None and not self.whatsapp_enabled:
+            raise ValueError(
+                "TWILIO_SMS_FROM is the fallback for WhatsApp: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN "
+                "and TWILIO_WHATSAPP_NUMBER too"
+            )
+        return self
+
     # Derived values -------------------------------------------------------
 
     @property
@@ -252,6 +313,10 @@ class Settings(BaseSettings):
     def quiet(self) -> QuietHours | None:
         """QUIET_HOURS as a window, None when `off`."""
         return QuietHours.parse(self.quiet_hours)
+
+    def heartbeat_url(self, job: JobName) -> str | None:
+        """HEARTBEAT_URL_<JOB> when set: the dead-man's-switch URL pinged around the job's runs."""
+        return self.heartbeats.get(job.value)
 
     def schedule_override(self, job: JobName) -> str | None:
         """SCHEDULE_<JOB> when set (a cron expression or 'off'); the job's default is the catalog's."""
@@ -271,6 +336,11 @@ class Settings(BaseSettings):
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_whatsapp_number)
 
     @property
+    def sms_fallback_enabled(self) -> bool:
+        """WhatsApp messages that fail for good are sent once as an SMS (TWILIO_SMS_FROM)."""
+        return self.whatsapp_enabled and self.twilio_sms_from is not None
+
+    @property
     def email_enabled(self) -> bool:
         return self.resend_api_key is not None
 
@@ -283,9 +353,10 @@ class Settings(BaseSettings):
         """Every secret in force, for the log processor that strips them from output."""
         values = [
             secret.get_secret_value()
-            for secret in (self.twilio_auth_token, self.resend_api_key, self.cron_secret)
+            for secret in (self.twilio_auth_token, self.resend_api_key, self.cron_secret, self.resend_webhook_secret)
             if secret is not None
         ]
+        values += self.heartbeats.values()  # a ping URL is a credential: whoever has it can ping
         if self.database_url is not None:
             from scheduler import database_url
 
@@ -301,8 +372,9 @@ class Settings(BaseSettings):
 
 def variable_names() -> list[str]:
     """Every environment variable the daemon reads, SCHEDULE_<JOB> for each job included."""
-    names = [name.upper() for name in Settings.model_fields if name != "schedules"]
-    return names + [f"{SCHEDULE_PREFIX.upper()}{job.value.upper()}" for job in JobName]
+    names = [name.upper() for name in Settings.model_fields if name not in ("schedules", "heartbeats")]
+    per_job = (SCHEDULE_PREFIX, HEARTBEAT_PREFIX)
+    return names + [f"{prefix.upper()}{job.value.upper()}" for prefix in per_job for job in JobName]
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -318,7 +390,8 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for error in exc.errors(include_input=False, include_url=False):
             message = str(error["msg"]).removeprefix("Value error, ")
-            if error["loc"] and error["loc"][0] != "schedules":  # those messages name their variable
+            # The per-job variables' messages name their variable themselves.
+            if error["loc"] and error["loc"][0] not in ("schedules", "heartbeats"):
                 lines.append(f"{str(error['loc'][0]).upper()}: {message}")
             else:
                 lines.append(message)

@@ -20,6 +20,7 @@ from scheduler import cron
 from scheduler.vocabulary import JobName
 
 SCHEDULE_PREFIX = "schedule_"  # SCHEDULE_<JOB>, case-insensitive like every variable
+HEARTBEAT_PREFIX = "heartbeat_url_"  # HEARTBEAT_URL_<JOB>
 
 # Durations the jobs step back or forward from now: at most a century, which no rule needs and
 # which keeps the date arithmetic in range (a larger value crashed every run with OverflowError).
@@ -36,8 +37,6 @@ _HOSTNAME = re.compile(rf"{_HOST_LABEL}(\.{_HOST_LABEL})*\.?")
 
 def _has_control_or_space(value: str) -> bool:
     return any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in value)
-
-
 
 
 def has_control_or_space(value: str) -> bool:
@@ -76,6 +75,9 @@ class ScheduleVariables(PydanticBaseSettingsSource):
     """SCHEDULE_<JOB> variables (the environment over `.env`) gathered into `schedules`: the jobs
     are the catalog's, so the settings need no field per job."""
 
+    prefix = SCHEDULE_PREFIX
+    field = "schedules"
+
     def __init__(self, settings_cls: type[BaseSettings], *sources: PydanticBaseSettingsSource) -> None:
         super().__init__(settings_cls)
         self._sources = [source for source in sources if isinstance(source, EnvSettingsSource)]
@@ -87,19 +89,26 @@ class ScheduleVariables(PydanticBaseSettingsSource):
         found: dict[str, str] = {}
         for source in reversed(self._sources):  # lowest priority first: the environment wins
             for name, value in source.env_vars.items():
-                if name.lower().startswith(SCHEDULE_PREFIX) and value:
-                    found[name.lower().removeprefix(SCHEDULE_PREFIX)] = value
-        return {"schedules": found} if found else {}
+                if name.lower().startswith(self.prefix) and value:
+                    found[name.lower().removeprefix(self.prefix)] = value
+        return {self.field: found} if found else {}
 
 
-def fold_schedule_keywords(data: Any) -> Any:
+class HeartbeatVariables(ScheduleVariables):
+    """HEARTBEAT_URL_<JOB> variables gathered into `heartbeats`, as the schedules are."""
+
+    prefix = HEARTBEAT_PREFIX
+    field = "heartbeats"
+
+
+def fold_schedule_keywords(data: Any, prefix: str = SCHEDULE_PREFIX, into: str = "schedules") -> Any:
     """`Settings(schedule_<job>=...)` keywords, gathered as the environment variables are."""
     if isinstance(data, dict):
-        given = {key: value for key, value in data.items() if str(key).lower().startswith(SCHEDULE_PREFIX)}
+        given = {key: value for key, value in data.items() if str(key).lower().startswith(prefix)}
         if given:
             data = {key: value for key, value in data.items() if key not in given}
-            named = {str(key).lower().removeprefix(SCHEDULE_PREFIX): value for key, value in given.items()}
-            data["schedules"] = {**data.get("schedules", {}), **named}
+            named = {str(key).lower().removeprefix(prefix): value for key, value in given.items()}
+            data[into] = {**data.get(into, {}), **named}
     return data
 
 
@@ -122,6 +131,27 @@ def check_schedules(value: dict[str, str]) -> dict[str, str]:
     if problems:
         raise ValueError("; ".join(problems))
     return schedules
+
+
+def check_heartbeats(value: dict[str, str]) -> dict[str, str]:
+    """Each HEARTBEAT_URL_<JOB> names a job and holds an http(s) URL; the messages name the variable."""
+    problems, urls = [], {}
+    names = [job.value for job in JobName]
+    for key, url in value.items():
+        job = key.lower()
+        variable = f"{HEARTBEAT_PREFIX.upper()}{job.upper()}"
+        if job not in names:
+            close = difflib.get_close_matches(job, names, n=1)
+            hint = f"; did you mean {HEARTBEAT_PREFIX.upper()}{close[0].upper()}?" if close else ""
+            problems.append(f"{variable} names no job{hint}")
+            continue
+        try:
+            urls[job] = http_url(url.strip()) or ""
+        except ValueError as exc:
+            problems.append(f"{variable}: {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return urls
 
 
 def host_name(value: str) -> str:

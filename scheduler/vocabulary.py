@@ -20,6 +20,7 @@ class JobName(StrEnum):
 class Channel(StrEnum):
     WHATSAPP = "whatsapp"
     EMAIL = "email"
+    SMS = "sms"  # only as the fallback of a WhatsApp message that failed for good (TWILIO_SMS_FROM)
 
 
 IN_APP = "in_app"  # the platform's own notifications table: a metric label beside the channels
@@ -101,6 +102,24 @@ class SkipReason(StrEnum):
     CLAIMED_ELSEWHERE = "claimed_elsewhere"
     TABLE_MISSING = "table_missing"
     PAUSED = "paused"  # an operator paused the job (`flavor-scheduler pause JOB`)
+
+
+class AddressKind(StrEnum):
+    """What a suppressed address is: an email address, or a phone number (WhatsApp and SMS alike)."""
+
+    EMAIL = "email"
+    PHONE = "phone"
+
+
+class SuppressionReason(StrEnum):
+    """Why an address gets no more messages (CONTRACT §2, "Fallback and suppression")."""
+
+    BOUNCED = "bounced"  # Resend: the recipient's server refused it for good
+    COMPLAINED = "complained"  # Resend: the recipient marked it as spam
+    OPTED_OUT = "opted_out"  # Twilio 21610: the recipient replied STOP
+
+
+SUPPRESSED = "suppressed"  # the reason a delivery to a suppressed address is skipped
 
 
 class MessageOutcome(StrEnum):

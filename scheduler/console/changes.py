@@ -19,7 +19,7 @@ from scheduler.console.answer import Answer, ConsoleUsageError, Context
 from scheduler.db import console_changes as queries
 from scheduler.db.console_messages import MessageRow
 from scheduler.jobs.catalog import resolve_target
-from scheduler.vocabulary import DeliveryStatus
+from scheduler.vocabulary import SUPPRESSED, DeliveryStatus
 
 if TYPE_CHECKING:
     import asyncpg
@@ -71,6 +71,16 @@ def _change_answer(changed: list[str], notes: list[str], problems: list[str], do
     return Answer(document, draw, notes=notes, problems=problems)
 
 
+def _still_suppressed(message: MessageRow, what: str, *, force: bool) -> list[str]:
+    """A skipped message to a suppressed address, resent without --force, is skipped again: say so."""
+    if message.reason != SUPPRESSED or force:
+        return []
+    return [
+        f"{what}: its address is suppressed, so it is skipped again when it is due; add --force to "
+        "send this one anyway, or lift the address (`suppressions lift ADDRESS`)"
+    ]
+
+
 async def resend(conn: asyncpg.Connection, ctx: Context) -> Answer:
     """Failed, skipped or void messages back to pending; sent ones, with --force, sent again as new ones."""
     answer = Answer({}, lambda _console: None)
@@ -92,6 +102,7 @@ async def resend(conn: asyncpg.Connection, ctx: Context) -> Answer:
                     )
                 elif message.status != DeliveryStatus.SENT:
                     requeue.append(message.id)
+                    answer.notes += _still_suppressed(message, what, force=ctx.args.force)
                 elif ctx.args.force:
                     again.append(message.id)
                 else:
@@ -105,7 +116,7 @@ async def resend(conn: asyncpg.Connection, ctx: Context) -> Answer:
             else:
                 next_try = _local(ctx, message.next_attempt_at)
                 answer.notes.append(f"{what} is already {message.status}: it goes out at {next_try}")
-        for delivery_id in await queries.requeue(conn, requeue, now=ctx.now):
+        for delivery_id in await queries.requeue(conn, requeue, now=ctx.now, force=ctx.args.force):
             changed.append(str(delivery_id))
             lines.append(f"back to pending: {_describe(described[delivery_id])}")
         copies = await queries.send_again(conn, again, now=ctx.now)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 from typing import Any
 
-from scheduler.console import changes, reads
+from scheduler.console import changes, reads, suppressions
 from scheduler.console.answer import Command, ConsoleUsageError
 from scheduler.db.console_changes import MIN_PREFIX, id_range
 from scheduler.jobs.catalog import JOBS, resolve_target, valid_targets
@@ -30,6 +30,10 @@ def check_arguments(args: Any, *, now: datetime, tz: tzinfo) -> None:
         raise ConsoleUsageError(str(exc)) from None
     if args.command == "runs" and args.job is not None and args.job not in {job.value for job in JOBS}:
         raise ConsoleUsageError(f"unknown job {args.job!r}; valid names: {', '.join(job.value for job in JOBS)}")
+    if args.command == "suppressions":
+        from scheduler.console.suppressions import check_suppressions_arguments
+
+        check_suppressions_arguments(args)
     if args.command in ("pause", "resume") and resolve_target(args.job) is None:
         raise ConsoleUsageError(f"unknown job {args.job!r}; valid names: {', '.join(valid_targets())}")
     if args.command in ("resend", "cancel"):
@@ -52,4 +56,5 @@ COMMANDS: dict[str, Command] = {
     "cancel": changes.cancel,
     "pause": changes.pause,
     "resume": changes.resume,
+    "suppressions": suppressions.suppressions,
 }

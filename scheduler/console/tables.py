@@ -218,3 +218,17 @@ def print_trail(console: Console, document: dict[str, Any], reference: str, tz: 
         details = ", ".join(f"{key}={value}" for key, value in row["details"].items())
         audit.add_row(local(row["at"], tz), _text(row["eventType"]), _text(row["action"]), _text(details))
     console.print(audit if document["audit"] else "No audit rows.")
+
+
+def print_suppressions(console: Console, found: list[dict[str, Any]], tz: tzinfo) -> None:
+    table = _table(
+        "Suppressed addresses, newest first: no message goes to them",
+        ("ADDRESS", "KIND", "REASON", "SOURCE", "DETAIL", "SINCE"),
+        fixed=2,
+    )
+    for entry in found:
+        table.add_row(
+            entry["address"], entry["kind"], entry["reason"], entry["source"], _text(entry["detail"]),
+            local(entry["suppressedAt"], tz),
+        )  # fmt: skip
+    console.print(table if found else "No suppressed addresses.")

@@ -111,6 +111,8 @@ _REQUEUE_SQL = f"""
     UPDATE {_S}.deliveries
     SET status = 'pending', next_attempt_at = $2, first_failed_at = NULL, claimed_by = NULL,
         lease_expires_at = NULL, updated_at = $2,
+        -- --force of a message skipped for its suppressed address: this one is sent all the same
+        suppression_overridden = suppression_overridden OR ($3 AND status = 'skipped' AND last_error = 'suppressed'),
         last_error = '{RESENT_BY_OPERATOR}; was ' || status || coalesce(': ' || last_error, '')
     WHERE id = ANY(CAST($1 AS uuid[])) AND status IN ('failed', 'skipped', 'void')
     RETURNING id
@@ -143,11 +145,12 @@ _COPIES_SQL = f"""
 """
 
 
-async def requeue(conn: asyncpg.Connection, ids: Sequence[UUID], *, now: datetime) -> list[UUID]:
-    """Put failed, skipped and void deliveries back to pending; the ids that changed."""
+async def requeue(conn: asyncpg.Connection, ids: Sequence[UUID], *, now: datetime, force: bool = False) -> list[UUID]:
+    """Put failed, skipped and void deliveries back to pending; the ids that changed. `force`: one
+    skipped because its address is suppressed is sent all the same."""
     if not ids:
         return []
-    return [row["id"] for row in await conn.fetch(_REQUEUE_SQL, list(ids), now)]
+    return [row["id"] for row in await conn.fetch(_REQUEUE_SQL, list(ids), now, force)]
 
 
 async def send_again(conn: asyncpg.Connection, ids: Sequence[UUID], *, now: datetime) -> dict[UUID, UUID]:

@@ -53,6 +53,7 @@ _CLAIM_SQL = text(
           AND ((status IN ('pending', 'held') AND next_attempt_at <= :now)
                OR (status = 'sending' AND lease_expires_at < now()))
           AND (CAST(:only_ids AS uuid[]) IS NULL OR id = ANY(CAST(:only_ids AS uuid[])))
+          AND batch_key IS NULL  -- an email batch that may have reached Resend is retried whole (db/email_batches.py)
         ORDER BY created_at, id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -95,12 +96,12 @@ async def claim_due(
         "only_ids": list(only_ids) if only_ids is not None else None,
     }
     rows = await conn.execute(_CLAIM_SQL, params)
-    claimed = [_claimed(row) for row in rows]
+    claimed = [claimed_delivery(row) for row in rows]
     claimed.sort(key=lambda d: (d.created_at, str(d.id)))
     return claimed
 
 
-def _claimed(row: Any) -> ClaimedDelivery:
+def claimed_delivery(row: Any) -> ClaimedDelivery:
     message = OutgoingMessage(
         delivery_id=row.id,
         channel=Channel(row.channel),
@@ -278,8 +279,8 @@ async def count_by_channel_and_status(conn: AsyncConnection) -> dict[str, dict[s
 # error code kept. Statuses not listed rank lowest.
 STATUS_RANKS: dict[str, int] = {
     "accepted": 1, "scheduled": 1, "queued": 1, "sending": 1,
-    "sent": 2, "delivered": 3, "read": 4,
-    "undelivered": 5, "failed": 5, "canceled": 5,
+    "sent": 2, "delivery_delayed": 2, "delivered": 3, "read": 4,
+    "undelivered": 5, "failed": 5, "canceled": 5, "bounced": 5, "complained": 5,
 }  # fmt: skip
 
 
@@ -308,3 +309,46 @@ async def record_provider_status(
         return StatusRecorded(channel, applied=True)
     known = select(deliveries.c.channel).where(deliveries.c.provider_message_id == provider_id).limit(1)
     return StatusRecorded((await conn.scalars(known)).first(), applied=False)
+
+
+# The SMS fallback of WhatsApp messages that failed for good (CONTRACT §2): one new delivery per
+# WhatsApp delivery, with its text, to its number, owed now. Its dedupe key names the WhatsApp
+# delivery, so however many senders, callbacks or reruns ask, it is owed once.
+_SMS_FALLBACK_SQL = text(
+    f"""
+    INSERT INTO {OWN_SCHEMA}.deliveries AS new (
+        id, dedupe_key, booking_id, booking_reference, kind, event_date, recipient_role, channel, address,
+        body_text, status, attempts, next_attempt_at, run_id, created_at, updated_at)
+    SELECT gen_random_uuid(), :prefix || d.id::text, d.booking_id, d.booking_reference, d.kind, d.event_date,
+           d.recipient_role, :sms, d.address, d.body_text, :pending, 0, :now, d.run_id, :now, :now
+    FROM {OWN_SCHEMA}.deliveries AS d
+    WHERE d.id = ANY(CAST(:ids AS uuid[])) AND d.channel = :whatsapp AND d.address IS NOT NULL
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING new.id
+    """
+)
+SMS_FALLBACK_PREFIX = "sms_fallback:"
+
+
+async def owe_sms_fallbacks(conn: AsyncConnection, whatsapp_ids: Sequence[UUID], *, now: datetime) -> list[UUID]:
+    """Owe the SMS fallback of these WhatsApp deliveries (once each); returns the SMS deliveries new here."""
+    if not whatsapp_ids:
+        return []
+    params = {
+        "ids": list(whatsapp_ids),
+        "now": now,
+        "prefix": SMS_FALLBACK_PREFIX,
+        "sms": Channel.SMS.value,
+        "whatsapp": Channel.WHATSAPP.value,
+        "pending": DeliveryStatus.PENDING.value,
+    }
+    return list((await conn.scalars(_SMS_FALLBACK_SQL, params)).all())
+
+
+async def whatsapp_delivery_of(conn: AsyncConnection, provider_id: str) -> UUID | None:
+    """The WhatsApp delivery Twilio knows as `provider_id`, if it is one."""
+    statement = select(deliveries.c.id).where(
+        deliveries.c.provider_message_id == provider_id, deliveries.c.channel == Channel.WHATSAPP.value
+    )
+    found: UUID | None = (await conn.scalars(statement.limit(1))).first()
+    return found

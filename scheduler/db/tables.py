@@ -184,6 +184,10 @@ deliveries = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True)),
     Column("first_failed_at", DateTime(timezone=True)),  # the first transient failure: retries end by time
+    # The Resend batch (its Idempotency-Key) of an attempt that may have reached Resend: retried as is.
+    Column("batch_key", Text),
+    # `resend --force` of a message to a suppressed address: sent all the same.
+    Column("suppression_overridden", Boolean, nullable=False, server_default=FetchedValue()),  # false
 )
 
 job_pauses = Table(
@@ -193,4 +197,17 @@ job_pauses = Table(
     Column("reason", Text),
     Column("paused_by", Text, nullable=False),
     Column("paused_at", DateTime(timezone=True), nullable=False, server_default=FetchedValue()),  # now()
+)
+
+suppressions = Table(
+    "suppressions",
+    own,
+    Column("address_hash", Text, primary_key=True),  # sha256 hex of the normalised address
+    Column("address_kind", Text, nullable=False),  # email | phone
+    Column("masked_address", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("detail", Text),
+    Column("provider_message_id", Text),
+    Column("suppressed_at", DateTime(timezone=True), nullable=False),
 )

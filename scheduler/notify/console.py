@@ -27,7 +27,7 @@ class ConsoleTransport:
     async def send(self, message: OutgoingMessage) -> str:
         """Print the message as a block of its own and return a made-up id."""
         message_id = f"console-{uuid.uuid4().hex[:12]}"
-        to = mask_phone(message.to) if self.channel is Channel.WHATSAPP else mask_email(message.to)
+        to = mask_email(message.to) if self.channel is Channel.EMAIL else mask_phone(message.to)
         title = f" {self.channel.value} · {message.kind.value.replace('_', ' ')} · {message.booking_reference} "
         lines = ["", f"┌─{title}{'─' * max(0, BLOCK_WIDTH - len(title) - 2)}", f"│ to:       {to}"]
         if message.subject:

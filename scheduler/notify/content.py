@@ -187,7 +187,7 @@ class Renderer:
     ) -> RenderedMessage:
         """One recipient's message; ContentError when the booking lacks what it needs."""
         context = self._context(kind, role, facts, now)
-        if channel is Channel.WHATSAPP:
+        if channel is not Channel.EMAIL:  # an SMS is a WhatsApp message's fallback: the same text
             text = self._render(kind, "whatsapp.txt", context)
             if len(text.encode("utf-16-le")) // 2 >= WHATSAPP_MAX_UNITS:
                 raise ContentError("WhatsApp text too long")

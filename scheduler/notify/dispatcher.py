@@ -13,16 +13,28 @@ from uuid import UUID
 import structlog
 
 from scheduler.clock import Clock
+from scheduler.db import email_batches as email_batches_db
 from scheduler.db import outbox as outbox_db
+from scheduler.db import send_time as send_time_db
+from scheduler.db import suppressions as suppressions_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
 from scheduler.limits import Limits
 from scheduler.metrics import Metrics
 from scheduler.notify.backoff import Backoff
+from scheduler.notify.email_batches import EmailBatchSender
+from scheduler.notify.email_batches import groups as email_groups
+from scheduler.notify.lazy import LazyTransport
 from scheduler.notify.outcomes import DeliveryReport, OutcomeRecorder
 from scheduler.notify.ratelimit import RateLimiter
 from scheduler.notify.send_time import SendTime
-from scheduler.notify.transport import AlreadySentError, PermanentSendError, TransientSendError, Transport
+from scheduler.notify.transport import (
+    AlreadySentError,
+    BatchTransport,
+    PermanentSendError,
+    TransientSendError,
+    Transport,
+)
 from scheduler.records import ClaimedDelivery, OutgoingMessage
 from scheduler.vocabulary import Channel
 
@@ -45,6 +57,7 @@ class Dispatcher:
         give_up_after: timedelta,
         send_time: SendTime,
         rng: random.Random | None = None,
+        email_batch_size: int = 1,
     ) -> None:
         self._db = db
         self._transports = transports
@@ -52,13 +65,28 @@ class Dispatcher:
         self._limits = limits
         self._backoff = Backoff(limits)
         self._limiters = {channel: RateLimiter(rate, clock) for channel, rate in ceilings.items()}
+        if email_batch_size > 1 and Channel.EMAIL in ceilings:
+            slack = limits.email_batch_spacing_slack_seconds
+            self._limiters[Channel.EMAIL] = RateLimiter(ceilings[Channel.EMAIL], clock, slack_seconds=slack)
         self._clock = clock
         self._metrics = metrics
         self._claimer = claimer
         self._give_up_after = give_up_after
         self._send_time = send_time
-        self._record = OutcomeRecorder(db, metrics, clock, claimer)
+        self._record = OutcomeRecorder(db, metrics, clock, claimer, sms_fallback=Channel.SMS in transports)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        # EMAIL_BATCH_SIZE: due emails go many to a request where the transport can (Resend); a batch
+        # that may have reached Resend is replayed whole even when the size is now 1.
+        self._email_batch_size = email_batch_size
+        email = transports.get(Channel.EMAIL)
+        self._email_batches = (
+            EmailBatchSender(
+                email, limiter=self._limiters[Channel.EMAIL], record=self._record, limits=limits, clock=clock,
+                give_up_after=give_up_after, rng=self._rng, store=self._store_texts,
+            )
+            if isinstance(email, BatchTransport) and email.batches
+            else None
+        )  # fmt: skip
 
     async def deliver(
         self, *, only_ids: Sequence[UUID] | None = None, should_stop: Callable[[], bool] = lambda: False
@@ -74,10 +102,17 @@ class Dispatcher:
             async with asyncio.TaskGroup() as channels:
                 for channel in self._transports:
                     channels.create_task(self._deliver_channel(channel, report, only_ids, should_stop))
+            if report.sms_fallbacks and not should_stop():
+                # WhatsApp refusals owed their SMS while the SMS channel may have been done: send them now.
+                await self._deliver_channel(Channel.SMS, report, list(report.sms_fallbacks), should_stop)
         except ExceptionGroup as failed:
             raise _first_cause(failed) from None
         await self.refresh_pending_gauge()
         return report
+
+    async def _store_texts(self, messages: list[OutgoingMessage]) -> None:
+        async with self._db.begin() as conn:
+            await send_time_db.rewrite_content(conn, messages, claimer=self._claimer)
 
     async def refresh_pending_gauge(self) -> None:
         async with self._db.connect() as conn:
@@ -87,7 +122,9 @@ class Dispatcher:
 
     def _claim_size(self, channel: Channel) -> int:
         limits = self._limits
-        return max(limits.min_claim, min(limits.max_claim, int(self._ceilings[channel] * limits.claim_seconds_of_work)))
+        per_request = self._email_batch_size if channel is Channel.EMAIL and self._email_batches else 1
+        work = int(self._ceilings[channel] * limits.claim_seconds_of_work * per_request)
+        return max(limits.min_claim, min(limits.max_claim, work))
 
     async def _deliver_channel(
         self,
@@ -98,41 +135,98 @@ class Dispatcher:
     ) -> None:
         in_flight = asyncio.Semaphore(self._limits.max_in_flight)
         while not should_stop():
-            now = self._clock.now()
-            async with self._db.begin() as conn:
-                batch = await outbox_db.claim_due(
-                    conn,
-                    channel=channel.value,
-                    now=now,
-                    lease=self._limits.delivery_lease,
-                    claimer=self._claimer,
-                    limit=self._claim_size(channel),
-                    only_ids=only_ids,
-                )
-                # Every claimed message is re-checked against its booking as it stands now, held
-                # in the quiet hours, and written afresh (notify/send_time.py).
-                prepared = await self._send_time.prepare(conn, batch, now=now, claimer=self._claimer)
-            if not batch:
+            claimed = await self._claim(channel, report, only_ids)
+            if claimed is None:
                 return
-            for delivery, reason in prepared.voided:
-                self._record.voided(delivery, report, reason)
-            for delivery in prepared.held:
-                self._record.held(delivery, report, prepared.held_until)
-            for delivery, reason in prepared.unwritable:
-                await self._record.failed(delivery, report, reason, 1)
-            batch = prepared.ready
-
-            async def one(delivery: ClaimedDelivery) -> None:
-                async with in_flight:
-                    await self._send_one(channel, delivery, report, should_stop)
-
+            batch, replay_key = claimed
+            transport = self._transports[channel]
+            if isinstance(transport, LazyTransport):  # load the SDK before the first grant, not after it
+                transport.build()
             renewer = asyncio.create_task(self._renew_claims(channel), name=f"claims-{channel.value}")
             try:
                 async with asyncio.TaskGroup() as sends:
-                    for delivery in batch:
-                        sends.create_task(one(delivery))
+                    for group, key in self._requests(channel, batch, replay_key):
+                        sends.create_task(
+                            self._send_request(
+                                channel, group, key, report, should_stop=should_stop, in_flight=in_flight
+                            )
+                        )
             finally:
                 renewer.cancel()
+
+    async def _claim(
+        self, channel: Channel, report: DeliveryReport, only_ids: Sequence[UUID] | None
+    ) -> tuple[list[ClaimedDelivery], str | None] | None:
+        """Claim due deliveries of `channel` and re-check them; those to send, and the key of the
+        email batch they are to be replayed as (None: a fresh claim). None when nothing is due."""
+        now = self._clock.now()
+        async with self._db.begin() as conn:
+            # An email batch that may have reached Resend first, whole, to be replayed as it was.
+            retried = None
+            if channel is Channel.EMAIL and self._email_batches is not None:
+                retried = await email_batches_db.claim_retried_batch(
+                    conn, now=now, lease=self._limits.delivery_lease, claimer=self._claimer, only_ids=only_ids
+                )
+            batch = retried[1] if retried is not None else await outbox_db.claim_due(
+                conn,
+                channel=channel.value,
+                now=now,
+                lease=self._limits.delivery_lease,
+                claimer=self._claimer,
+                limit=self._claim_size(channel),
+                only_ids=only_ids,
+            )  # fmt: skip
+            # Every claimed message is re-checked against its booking as it stands now, held
+            # in the quiet hours, and written afresh (notify/send_time.py) ...
+            prepared = await self._send_time.prepare(conn, batch, now=now, claimer=self._claimer)
+            # ... and skipped when its address is suppressed (bounced, complained, opted out).
+            suppressed = await suppressions_db.skip_suppressed(
+                conn, [delivery.id for delivery in prepared.ready], now=now
+            )
+        if not batch:
+            return None
+        for delivery, reason in prepared.voided:
+            self._record.voided(delivery, report, reason)
+        for delivery in prepared.held:
+            self._record.held(delivery, report, prepared.held_until)
+        for delivery, reason in prepared.unwritable:
+            await self._record.failed(delivery, report, reason, 1)
+        for delivery in prepared.ready:
+            if delivery.id in suppressed:
+                self._record.suppressed(delivery, report)
+        ready = [delivery for delivery in prepared.ready if delivery.id not in suppressed]
+        if retried is not None and len(ready) < len(batch):
+            # Members are void, held or suppressed since: the rest keep the batch's key. Had Resend
+            # accepted the first try, it refuses the smaller batch under that key (409: recorded
+            # as sent); had it not, it sends it. Either way nothing goes twice.
+            log.info("email_batch_changed", batch_key=retried[0], members=len(batch), remaining=len(ready))
+        return ready, retried[0] if retried is not None else None
+
+    def _requests(
+        self, channel: Channel, batch: list[ClaimedDelivery], replay_key: str | None
+    ) -> list[tuple[list[ClaimedDelivery], str | None]]:
+        """The provider requests the claimed deliveries make: one each, or emails many to a request."""
+        if replay_key is not None:
+            return [(batch, replay_key)] if batch else []
+        if channel is Channel.EMAIL and self._email_batches is not None and self._email_batch_size > 1:
+            return [(group, None) for group in email_groups(batch, self._email_batch_size)]
+        return [([delivery], None) for delivery in batch]
+
+    async def _send_request(
+        self,
+        channel: Channel,
+        group: list[ClaimedDelivery],
+        replay_key: str | None,
+        report: DeliveryReport,
+        *,
+        should_stop: Callable[[], bool],
+        in_flight: asyncio.Semaphore,
+    ) -> None:
+        async with in_flight:
+            if self._email_batches is not None and (replay_key is not None or len(group) > 1):
+                await self._email_batches.send(group, report, should_stop, key=replay_key, replay=bool(replay_key))
+            else:
+                await self._send_one(channel, group[0], report, should_stop)
 
     async def _renew_claims(self, channel: Channel) -> None:
         """While sends are in flight, keep their claims alive (by the database's clock): only a
@@ -175,7 +269,7 @@ class Dispatcher:
                 await self._record.sent(delivery, report, None, attempt_here)
                 return
             except PermanentSendError as exc:
-                await self._record.failed(delivery, report, exc.reason, attempt_here)
+                await self._record.failed(delivery, report, exc.reason, attempt_here, code=exc.code)
                 bound.warning("message_failed", reason=exc.reason, code=exc.code)
                 return
             except TransientSendError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from scheduler.notify.transport import Transport
+from scheduler.notify.transport import BatchTransport, Transport
 from scheduler.records import OutgoingMessage
 from scheduler.vocabulary import Channel
 
@@ -18,15 +18,23 @@ from scheduler.vocabulary import Channel
 class LazyTransport:
     """Stands for the transport `build` makes, and makes it when a message is first sent or checked."""
 
-    def __init__(self, channel: Channel, provider: str, build: Callable[[], Transport]) -> None:
+    def __init__(
+        self, channel: Channel, provider: str, build: Callable[[], Transport], *, batches: bool = False
+    ) -> None:
         self.channel = channel
         self.provider = provider
+        self.batches = batches  # what the transport it builds can do (Resend: /emails/batch)
         self._build = build
         self._inner: Transport | None = None
 
     @property
     def built(self) -> bool:
         return self._inner is not None
+
+    def build(self) -> None:
+        """Make the transport now (the first message is about to go: its wait for a slot of the
+        send ceiling must not be followed by the SDK's import)."""
+        self._transport()
 
     def _transport(self) -> Transport:
         if self._inner is None:
@@ -35,6 +43,12 @@ class LazyTransport:
 
     async def send(self, message: OutgoingMessage) -> str:
         return await self._transport().send(message)
+
+    async def send_batch(self, messages: list[OutgoingMessage], key: str) -> list[str]:
+        inner = self._transport()
+        if not isinstance(inner, BatchTransport) or not self.batches:
+            raise TypeError(f"{self.provider} sends one message a request")
+        return await inner.send_batch(messages, key)
 
     async def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
         return await self._transport().find_sent(message, since)

@@ -24,7 +24,7 @@ class RateLimiter:
     waiting time rather than once per waiter.
     """
 
-    def __init__(self, max_per_second: float, clock: Clock) -> None:
+    def __init__(self, max_per_second: float, clock: Clock, *, slack_seconds: float = 0.0) -> None:
         if not (max_per_second > 0 and math.isfinite(max_per_second)):
             raise ValueError("max_per_second must be a positive number")
         self.max_per_second = max_per_second
@@ -34,7 +34,10 @@ class RateLimiter:
         per_second = math.floor(max_per_second) if max_per_second >= 1 else max_per_second
         # A nanosecond more, so that adding the interval up in floating point never squeezes
         # one grant too many into a window.
-        self._interval_seconds = 1.0 / per_second + _SPACING_MARGIN_SECONDS
+        # `slack_seconds` more where what follows a grant varies by milliseconds before the
+        # request leaves (a batch's large body), so that two grants apart never become two sends
+        # closer than the ceiling allows.
+        self._interval_seconds = 1.0 / per_second + _SPACING_MARGIN_SECONDS + slack_seconds
         self._next_grant: float | None = None
         self._lock = asyncio.Lock()
 

@@ -41,6 +41,7 @@ PROVIDER = "resend"
 # letting a hung connection hold a job (and shutdown) for the SDK's default of 30 s.
 REQUEST_TIMEOUT_SECONDS = 15.0
 _REASON_MAX_CHARS = 300
+SERVER_ERROR = "server_error"  # the code of a transient failure that Resend answered with a 5xx
 
 OnRequest = Callable[[str, str, float], None]
 T = TypeVar("T")
@@ -91,6 +92,7 @@ class ResendTransport:
 
     channel = Channel.EMAIL
     provider = PROVIDER
+    batches = True
 
     def __init__(
         self,
@@ -115,6 +117,26 @@ class ResendTransport:
 
     async def send(self, message: OutgoingMessage) -> str:
         """Send the email under its delivery id as idempotency key: a replay returns the same id."""
+        params = self._params(message)
+        options: resend.Emails.SendOptions = {"idempotency_key": str(message.delivery_id)}
+        response = await self._call(lambda: resend.Emails.send_async(params, options), message=message)
+        return str(response["id"])
+
+    async def send_batch(self, messages: list[OutgoingMessage], key: str) -> list[str]:
+        """Send up to 100 emails in one POST /emails/batch under idempotency key `key` (strict
+        validation: one invalid email refuses them all, code `validation_error`). A replay of the
+        same batch under the same key answers the first ids and sends nothing."""
+        params = [self._params(message) for message in messages]
+        options: resend.Batch.SendOptions = {"idempotency_key": key}
+        response = await self._call(lambda: resend.Batch.send_async(params, options), message=messages[0], batch=True)
+        ids = [str(item["id"]) for item in response.get("data") or []]
+        if len(ids) != len(messages):
+            raise TransientSendError(
+                f"Resend answered {len(ids)} ids for a batch of {len(messages)}", code="batch_mismatch", ambiguous=True
+            )
+        return ids
+
+    def _params(self, message: OutgoingMessage) -> resend.Emails.SendParams:
         if not message.subject:
             raise PermanentSendError("an email needs a subject", code="no_subject")
         params: resend.Emails.SendParams = {
@@ -128,9 +150,7 @@ class ResendTransport:
             params["html"] = message.html
         if self._reply_to:
             params["reply_to"] = self._reply_to
-        options: resend.Emails.SendOptions = {"idempotency_key": str(message.delivery_id)}
-        response = await self._call(lambda: resend.Emails.send_async(params, options), message=message)
-        return str(response["id"])
+        return params
 
     async def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
         """Always None: resending under the same idempotency key cannot send twice."""
@@ -167,7 +187,9 @@ class ResendTransport:
 
     # Internals ---------------------------------------------------------------
 
-    async def _call(self, request: Callable[[], Awaitable[T]], *, message: OutgoingMessage | None = None) -> T:
+    async def _call(
+        self, request: Callable[[], Awaitable[T]], *, message: OutgoingMessage | None = None, batch: bool = False
+    ) -> T:
         """Run one SDK coroutine under the timeout, timing it and translating its failures."""
         started = self._clock.monotonic()
         try:
@@ -179,6 +201,12 @@ class ResendTransport:
                 result = await request()
         except Exception as exc:
             error = self._translate(exc, message)
+            if batch and isinstance(error, TransientSendError) and error.code == SERVER_ERROR and not error.ambiguous:
+                # A 5xx may come after Resend accepted the batch: only the same batch under the same key is safe.
+                error = TransientSendError(
+                    f"{error.reason}; the batch may have been accepted", code=error.code,
+                    retry_after_seconds=error.retry_after_seconds, ambiguous=True,
+                )  # fmt: skip
             self._observe(error, started)
             # Not chained: the SDK's exception text can hold the recipient's address.
             raise error from None
@@ -227,8 +255,13 @@ class ResendTransport:
         if status == 429 or status >= 500:
             headers = {str(k).lower(): str(v) for k, v in (exc.headers or {}).items()}
             retry_after = parse_retry_after(headers.get("retry-after"), self._clock.now())
-            what = "Resend is rate limiting" if status == 429 else "Resend is failing"
-            return TransientSendError(f"{what} ({label})", code=kind or str(status), retry_after_seconds=retry_after)
+            if status == 429:
+                return TransientSendError(
+                    f"Resend is rate limiting ({label})", code=kind or "429", retry_after_seconds=retry_after
+                )
+            return TransientSendError(
+                f"Resend is failing ({label})", code=SERVER_ERROR, retry_after_seconds=retry_after
+            )
         if status == 409 and kind == "concurrent_idempotent_requests":
             # The first attempt is still in flight at Resend; asking again later is safe.
             return TransientSendError(

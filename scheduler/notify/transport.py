@@ -8,7 +8,7 @@ nothing provider-specific leaks upward.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from scheduler.records import OutgoingMessage
 from scheduler.vocabulary import Channel
@@ -78,4 +78,20 @@ class Transport(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class BatchTransport(Transport, Protocol):
+    """A transport that can also send many messages in one request (Resend's /emails/batch)."""
+
+    batches: bool  # True: send_batch works
+
+    async def send_batch(self, messages: list[OutgoingMessage], key: str) -> list[str]:
+        """Send all of them in one request under idempotency key `key`; the provider ids, in order.
+
+        All or nothing: a PermanentSendError refuses the whole batch (a `validation_error` code: one
+        of its messages is invalid), a TransientSendError leaves it all unsent, or, when
+        `ambiguous`, possibly all sent (retry the same batch under the same key to find out).
+        """
         ...

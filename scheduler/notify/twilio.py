@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from twilio.base import values
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
@@ -105,28 +106,40 @@ def _mask_sid(sid: str) -> str:
 
 
 class TwilioTransport:
-    """Sends WhatsApp messages with Twilio's async client, against TWILIO_API_BASE_URL."""
+    """Sends WhatsApp messages (or, for `Channel.SMS`, the SMS fallback) with Twilio's async client,
+    against TWILIO_API_BASE_URL."""
 
-    channel = Channel.WHATSAPP
     provider = PROVIDER
 
     def __init__(
         self,
         settings: Settings,
         *,
+        channel: Channel = Channel.WHATSAPP,
         on_request: OnRequest | None = None,
         clock: Clock | None = None,
         request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
         if not (settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_whatsapp_number):
             raise ValueError("WhatsApp is not configured (TWILIO_ACCOUNT_SID and the rest)")
-        try:
-            sender = to_e164(settings.twilio_whatsapp_number)
-        except InvalidPhoneNumber as exc:
-            raise ValueError(f"TWILIO_WHATSAPP_NUMBER: {exc}") from None
+        self.channel = channel
+        # WhatsApp goes `whatsapp:+E164` to `whatsapp:+E164`; an SMS (the fallback) from TWILIO_SMS_FROM,
+        # a number or a Messaging Service (which picks the number), to the bare `+E164`.
+        self._prefix = "whatsapp:" if channel is Channel.WHATSAPP else ""
+        self._messaging_service: str | None = None
+        sender = settings.twilio_whatsapp_number if channel is Channel.WHATSAPP else settings.twilio_sms_from
+        if sender is None:
+            raise ValueError("SMS is not configured (TWILIO_SMS_FROM)")
+        if channel is Channel.SMS and sender.startswith("MG"):
+            self._messaging_service, self._from = sender, None
+        else:
+            try:
+                self._from = f"{self._prefix}{to_e164(sender)}"
+            except InvalidPhoneNumber as exc:
+                name = "TWILIO_WHATSAPP_NUMBER" if channel is Channel.WHATSAPP else "TWILIO_SMS_FROM"
+                raise ValueError(f"{name}: {exc}") from None
         self._account_sid = settings.twilio_account_sid
         self._auth_token = settings.twilio_auth_token.get_secret_value()
-        self._from = f"whatsapp:{sender}"
         self._base_url = settings.twilio_api_base_url.rstrip("/")
         self._status_callback_url = settings.twilio_status_callback_url
         self._on_request = on_request
@@ -145,9 +158,13 @@ class TwilioTransport:
 
     async def send(self, message: OutgoingMessage) -> str:
         """Create the message at Twilio and return its SID (SM…)."""
-        to = f"whatsapp:{self._recipient(message)}"
-        kwargs: dict[str, Any] = {"to": to, "from_": self._from}
-        if message.content_sid:
+        to = f"{self._prefix}{self._recipient(message)}"
+        kwargs: dict[str, Any] = {"to": to}
+        if self._messaging_service:
+            kwargs["messaging_service_sid"] = self._messaging_service
+        else:
+            kwargs["from_"] = self._from
+        if message.content_sid and self.channel is Channel.WHATSAPP:
             kwargs["content_sid"] = message.content_sid
             kwargs["content_variables"] = json.dumps(message.content_variables)
         else:
@@ -162,12 +179,15 @@ class TwilioTransport:
         """The SID of a message with this content sent to this recipient since `since`, if any."""
         if since.tzinfo is None:
             raise ValueError("find_sent needs a timezone-aware `since`")
-        to = f"whatsapp:{self._recipient(message)}"
+        to = f"{self._prefix}{self._recipient(message)}"
         # The SDK formats the datetime with strftime and a literal Z: it must be in UTC already.
         after = since.astimezone(UTC) - timedelta(seconds=FIND_SENT_CLOCK_SKEW_SECONDS)
         messages = self._twilio().api.v2010.account.messages
         records = await self._call(
-            lambda: messages.list_async(to=to, from_=self._from, date_sent_after=after, limit=FIND_SENT_MAX_RECORDS),
+            # Through a Messaging Service the sender is the number it picked: match on the recipient.
+            lambda: messages.list_async(
+                to=to, from_=self._from or values.unset, date_sent_after=after, limit=FIND_SENT_MAX_RECORDS
+            ),
             message=message,
         )
         for record in records:  # newest first
@@ -242,6 +262,7 @@ class TwilioTransport:
         if self._on_request is None:
             return
         self._on_request(PROVIDER, request_outcome(error), self._clock.monotonic() - started)
+
 
 def _same_content(message: OutgoingMessage, body: str | None) -> bool:
     """Whether a listed message is this one: same text, or a template filled with these values."""

@@ -24,10 +24,10 @@ _KNOWN_CODES: Mapping[int, str] = {
     21408: "this Twilio account is not permitted to send to the recipient's region",
     21610: "the recipient has opted out of messages from this sender",
     21614: "Twilio says the recipient's number cannot receive this message",
+    63003: "the recipient's number is not on WhatsApp",
     63007: "TWILIO_WHATSAPP_NUMBER is not a WhatsApp sender on this Twilio account",
 }
 _OUTSIDE_SESSION_WINDOW = 63016
-
 
 
 @dataclass(slots=True)
@@ -38,7 +38,6 @@ class Exchange:
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: str = ""
-
 
 
 class TwilioErrors:

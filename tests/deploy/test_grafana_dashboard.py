@@ -146,7 +146,7 @@ def test_bars_add_up_to_the_true_count(dashboard: dict[str, Any]) -> None:
     samples before it stopped, and the rise across a failed scrape, included), and no interval
     shorter than a scrape or two."""
     bars = _bar_panels(dashboard)
-    assert len(bars) == 8
+    assert len(bars) == 9
     for panel in bars:
         assert panel.get("interval") == "1m", panel["title"]
         for target in panel["targets"]:

@@ -66,7 +66,7 @@ class Reply:
     - hang: never answer (the handler waits until the server stops);
     - drop: close the connection without answering;
     - accept: process the request normally first (the message is accepted and recorded), then
-      hang, drop, or send the normal answer after `delay_seconds`.
+      hang, drop, or send the normal answer (or the scripted status, when not 200) after `delay_seconds`.
     """
 
     status: int = 200
@@ -96,6 +96,11 @@ class Reply:
     def accept_late(cls, delay_seconds: float) -> Reply:
         """Accept the message, answer normally after a delay."""
         return cls(accept=True, delay_seconds=delay_seconds)
+
+    @classmethod
+    def accept_then_fail(cls, status: int = 500, body: Any = None) -> Reply:
+        """Accept the message, then answer `status` (a 500 after acceptance)."""
+        return cls(status=status, body=body, accept=True)
 
     @classmethod
     def twilio_error(
@@ -233,6 +238,7 @@ class FakeProviderServer:
         return endpoint
 
     async def _record(self, route: str, request: web.Request) -> RecordedRequest:
+        at = time.monotonic()  # when the request arrived, before its body is read (a large one takes a while)
         form: dict[str, str] | None = None
         body: Any = None
         if request.content_type == "application/x-www-form-urlencoded":
@@ -250,7 +256,7 @@ class FakeProviderServer:
             headers=CIMultiDict(request.headers),
             form=form,
             json=body,
-            at=time.monotonic(),
+            at=at,
             received_at=self.now(),
         )
         self.requests.append(recorded)
@@ -273,7 +279,7 @@ class FakeProviderServer:
             return web.Response(status=599)  # never reaches the client
         if reply.delay_seconds:
             await asyncio.sleep(reply.delay_seconds)
-        if response is None:
+        if response is None or reply.status != 200:  # accepted, then answered with the scripted error
             response = _response(reply.status, reply.body, reply.headers)
         recorded.answer = str(response.status)
         return response
@@ -367,6 +373,18 @@ class FakeTwilio(FakeProviderServer):
         self.account_status = account_status
         self.templates: dict[str, str] = {}
         self.accepted: list[TwilioMessage] = []
+        # WhatsApp to these numbers is refused with this error code (63016 outside the session,
+        # 63003 not on WhatsApp); an SMS to them goes through.
+        self.refuse_whatsapp: dict[str, int] = {}
+        # WhatsApp to these numbers is accepted, then reported `undelivered` with this error code in
+        # a signed status callback, posted to `callback_target` (where the daemon listens; Twilio
+        # would post to the public StatusCallback URL, which is what the signature covers).
+        self.undeliver_whatsapp: dict[str, str] = {}
+        self.callback_target: str | None = None
+        self.callbacks: list[tuple[dict[str, str], int]] = []  # (form, HTTP status of the answer)
+        self._callback_tasks: set[asyncio.Task[None]] = set()
+        # The senders an SMS may come from (numbers, Messaging Service SIDs); empty: any.
+        self.sms_senders: set[str] = set()
 
     async def _handle(self, route: str, request: web.Request, recorded: RecordedRequest) -> web.StreamResponse:
         if not self._authorised(request):
@@ -404,10 +422,13 @@ class FakeTwilio(FakeProviderServer):
         if not to:
             return _twilio_error(400, 21604, "A 'To' phone number is required.")
         number = to.removeprefix("whatsapp:")
+        whatsapp = to.startswith("whatsapp:")
         if not (number.startswith("+") and number[1:].isdigit() and 8 <= len(number) <= 16):
             return _twilio_error(400, 21211, f"Invalid 'To' Phone Number: {to}")
-        if not sender or (self.whatsapp_number and sender != self.whatsapp_number):
-            return _twilio_error(400, 63007, "Twilio could not find a Channel with the specified From address")
+        refused = self._refuse_sender(form, number, whatsapp=whatsapp)
+        if refused is not None:
+            return refused
+        sender = sender or form.get("MessagingServiceSid", "")  # the fake lists a service's SMS under its SID
         content_sid = form.get("ContentSid")
         variables: dict[str, str] = {}
         if content_sid:
@@ -442,7 +463,51 @@ class FakeTwilio(FakeProviderServer):
             form=dict(form),
         )
         self.accepted.append(message)
+        if whatsapp and number in self.undeliver_whatsapp and callback:
+            task = asyncio.create_task(self._report_undelivered(message, callback, self.undeliver_whatsapp[number]))
+            self._callback_tasks.add(task)
+            task.add_done_callback(self._callback_tasks.discard)
         return _response(201, message.resource())
+
+    async def _report_undelivered(self, message: TwilioMessage, callback: str, code: str) -> None:
+        """Twilio's status callback for a message that could not be delivered, signed for `callback`."""
+        from aiohttp import ClientSession
+        from twilio.request_validator import RequestValidator
+
+        message.status = "undelivered"
+        form = {
+            "AccountSid": self.account_sid, "MessageSid": message.sid, "SmsSid": message.sid,
+            "MessageStatus": "undelivered", "SmsStatus": "undelivered", "ErrorCode": code,
+            "To": message.to, "From": message.from_, "ApiVersion": "2010-04-01", "ChannelPrefix": "whatsapp",
+        }  # fmt: skip
+        signature = RequestValidator(self.auth_token).compute_signature(callback, form)
+        async with (
+            ClientSession() as session,
+            session.post(
+                self.callback_target or callback, data=form, headers={"X-Twilio-Signature": signature}
+            ) as answer,
+        ):
+            self.callbacks.append((form, answer.status))
+
+    async def callbacks_sent(self) -> None:
+        """Wait until every status callback due so far has been answered."""
+        while self._callback_tasks:
+            await asyncio.gather(*self._callback_tasks)
+
+    def _refuse_sender(self, form: dict[str, str], number: str, *, whatsapp: bool) -> web.Response | None:
+        """An SMS from an unknown sender (21606), WhatsApp from one (63007), or a scripted WhatsApp refusal."""
+        sender = form.get("From", "")
+        if not whatsapp:
+            sender = sender or form.get("MessagingServiceSid", "")
+            if not sender or (self.sms_senders and sender not in self.sms_senders):
+                return _twilio_error(400, 21606, "The From phone number is not a valid, SMS-capable phone number")
+            return None
+        if not sender or (self.whatsapp_number and sender != self.whatsapp_number):
+            return _twilio_error(400, 63007, "Twilio could not find a Channel with the specified From address")
+        if number in self.refuse_whatsapp:
+            code = self.refuse_whatsapp[number]
+            return _twilio_error(400, code, f"scripted WhatsApp refusal {code}")
+        return None
 
     def _render(self, content_sid: str, variables: dict[str, str]) -> str:
         template = self.templates.get(content_sid)
@@ -552,9 +617,9 @@ class ResendEmail:
 
 
 class FakeResend(FakeProviderServer):
-    """Resend's POST /emails (Bearer auth, JSON, Idempotency-Key) and GET /domains.
+    """Resend's POST /emails and POST /emails/batch (Bearer auth, JSON, Idempotency-Key) and GET /domains.
 
-    Routes: "send" and "domains". A replay with a known Idempotency-Key and the same payload
+    Routes: "send", "batch" and "domains". A replay with a known Idempotency-Key and the same payload
     answers the first id again without accepting a new email; another payload under that key
     answers 409 invalid_idempotent_request. A key in `sending_only_keys` may send but not list
     domains (401 restricted_api_key), like a Resend "sending access" key.
@@ -562,6 +627,7 @@ class FakeResend(FakeProviderServer):
 
     routes = (
         ("POST", "/emails", "send"),
+        ("POST", "/emails/batch", "batch"),
         ("GET", "/domains", "domains"),
     )
 
@@ -582,6 +648,8 @@ class FakeResend(FakeProviderServer):
         )
         self.accepted: list[ResendEmail] = []
         self._by_key: dict[str, ResendEmail] = {}
+        self._batches_by_key: dict[str, tuple[Any, list[ResendEmail]]] = {}
+        self.refuse: set[str] = set()  # addresses answered 422 validation_error, as a malformed one is
 
     async def _handle(self, route: str, request: web.Request, recorded: RecordedRequest) -> web.StreamResponse:
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
@@ -593,24 +661,58 @@ class FakeResend(FakeProviderServer):
             if key in self.sending_only_keys:
                 return _resend_error(401, "restricted_api_key", "This API key is restricted to only send emails")
             return _response(200, self._domain_list())
+        if route == "batch":
+            return self._send_batch(request, recorded.json)
         return self._send(request, recorded.json)
 
-    def _send(self, request: web.Request, payload: Any) -> web.Response:
+    def _invalid(self, payload: Any, where: str = "") -> web.Response | None:
+        """Resend's 422 for an email it would not send, or None."""
         if not isinstance(payload, dict):
-            return _resend_error(422, "validation_error", "Invalid JSON body")
+            return _resend_error(422, "validation_error", f"{where}Invalid JSON body")
         for name in ("from", "to", "subject"):
             if not payload.get(name):
-                return _resend_error(422, "missing_required_field", f"Missing `{name}` field.")
+                return _resend_error(422, "missing_required_field", f"{where}Missing `{name}` field.")
         recipients = payload["to"] if isinstance(payload["to"], list) else [payload["to"]]
         for address in recipients:
             local, at, domain = str(address).partition("@")
-            if not (local and at and "." in domain):
+            if not (local and at and "." in domain) or address in self.refuse:
                 return _resend_error(
                     422,
                     "validation_error",
-                    f"Invalid `to` field. The email address needs to follow the "
+                    f"{where}Invalid `to` field. The email address needs to follow the "
                     f"`email@example.com` format. Received: {address}",
                 )
+        return None
+
+    def _send_batch(self, request: web.Request, payload: Any) -> web.Response:
+        """POST /emails/batch, strict validation: one invalid email refuses the whole batch."""
+        if not isinstance(payload, list) or not 1 <= len(payload) <= 100:
+            return _resend_error(422, "validation_error", "The batch must hold 1 to 100 emails")
+        for index, email in enumerate(payload):
+            invalid = self._invalid(email, where=f"emails[{index}]: ")
+            if invalid is not None:
+                return invalid
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and key in self._batches_by_key:
+            earlier_payload, earlier = self._batches_by_key[key]
+            if earlier_payload != payload:
+                return _resend_error(
+                    409, "invalid_idempotent_request", "Same idempotency key used with a different request payload."
+                )
+            return _response(200, {"data": [{"id": email.id} for email in earlier]})
+        emails = [
+            ResendEmail(id=str(uuid.uuid4()), payload=email, idempotency_key=key, accepted_at=self.now())
+            for email in payload
+        ]
+        self.accepted += emails
+        if key is not None:
+            self._batches_by_key[key] = (payload, emails)
+        return _response(200, {"data": [{"id": email.id} for email in emails]})
+
+    def _send(self, request: web.Request, payload: Any) -> web.Response:
+        invalid = self._invalid(payload)
+        if invalid is not None:
+            return invalid
         key = request.headers.get("Idempotency-Key")
         if key is not None:
             earlier = self._by_key.get(key)

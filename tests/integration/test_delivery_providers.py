@@ -76,11 +76,12 @@ async def test_booking_reminder_reaches_both_providers(
         assert "Velvet Storm" in body
         assert "Sunday 29 November 2026, 11:00 pm" in body  # 15:00Z in Perth (UTC+8)
         assert "in 5 hours" in body
-    emails = resend_server.requests_to("send")
-    assert sorted(r.json["to"][0] for r in emails) == ["ava@example.com", "velvet@example.com"]
-    for request in emails:
-        assert request.json["html"] and request.json["text"]
-        assert request.headers["Idempotency-Key"]
+    # Both emails in one request to /emails/batch (EMAIL_BATCH_SIZE defaults to 100).
+    (request,) = resend_server.requests_to("batch")
+    assert resend_server.requests_to("send") == []
+    assert sorted(email["to"][0] for email in request.json) == ["ava@example.com", "velvet@example.com"]
+    assert all(email["html"] and email["text"] for email in request.json)
+    assert request.headers["Idempotency-Key"]
 
 
 async def test_html_is_escaped_in_email_but_text_stays_plain(
@@ -96,11 +97,11 @@ async def test_html_is_escaped_in_email_but_text_stays_plain(
 
     await run(live_app, JobName.SEND_BOOKING_REMINDERS)
 
-    [first, *_] = resend_server.requests_to("send")
-    assert "<script>" not in first.json["html"]
-    assert "&lt;script&gt;" in first.json["html"]
-    assert "&amp; Co" in first.json["html"]
-    assert "<script>alert(1)</script> & Co" in first.json["text"]
+    [first, *_] = [email.payload for email in resend_server.accepted]
+    assert "<script>" not in first["html"]
+    assert "&lt;script&gt;" in first["html"]
+    assert "&amp; Co" in first["html"]
+    assert "<script>alert(1)</script> & Co" in first["text"]
 
 
 async def test_500_500_then_201_delivers_once(

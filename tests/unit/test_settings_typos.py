@@ -50,7 +50,8 @@ def test_other_programs_variables_are_left_alone(monkeypatch: pytest.MonkeyPatch
 
 def test_real_names_come_from_the_settings_model() -> None:
     names = setting_names()
-    fields = {field.upper() for field in Settings.model_fields} - {"SCHEDULES"}
-    assert names == fields | {f"SCHEDULE_{job.value.upper()}" for job in JobName}
-    assert {"SCHEDULE_", "TWILIO_", "RESEND_", "DATABASE_", "TIMEZONE"} <= prefixes(names)
+    fields = {field.upper() for field in Settings.model_fields} - {"SCHEDULES", "HEARTBEATS"}
+    per_job = {f"{prefix}{job.value.upper()}" for prefix in ("SCHEDULE_", "HEARTBEAT_URL_") for job in JobName}
+    assert names == fields | per_job
+    assert {"SCHEDULE_", "HEARTBEAT_", "TWILIO_", "RESEND_", "DATABASE_", "TIMEZONE"} <= prefixes(names)
     assert lookalikes(names) == []
