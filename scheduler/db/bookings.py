@@ -21,7 +21,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.db.engine import bound_idle_in_transaction
 from scheduler.db.tables import (
     bookings,
     clients,
@@ -58,7 +57,6 @@ async def cancel_stale_bookings(conn: AsyncConnection, *, cutoff: datetime, now:
     without fresh statistics), and each rescan locks more rows, so one batch cancelled and
     locked every stale booking, not `limit`.
     """
-    await bound_idle_in_transaction(conn)  # the rows locked below must not outlive us
     chosen = (
         select(bookings.c.id)
         .where(_stale(cutoff))

@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.db.engine import idle_in_transaction_timeout
 from scheduler.db.tables import OWN_SCHEMA
 from scheduler.vocabulary import DeliveryStatus, RunStatus
 
@@ -54,9 +53,7 @@ def _delete_batch_sql(table: str, condition: str, change: str | None = None) -> 
     # `bound` finds where the next `batch_size` matching rows end; the DELETE then sweeps that
     # physical range, checking the condition again, so a row changed in between (marked unread,
     # say) is left alone. A lost cleanup batch is simply redone next time, so its commit does not
-    # wait for the WAL flush (synchronous_commit is set for this transaction only); and if our
-    # side of the connection is lost before the commit, PostgreSQL ends the transaction after
-    # IDLE_IN_TRANSACTION_TIMEOUT_SECONDS instead of keeping the deleted rows locked.
+    # wait for the WAL flush (synchronous_commit is set for this transaction only).
     # A blanking purge updates instead; the new row versions it leaves later in the table no longer
     # meet the condition, so a later batch passes over them.
     change = change or f"DELETE FROM {table}"
@@ -76,8 +73,7 @@ def _delete_batch_sql(table: str, condition: str, change: str | None = None) -> 
         SELECT (SELECT count(*) FROM deleted) AS deleted,
                (SELECT matched FROM bound) AS scanned,
                (SELECT last_ctid FROM bound) AS last_ctid,
-               set_config('synchronous_commit', 'off', true) AS commit_mode,
-               set_config('idle_in_transaction_session_timeout', :idle_timeout, true) AS idle_timeout
+               set_config('synchronous_commit', 'off', true) AS commit_mode
         """
     )
 
@@ -86,7 +82,7 @@ async def delete_batch(
     conn: AsyncConnection, purge: Purge, params: dict[str, Any], *, after: tuple[int, int], batch_size: int
 ) -> BatchOutcome:
     """Delete up to `batch_size` matching rows found after `after`; the caller commits."""
-    bind = {**params, "after": after, "batch_size": batch_size, "idle_timeout": idle_in_transaction_timeout()}
+    bind = {**params, "after": after, "batch_size": batch_size}
     row = (await conn.execute(purge.delete_batch, bind)).one()
     done = row.scanned < batch_size
     return BatchOutcome(deleted=row.deleted, scanned=row.scanned, resume_after=None if done else tuple(row.last_ctid))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import Connection, event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from scheduler import database_url
 
@@ -18,8 +18,9 @@ APPLICATION_NAME = "flavor-scheduler"  # in pg_stat_activity, unless DATABASE_UR
 # elsewhere: the run fails and the next one resumes, instead of hanging for minutes.
 COMMAND_TIMEOUT_SECONDS = 60
 # The server's side of such a connection: a transaction of ours left idle this long is ended by
-# PostgreSQL, releasing the rows it locked (bookings, the reminder ledger) for the next run and
-# for the platform. Set per transaction, which a transaction-mode pooler allows.
+# PostgreSQL, releasing the rows it locked (bookings, the reminder ledger, deliveries) for the next
+# run and for the platform. Set at the start of every transaction (an engine event), which a
+# transaction-mode pooler allows.
 IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 60
 
 _BOUND_IDLE_SQL = text("SELECT set_config('idle_in_transaction_session_timeout', :value, true)")
@@ -30,9 +31,10 @@ def idle_in_transaction_timeout() -> str:
     return f"{int(IDLE_IN_TRANSACTION_TIMEOUT_SECONDS * 1000)}ms"
 
 
-async def bound_idle_in_transaction(conn: AsyncConnection) -> None:
-    """Have PostgreSQL end the current transaction if we leave it idle (our side of it is gone)."""
-    await conn.execute(_BOUND_IDLE_SQL, {"value": idle_in_transaction_timeout()})
+def _bound_idle_in_transaction(conn: Connection) -> None:
+    """Every transaction of ours starts so: PostgreSQL ends it if it is left idle (our side of
+    the connection gone mid-transaction), whichever statement it was at and whatever it locked."""
+    conn.execute(_BOUND_IDLE_SQL, {"value": idle_in_transaction_timeout()})
 
 
 def _statement_name() -> str:
@@ -61,7 +63,7 @@ def create_engine(url: str, *, pool_size: int) -> AsyncEngine:
     }
     if target.ssl is not None:
         connect_args["ssl"] = target.ssl
-    return create_async_engine(
+    engine = create_async_engine(
         target.url,
         pool_size=pool_size,
         max_overflow=0,
@@ -69,3 +71,5 @@ def create_engine(url: str, *, pool_size: int) -> AsyncEngine:
         pool_recycle=1800,
         connect_args=connect_args,
     )
+    event.listen(engine.sync_engine, "begin", _bound_idle_in_transaction)
+    return engine

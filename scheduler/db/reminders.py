@@ -23,7 +23,6 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scheduler.db.bookings import ACTIVE_STATUSES, BALANCE_DUE_PAYMENT_STATUS, records_query, to_record
-from scheduler.db.engine import bound_idle_in_transaction
 from scheduler.db.tables import (
     OWN_SCHEMA,
     booking_reminders,
@@ -163,7 +162,6 @@ async def claim_reminders(
     """
     if not due:
         return set()
-    await bound_idle_in_transaction(conn)  # the ledger keys inserted below must not outlive us
     params = {
         "kind": kind,
         "run_id": run_id,

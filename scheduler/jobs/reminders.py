@@ -7,7 +7,6 @@ event_date, is reminded, however long the daemon was down.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from scheduler.db.reminders import DueReminder
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
 from scheduler.notify.content import ContentError
-from scheduler.notify.outcomes import DeliveryReport
 from scheduler.notify.planner import OwedMessages, dedupe_key
 from scheduler.records import AuditEntry, InAppNotification
 from scheduler.vocabulary import IN_APP, JobName, MessageKind, ReminderKind, Role
@@ -79,42 +77,9 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
         result.details["bookings"] = [reminder.record.facts.reference for reminder in due]
         return result
 
+    owed_ids: list[UUID] = []
     reminded_in_app: set[UUID] = set()
     unwritable: set[UUID] = set()  # bookings whose message cannot be written: reported once, not retried
-    # Each batch's messages are sent while the next batch is found and planned: the channels'
-    # ceilings set the pace of a large run, not the planning before its first message.
-    sending: list[asyncio.Task[DeliveryReport]] = []
-    try:
-        report = await _record_and_send(ctx, rule, result, sending, now=now, earliest=earliest, latest=latest,
-                                        reminded_in_app=reminded_in_app, unwritable=unwritable)  # fmt: skip
-    finally:
-        for task in sending:  # a crash or a lost database: the sends still running stop too
-            task.cancel()
-        await asyncio.gather(*sending, return_exceptions=True)
-    result.errors += report.errors
-    result.messages.update(report.states)
-    # A booking counts once this run delivered it at least one message, in-app included.
-    result.count = len(report.bookings_sent | reminded_in_app)
-    result.details["messagesSent"] = report.sent
-    return result
-
-
-async def _record_and_send(
-    ctx: JobContext,
-    rule: ReminderRule,
-    result: JobResult,
-    sending: list[asyncio.Task[DeliveryReport]],
-    *,
-    now: datetime,
-    earliest: datetime,
-    latest: datetime,
-    reminded_in_app: set[UUID],
-    unwritable: set[UUID],
-) -> DeliveryReport:
-    """Record what each batch of due bookings is owed, start sending it, and gather the reports."""
-    deps = ctx.deps
-    with_preferences = deps.tables.has("notification_preferences")
-    batch_size = deps.limits.reminder_batch_size
     while not ctx.should_stop():
         try:
             async with deps.db.begin() as conn:
@@ -146,14 +111,19 @@ async def _record_and_send(
         deps.metrics.reminders_sent.labels(kind=rule.metric_kind, channel=IN_APP).inc(len(notices))
         deps.metrics.count_recorded(owed.settled(inserted))
         result.count_recorded(owed.settled(inserted))
-        if inserted:
-            sending.append(asyncio.create_task(deps.dispatcher.deliver(only_ids=inserted, should_stop=ctx.should_stop)))
+        owed_ids += inserted
         if len(candidates) < batch_size:
             break
-    report = DeliveryReport()
-    for task in sending:
-        report.merge(await task)
-    return report
+
+    # Sent once every batch is recorded: a database lost while recording leaves no send in flight
+    # (the messages recorded so far are sent on fresh connections, the rest by the next run).
+    report = await deps.dispatcher.deliver(only_ids=owed_ids, should_stop=ctx.should_stop)
+    result.errors += report.errors
+    result.messages.update(report.states)
+    # A booking counts once this run delivered it at least one message, in-app included.
+    result.count = len(report.bookings_sent | reminded_in_app)
+    result.details["messagesSent"] = report.sent
+    return result
 
 
 async def _find_due(
