@@ -16,8 +16,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.db import outbox as outbox_db
-from scheduler.db import platform_rows
+from scheduler.db import outbox_owed, platform_rows
 from scheduler.db import reminders as reminders_db
 from scheduler.db.errors import DatabaseError
 from scheduler.db.platform_rows import RefusedRow
@@ -135,7 +134,7 @@ async def _record_and_send(
                 refused = await platform_rows.insert_notifications(conn, owed.notices, now=now)
                 if deps.tables.has("audit_logs"):
                     refused += await platform_rows.insert_audit_entries(conn, _audit_rows(rule, writable, won), now=now)
-                inserted = await outbox_db.record_owed(conn, owed.deliveries)
+                inserted = await outbox_owed.record_owed(conn, owed.deliveries)
         except DatabaseError as exc:
             result.fail(f"recording {rule.kind.value}s failed: {exc}")
             break
