@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from scheduler.clock import Clock
-from scheduler.db import outbox as outbox_db
+from scheduler.db import outbox_provider_statuses
 from scheduler.db import suppressions as suppressions_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
@@ -24,7 +24,7 @@ from scheduler.vocabulary import AddressKind, Channel, SuppressionReason
 
 log = structlog.get_logger(__name__)
 
-# The events recorded, and the later status each stands for (ranked in db/outbox.STATUS_RANKS).
+# The events recorded, and the later status each stands for (ranked in db/outbox_provider_statuses.STATUS_RANKS).
 EMAIL_EVENTS = {
     "email.delivered": "delivered",
     "email.delivery_delayed": "delivery_delayed",
@@ -78,7 +78,7 @@ class ResendWebhook:
         detail = _detail(status, data)
         try:
             async with self._db.begin() as conn:
-                recorded = await outbox_db.record_provider_status(
+                recorded = await outbox_provider_statuses.record_provider_status(
                     conn, provider_id=email_id, status=status, error_code=detail, now=self._clock.now()
                 )
                 new = 0

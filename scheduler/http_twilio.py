@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from scheduler.clock import Clock
-from scheduler.db import outbox as outbox_db
+from scheduler.db import outbox_owed, outbox_provider_statuses
 from scheduler.db import suppressions as suppressions_db
 from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
@@ -77,7 +77,7 @@ class TwilioCallbacks:
             return web.json_response({"error": "MessageSid and MessageStatus are required"}, status=400)
         try:
             async with self._db.begin() as conn:
-                recorded = await outbox_db.record_provider_status(
+                recorded = await outbox_provider_statuses.record_provider_status(
                     conn, provider_id=provider_id, status=status, error_code=error_code, now=self._clock.now()
                 )
                 fallback = await self._owe_sms(conn, recorded, provider_id, status, error_code)
@@ -99,7 +99,7 @@ class TwilioCallbacks:
     async def _owe_sms(
         self,
         conn: AsyncConnection,
-        recorded: outbox_db.StatusRecorded,
+        recorded: outbox_provider_statuses.StatusRecorded,
         provider_id: str,
         status: str,
         error_code: str | None,
@@ -113,11 +113,16 @@ class TwilioCallbacks:
             and falls_back_on_status(status, error_code)
         ):
             return []
-        whatsapp = await outbox_db.whatsapp_delivery_of(conn, provider_id)
-        return await outbox_db.owe_sms_fallbacks(conn, [whatsapp] if whatsapp else [], now=self._clock.now())
+        whatsapp = await outbox_provider_statuses.whatsapp_delivery_of(conn, provider_id)
+        return await outbox_owed.owe_sms_fallbacks(conn, [whatsapp] if whatsapp else [], now=self._clock.now())
 
     def _status_recorded(
-        self, recorded: outbox_db.StatusRecorded, *, provider_id: str, status: str, error_code: str | None
+        self,
+        recorded: outbox_provider_statuses.StatusRecorded,
+        *,
+        provider_id: str,
+        status: str,
+        error_code: str | None,
     ) -> None:
         """Log and count a status report: news is counted, a replay or a late earlier stage is not."""
         fields = {"provider_id": provider_id, "status": status, "error_code": error_code}

@@ -13,7 +13,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.db.outbox import claimed_delivery
+from scheduler.db.outbox_claims import claimed_delivery
 from scheduler.db.tables import OWN_SCHEMA
 from scheduler.records import ClaimedDelivery
 

@@ -50,7 +50,7 @@ def banner(
 
 async def announce_when_ready(app: App, stream: TextIO) -> None:
     """Once the daemon is ready and the demo's first round is done, print the banner."""
-    from scheduler.db import outbox as outbox_db
+    from scheduler.db import outbox_counts
     from scheduler.demo.last_night import held_path
     from scheduler.demo.seed import HELD_REFERENCE
     from scheduler.lifecycle import Phase
@@ -60,7 +60,7 @@ async def announce_when_ready(app: App, stream: TextIO) -> None:
     if app.lifecycle.stopping:
         return
     async with app.db.connect() as conn:
-        tally = await outbox_db.count_by_channel_and_status(conn)
+        tally = await outbox_counts.count_by_channel_and_status(conn)
         held = await held_path(conn, HELD_REFERENCE)
     settings = app.settings
     port = app.http.port if app.http.port is not None else settings.http_port

@@ -8,8 +8,7 @@ from uuid import UUID
 from scheduler import progress
 from scheduler.db import bookings as bookings_db
 from scheduler.db import cleanup as cleanup_db
-from scheduler.db import outbox as outbox_db
-from scheduler.db import platform_rows
+from scheduler.db import outbox_owed, platform_rows
 from scheduler.db.cleanup import START_OF_TABLE, Purge
 from scheduler.db.errors import DatabaseError
 from scheduler.db.platform_rows import RefusedRow
@@ -61,7 +60,7 @@ async def cleanup_stale_bookings(ctx: JobContext, now: datetime) -> JobResult:
                         for record in records
                     ]
                     refused += await platform_rows.insert_audit_entries(conn, audits, now=now)
-                inserted = await outbox_db.record_owed(conn, owed.deliveries)
+                inserted = await outbox_owed.record_owed(conn, owed.deliveries)
         except DatabaseError as exc:
             result.fail(f"cancelling a batch of stale bookings failed: {exc}")
             break

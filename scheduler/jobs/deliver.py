@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from scheduler.db import outbox as outbox_db
+from scheduler.db import outbox_counts
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
 from scheduler.vocabulary import JobName
@@ -16,7 +16,7 @@ async def deliver_pending_messages(ctx: JobContext, now: datetime) -> JobResult:
     result = JobResult(JobName.DELIVER_PENDING_MESSAGES, started_at=now, dry_run=ctx.dry_run)
     if ctx.dry_run:
         async with ctx.deps.db.connect() as conn:
-            pending = await outbox_db.unfinished_by_channel(conn)
+            pending = await outbox_counts.unfinished_by_channel(conn)
         result.count = sum(pending.values())
         result.details["pending"] = pending
         return result

@@ -15,8 +15,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.db import outbox as outbox_db
-from scheduler.db import platform_rows
+from scheduler.db import outbox_owed, platform_rows
 from scheduler.db import reminders as reminders_db
 from scheduler.db.errors import DatabaseError
 from scheduler.db.platform_rows import RefusedRow
@@ -100,7 +99,7 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
                 refused = await platform_rows.insert_notifications(conn, owed.notices, now=now)
                 if deps.tables.has("audit_logs"):
                     refused += await platform_rows.insert_audit_entries(conn, _audit_rows(rule, writable, won), now=now)
-                inserted = await outbox_db.record_owed(conn, owed.deliveries)
+                inserted = await outbox_owed.record_owed(conn, owed.deliveries)
         except DatabaseError as exc:
             result.fail(f"recording {rule.kind.value}s failed: {exc}")
             break

@@ -138,7 +138,7 @@ class EmailBatchSender:
         attempt_here: int,
         should_stop: Callable[[], bool],
     ) -> bool:
-        """As for one message (dispatcher._retry_now), for a whole batch: wait and try again here,
+        """As for one message (message_sender._retry_now), for a whole batch: wait and try again here,
         or leave it for a later run (as this batch under this key when it may have reached Resend),
         or fail it once it has failed for MESSAGE_MAX_RETRY_HOURS."""
         for delivery in group:

@@ -14,7 +14,7 @@ import structlog
 from scheduler import progress
 from scheduler.clock import Clock
 from scheduler.db import email_batches as email_batches_db
-from scheduler.db import outbox as outbox_db
+from scheduler.db import outbox_claims, outbox_owed, outbox_settling
 from scheduler.db import suppressions as suppressions_db
 from scheduler.db.database import Database
 from scheduler.metrics import Metrics
@@ -95,13 +95,13 @@ class OutcomeRecorder:
         """Sent (provider_id None: the provider had it from an earlier attempt and did not say its id)."""
         now = self._clock.now()
         async with self._db.begin() as conn:
-            ours = await outbox_db.mark_sent(
+            ours = await outbox_settling.mark_sent(
                 conn, delivery.id, claimer=self._claimer, provider_id=provider_id, extra_attempts=tries - 1, now=now
             )
             if not ours:
                 # Our claim ran out and another sender may have it: the message went out all the
                 # same. Record it where nothing better is known; count it as ours no more.
-                await outbox_db.record_sent_unclaimed(conn, delivery.id, provider_id=provider_id, now=now)
+                await outbox_settling.record_sent_unclaimed(conn, delivery.id, provider_id=provider_id, now=now)
         bound = log.bind(booking=delivery.booking_reference, channel=delivery.channel.value, provider_id=provider_id)
         if not ours:
             bound.warning("message_sent_without_claim", delivery_id=str(delivery.id))
@@ -192,7 +192,7 @@ class OutcomeRecorder:
         async with self._db.begin() as conn:
             if not tried:
                 await email_batches_db.unpin(conn, ids)
-            await outbox_db.release_unsent(conn, ids, claimer=self._claimer, now=self._clock.now())
+            await outbox_claims.release_unsent(conn, ids, claimer=self._claimer, now=self._clock.now())
 
     async def failed(
         self, delivery: ClaimedDelivery, report: DeliveryReport, reason: str, tries: int, *, code: str | None = None
@@ -202,11 +202,11 @@ class OutcomeRecorder:
         now = self._clock.now()
         fallback: list[UUID] = []
         async with self._db.begin() as conn:
-            ours = await outbox_db.mark_failed(
+            ours = await outbox_settling.mark_failed(
                 conn, delivery.id, claimer=self._claimer, reason=reason, extra_attempts=tries - 1, now=now
             )
             if ours and self._sms_fallback and delivery.channel is Channel.WHATSAPP and falls_back_on_refusal(code):
-                fallback = await outbox_db.owe_sms_fallbacks(conn, [delivery.id], now=now)
+                fallback = await outbox_owed.owe_sms_fallbacks(conn, [delivery.id], now=now)
             if code == OPTED_OUT_CODE and delivery.channel is not Channel.EMAIL and delivery.message.to:
                 opted_out = suppressions_db.NewSuppression(
                     delivery.message.to,
@@ -241,7 +241,7 @@ class OutcomeRecorder:
         now = self._clock.now()
         next_attempt = now + timedelta(seconds=delay_seconds)
         async with self._db.begin() as conn:
-            await outbox_db.mark_retry(
+            await outbox_settling.mark_retry(
                 conn,
                 delivery.id,
                 claimer=self._claimer,
@@ -286,4 +286,4 @@ class OutcomeRecorder:
     async def hand_back(self, delivery: ClaimedDelivery) -> None:
         """Stopping before the message was tried: it is owed again at once, as it was."""
         async with self._db.begin() as conn:
-            await outbox_db.release_unsent(conn, [delivery.id], claimer=self._claimer, now=self._clock.now())
+            await outbox_claims.release_unsent(conn, [delivery.id], claimer=self._claimer, now=self._clock.now())

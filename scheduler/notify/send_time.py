@@ -10,8 +10,8 @@ Resend itself settles it: an earlier attempt it accepted makes it refuse the new
 `invalid_idempotent_request`, which the transport reports as already sent (AlreadySentError);
 one it never saw is sent, with today's text. WhatsApp has no key: the sender looks for the
 stored text of the earlier attempt at Twilio first (`find_sent`), and only then stores and sends
-the new one (`Dispatcher._rewritten_once_clear`), so the stored text is always that of the
-latest attempt.
+the new one (`MessageSender._rewritten_once_clear` in notify/message_sender.py), so the stored
+text is always that of the latest attempt.
 """
 
 from __future__ import annotations

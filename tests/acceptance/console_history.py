@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.app import build
 from scheduler.clock import FrozenClock
-from scheduler.db import outbox
+from scheduler.db import outbox_provider_statuses
 from scheduler.notify.recording import RecordingTransport
 from scheduler.notify.transport import PermanentSendError, TransientSendError
 from scheduler.phones import to_e164
@@ -119,7 +119,7 @@ async def make_history(engine: AsyncEngine, settings: Settings) -> History:
         await full.runner.run(JobName.DELIVER_PENDING_MESSAGES, trigger=Trigger.CATCH_UP)
         async with full.db.begin() as conn:
             for message in whatsapp.sent[:1]:
-                await outbox.record_provider_status(
+                await outbox_provider_statuses.record_provider_status(
                     conn, provider_id=whatsapp_id(whatsapp, message.delivery_id), status="delivered",
                     error_code=None, now=clock.now(),
                 )  # fmt: skip
