@@ -170,12 +170,12 @@ async def in_process(command: list[str], env: dict[str, str], repeat: int) -> fl
     import contextlib
     import io
 
-    from scheduler.cli import _parser
+    from scheduler.cli_parser import build_parser
     from scheduler.console.run import run_console_command
     from scheduler.limits import PRODUCTION
 
     settings = Settings(_env_file=None, database_url=env["DATABASE_URL"], http_port=0)
-    args = _parser().parse_args(command)
+    args = build_parser().parse_args(command)
     times = []
     for _ in range(repeat):
         started = time.perf_counter()

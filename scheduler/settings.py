@@ -1,44 +1,41 @@
-"""Every setting of the daemon (environment variables and `.env`), typed and validated at start."""
+"""Every setting of the daemon (environment variables and `.env`), typed and validated at start:
+one field each, its validator beside it (the longer checks are in settings_checks.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, PositiveInt, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from scheduler.database_url import ASYNCPG_SCHEME, check_url
-from scheduler.quiet_hours import QuietHours, QuietHoursError
+from scheduler import settings_checks as checks
+from scheduler.database_url import check_url
+from scheduler.settings_derived import DerivedSettings
+from scheduler.settings_sources import HeartbeatVariables, ScheduleVariables, fold_schedule_keywords, secrets_from_files
 from scheduler.settings_values import (
     CENTURY_DAYS,
     HEARTBEAT_PREFIX,
     SCHEDULE_PREFIX,
     Days,
-    HeartbeatVariables,
     Hours,
-    ScheduleVariables,
     SendRate,
     check_heartbeats,
     check_schedules,
     email_address,
-    fold_schedule_keywords,
     host_name,
     http_url,
-    read_secret_file,
 )
 from scheduler.vocabulary import JobName
-
-SECRET_NAMES = ("database_url", "twilio_auth_token", "resend_api_key", "cron_secret", "resend_webhook_secret")
 
 
 class SettingsError(Exception):
     """Settings that cannot be used; the message names each offending variable."""
 
 
-class Settings(BaseSettings):
-    """The daemon's configuration (CONTRACT §4). Built once, at start, by the CLI."""
+class Settings(BaseSettings, DerivedSettings):
+    """The daemon's configuration (CONTRACT §4). Built once, at start, by the CLI. The values
+    worked out from it (zone, channels enabled, secrets to mask) are its base `DerivedSettings`."""
 
     @classmethod
     def settings_customise_sources(
@@ -68,7 +65,7 @@ class Settings(BaseSettings):
 
     timezone: str = "Australia/Perth"
 
-    # SCHEDULE_<JOB>: the cron expressions that replace a job's default (see _ScheduleVariables).
+    # SCHEDULE_<JOB>: the cron expressions that replace a job's default (see settings_sources.ScheduleVariables).
     schedules: dict[str, str] = Field(default_factory=dict)
 
     stale_booking_hours: Hours = 24
@@ -124,26 +121,18 @@ class Settings(BaseSettings):
     resend_webhook_secret: SecretStr | None = None  # whsec_…; unset: /api/resend/webhook answers 404
     resend_webhook_secret_file: Path | None = None
     email_batch_size: Annotated[int, Field(ge=1, le=100)] = 100  # Resend's /emails/batch takes at most 100
-    # HEARTBEAT_URL_<JOB>: pinged at the start and end of each run (see HeartbeatVariables).
+    # HEARTBEAT_URL_<JOB>: pinged at the start and end of each run (see settings_sources.HeartbeatVariables).
     heartbeats: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Australia/Perth)") from exc
-        return value
+        return checks.known_timezone(value)
 
     @field_validator("quiet_hours")
     @classmethod
     def _quiet_window(cls, value: str) -> str:
-        try:
-            window = QuietHours.parse(value)
-        except QuietHoursError as exc:
-            raise ValueError(str(exc)) from None
-        return str(window) if window is not None else "off"
+        return checks.quiet_window(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -158,35 +147,12 @@ class Settings(BaseSettings):
     @field_validator("twilio_sms_from")
     @classmethod
     def _sms_sender(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip()
-        if value.startswith("MG"):
-            if len(value) != 34 or not all(ch in "0123456789abcdefABCDEF" for ch in value[2:]):
-                raise ValueError("a Messaging Service SID is MG followed by 32 hexadecimal digits")
-            return value
-        from scheduler.phones import InvalidPhoneNumber, to_e164
-
-        try:
-            return to_e164(value)
-        except InvalidPhoneNumber as exc:
-            raise ValueError(
-                f"{exc}; write a number in international form (+61…) or a Messaging Service SID (MG…)"
-            ) from None
+        return checks.sms_sender(value)
 
     @field_validator("resend_webhook_secret")
     @classmethod
     def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        import base64
-        import binascii
-
-        try:
-            base64.b64decode(value.get_secret_value().strip().removeprefix("whsec_"), validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("must be Resend's signing secret, whsec_ followed by base64") from None
-        return SecretStr(value.get_secret_value().strip())
+        return checks.webhook_secret(value)
 
     @field_validator("schedules")
     @classmethod
@@ -218,14 +184,7 @@ class Settings(BaseSettings):
     @field_validator("twilio_whatsapp_number")
     @classmethod
     def _sender_number(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from scheduler.phones import InvalidPhoneNumber, to_e164  # phonenumbers is slow to import
-
-        try:
-            return to_e164(value)
-        except InvalidPhoneNumber as exc:
-            raise ValueError(f"{exc}; write it in international form, e.g. +14155238886") from None
+        return checks.sender_number(value)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -239,13 +198,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Settings:
-        for name in SECRET_NAMES:
-            path: Path | None = getattr(self, f"{name}_file")
-            if path is None:
-                continue
-            if getattr(self, name) is not None:
-                raise ValueError(f"{name.upper()} and {name.upper()}_FILE are both set; set one")
-            text = read_secret_file(f"{name.upper()}_FILE", path)
+        for name, text in secrets_from_files(self).items():
             setattr(self, name, SecretStr(text))
         return self
 
@@ -257,117 +210,25 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _reminders_can_happen(self) -> Settings:
-        # A lead as long as a reminder's horizon leaves no moment at which a booking is due.
-        lead_hours = self.reminder_min_lead_minutes / 60
-        for variable, horizon_hours in (
-            ("BOOKING_REMINDER_HOURS", self.booking_reminder_hours),
-            ("PAYMENT_REMINDER_DAYS", self.payment_reminder_days * 24),
-        ):
-            if lead_hours >= horizon_hours:
-                raise ValueError(
-                    f"REMINDER_MIN_LEAD_MINUTES ({self.reminder_min_lead_minutes}) must be shorter than "
-                    f"{variable} ({horizon_hours:g} hours), or no reminder is ever due"
-                )
+        checks.reminders_can_happen(
+            self.reminder_min_lead_minutes, self.booking_reminder_hours, self.payment_reminder_days
+        )
         return self
 
     @model_validator(mode="after")
     def _message_text_kept_within_history(self) -> Settings:
-        # Messages are deleted after RUN_HISTORY_RETENTION_DAYS: a longer text retention would be a promise not kept.
-        if self.message_retention_days > self.run_history_retention_days:
-            raise ValueError(
-                f"MESSAGE_RETENTION_DAYS ({self.message_retention_days}) must not exceed "
-                f"RUN_HISTORY_RETENTION_DAYS ({self.run_history_retention_days}): messages are deleted after that"
-            )
+        checks.message_text_kept_within_history(self.message_retention_days, self.run_history_retention_days)
         return self
 
     @model_validator(mode="after")
     def _whatsapp_complete(self) -> Settings:
-        given = [self.twilio_account_sid, self.twilio_auth_token, self.twilio_whatsapp_number]
-        if any(given) and not all(given):
-            missing = [
-                name
-                for name, value in zip(
-                    ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WHATSAPP_NUMBER"), given, strict=True
-                )
-                if not value
-            ]
-            raise ValueError(f"WhatsApp is half configured: {', '.join(missing)} missing")
+        checks.whatsapp_complete(self.twilio_account_sid, self.twilio_auth_token, self.twilio_whatsapp_number)
         return self
 
     @model_validator(mode="after")
     def _sms_needs_twilio(self) -> Settings:
-        if self.twilio_sms_from is not None and not self.whatsapp_enabled:
-            raise ValueError(
-                "TWILIO_SMS_FROM is the fallback for WhatsApp: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN "
-                "and TWILIO_WHATSAPP_NUMBER too"
-            )
+        checks.sms_needs_whatsapp(self.twilio_sms_from, self.whatsapp_enabled)
         return self
-
-    # Derived values -------------------------------------------------------
-
-    @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-    @property
-    def quiet(self) -> QuietHours | None:
-        """QUIET_HOURS as a window, None when `off`."""
-        return QuietHours.parse(self.quiet_hours)
-
-    def heartbeat_url(self, job: JobName) -> str | None:
-        """HEARTBEAT_URL_<JOB> when set: the dead-man's-switch URL pinged around the job's runs."""
-        return self.heartbeats.get(job.value)
-
-    def schedule_override(self, job: JobName) -> str | None:
-        """SCHEDULE_<JOB> when set (a cron expression or 'off'); the job's default is the catalog's."""
-        return self.schedules.get(job.value)
-
-    def async_database_url(self) -> str | None:
-        """DATABASE_URL with the asyncpg driver named, whatever scheme the operator wrote."""
-        if self.database_url is None:
-            return None
-        url = self.database_url.get_secret_value()
-        _, _, rest = url.partition("://")
-        # The query stays as written: db.engine translates libpq's parameters for asyncpg.
-        return f"{ASYNCPG_SCHEME}://{rest}"
-
-    @property
-    def whatsapp_enabled(self) -> bool:
-        return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_whatsapp_number)
-
-    @property
-    def sms_fallback_enabled(self) -> bool:
-        """WhatsApp messages that fail for good are sent once as an SMS (TWILIO_SMS_FROM)."""
-        return self.whatsapp_enabled and self.twilio_sms_from is not None
-
-    @property
-    def email_enabled(self) -> bool:
-        return self.resend_api_key is not None
-
-    def content_sid(self, kind: str) -> str | None:
-        """The approved WhatsApp template for a message kind, when one is configured."""
-        value: str | None = getattr(self, f"twilio_content_sid_{kind}", None)
-        return value
-
-    def secret_values(self) -> list[str]:
-        """Every secret in force, for the log processor that strips them from output."""
-        values = [
-            secret.get_secret_value()
-            for secret in (self.twilio_auth_token, self.resend_api_key, self.cron_secret, self.resend_webhook_secret)
-            if secret is not None
-        ]
-        values += self.heartbeats.values()  # a ping URL is a credential: whoever has it can ping
-        if self.database_url is not None:
-            from scheduler import database_url
-
-            try:
-                url = database_url.url_parts(database_url.parse(self.async_database_url() or "").url)
-                password = url.password or url.query.get("password")  # libpq also takes ?password=
-            except Exception:
-                password = None
-            if password:
-                values.append(str(password))
-        return [value for value in values if len(value) >= 4]
 
 
 def variable_names() -> list[str]:

@@ -1,5 +1,5 @@
 """The kinds of value the settings take, and their checks: bounded durations and rates, URLs,
-addresses, host names, and the SCHEDULE_<JOB> variables gathered from the environment."""
+addresses, host names, and the jobs and values of SCHEDULE_<JOB> and HEARTBEAT_URL_<JOB>."""
 
 from __future__ import annotations
 
@@ -8,13 +8,10 @@ import difflib
 import ipaddress
 import re
 import unicodedata
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
 from scheduler import cron
 from scheduler.vocabulary import JobName
@@ -71,47 +68,6 @@ def email_address(value: str | None) -> str | None:
     return value
 
 
-class ScheduleVariables(PydanticBaseSettingsSource):
-    """SCHEDULE_<JOB> variables (the environment over `.env`) gathered into `schedules`: the jobs
-    are the catalog's, so the settings need no field per job."""
-
-    prefix = SCHEDULE_PREFIX
-    field = "schedules"
-
-    def __init__(self, settings_cls: type[BaseSettings], *sources: PydanticBaseSettingsSource) -> None:
-        super().__init__(settings_cls)
-        self._sources = [source for source in sources if isinstance(source, EnvSettingsSource)]
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # this source fills `schedules` as a whole, in __call__
-
-    def __call__(self) -> dict[str, Any]:
-        found: dict[str, str] = {}
-        for source in reversed(self._sources):  # lowest priority first: the environment wins
-            for name, value in source.env_vars.items():
-                if name.lower().startswith(self.prefix) and value:
-                    found[name.lower().removeprefix(self.prefix)] = value
-        return {self.field: found} if found else {}
-
-
-class HeartbeatVariables(ScheduleVariables):
-    """HEARTBEAT_URL_<JOB> variables gathered into `heartbeats`, as the schedules are."""
-
-    prefix = HEARTBEAT_PREFIX
-    field = "heartbeats"
-
-
-def fold_schedule_keywords(data: Any, prefix: str = SCHEDULE_PREFIX, into: str = "schedules") -> Any:
-    """`Settings(schedule_<job>=...)` keywords, gathered as the environment variables are."""
-    if isinstance(data, dict):
-        given = {key: value for key, value in data.items() if str(key).lower().startswith(prefix)}
-        if given:
-            data = {key: value for key, value in data.items() if key not in given}
-            named = {str(key).lower().removeprefix(prefix): value for key, value in given.items()}
-            data[into] = {**data.get(into, {}), **named}
-    return data
-
-
 def check_schedules(value: dict[str, str]) -> dict[str, str]:
     """Each SCHEDULE_<JOB> names a job and holds a cron expression or `off`; the messages name the variable."""
     problems, schedules = [], {}
@@ -162,16 +118,3 @@ def host_name(value: str) -> str:
     if len(value) > 253 or not _HOSTNAME.fullmatch(value):
         raise ValueError("must be an IP address (0.0.0.0, ::, 127.0.0.1) or a host name")
     return value
-
-
-def read_secret_file(variable: str, path: Path) -> str:
-    """The secret a `<NAME>_FILE` variable points to (Docker secrets, systemd credentials)."""
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"{variable}: cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{variable}: {path} is not UTF-8 text") from None
-    if not text:
-        raise ValueError(f"{variable}: {path} is empty")
-    return text

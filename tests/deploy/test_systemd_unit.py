@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from scheduler.jobs.catalog import schedule_for
-from scheduler.settings import SECRET_NAMES, Settings, variable_names
+from scheduler.settings import Settings, variable_names
+from scheduler.settings_sources import SECRET_NAMES
 from scheduler.vocabulary import JobName
 from tests.deploy.tools import ROOT, find_tool, run
 
