@@ -199,7 +199,13 @@ class Settings(BaseSettings, DerivedSettings):
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Settings:
         for name, text in secrets_from_files(self).items():
-            setattr(self, name, SecretStr(text))
+            secret = SecretStr(text)
+            if name == "resend_webhook_secret":  # the one secret with a form of its own, checked as if given inline
+                try:
+                    secret = checks.webhook_secret(secret) or secret
+                except ValueError as exc:
+                    raise ValueError(f"RESEND_WEBHOOK_SECRET_FILE: {exc}") from None
+            setattr(self, name, secret)
         return self
 
     @model_validator(mode="after")

@@ -8,6 +8,8 @@ no traceback.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import ipaddress
 import math
@@ -220,6 +222,22 @@ def _quiet_hours(raw: str, value: Any) -> bool:
     return in_range and value == f"{start_h:02d}:{start_m:02d}-{end_h:02d}:{end_m:02d}"
 
 
+def _sms_from(raw: str, value: Any) -> bool:
+    sender = raw.strip()
+    if sender.startswith("MG"):
+        return value == sender and re.fullmatch(r"MG[0-9a-fA-F]{32}", sender) is not None
+    return _phone(sender, value)
+
+
+def _webhook_secret(raw: str, value: Any) -> bool:
+    secret = raw.strip()
+    try:
+        base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return value.get_secret_value() == secret
+
+
 def _file(raw: str, value: Any) -> bool:
     return False  # never accepted here: BASE sets every secret, so a _FILE twin is a conflict
 
@@ -252,6 +270,10 @@ ORACLES: dict[str, Callable[[str, Any], bool]] = {
     "resend_api_url": _url,
     "whatsapp_max_per_second": _rate,
     "email_max_per_second": _rate,
+    "sms_max_per_second": _rate,
+    "email_batch_size": lambda raw, value: _whole(raw, value) and 1 <= value <= 100,
+    "twilio_sms_from": _sms_from,
+    "resend_webhook_secret": _webhook_secret,
     "cron_secret": _same,
     "http_host": _host,
     "http_port": lambda raw, value: _whole(raw, value) and 0 <= value <= 65535,
@@ -264,6 +286,8 @@ for _name in (variable.lower() for variable in variable_names()):
         ORACLES[_name] = _cron
     elif _name.startswith("twilio_content_sid_"):
         ORACLES[_name] = _same
+    elif _name.startswith("heartbeat_url_"):
+        ORACLES[_name] = _url
     elif _name.endswith("_file"):
         ORACLES[_name] = _file
 
@@ -277,6 +301,8 @@ def test_every_setting_has_an_oracle() -> None:
 def _value(settings: Settings, field: str) -> Any:
     if field.startswith("schedule_"):
         return schedule_for(settings, JobName(field.removeprefix("schedule_")))
+    if field.startswith("heartbeat_url_"):
+        return settings.heartbeat_url(JobName(field.removeprefix("heartbeat_url_")))
     return getattr(settings, field)
 
 

@@ -100,6 +100,15 @@ def test_webhook_secret_is_a_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert WEBHOOK_SECRET not in repr(settings)
 
 
+def test_a_webhook_secret_file_is_checked_like_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "resend_webhook_secret"
+    path.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    monkeypatch.setenv("RESEND_WEBHOOK_SECRET_FILE", str(path))
+    with pytest.raises(SettingsError, match="RESEND_WEBHOOK_SECRET_FILE") as refused:
+        load_settings(_env_file=None)
+    assert "root:x" not in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("url", "masked"),
     [
