@@ -32,8 +32,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from twilio.request_validator import RequestValidator
 
+from scheduler.db import suppressions as suppressions_db
+from scheduler.db.suppressions import NewSuppression
 from scheduler.settings import Settings
-from scheduler.vocabulary import JobName
+from scheduler.vocabulary import AddressKind, JobName, SuppressionReason
 from tests.acceptance.daemons import DaemonProcess, bearer, daemon_env, daemons, eventually, stop_gracefully
 from tests.deploy.monitoring import (
     Labels,
@@ -123,6 +125,8 @@ def scheduler_env(database_url: str, twilio: FakeTwilio, resend: FakeResend) -> 
         "resend_api_url": resend.url,
         "whatsapp_max_per_second": "50",
         "email_max_per_second": "50",
+        # One email a request: the scripted refusals answer requests, one each.
+        "email_batch_size": "1",
     }
     if "quiet_hours" in Settings.model_fields:  # held messages would raise no message alert at night
         settings["quiet_hours"] = "off"
@@ -231,7 +235,7 @@ async def test_the_shipped_alerts_fire_for_the_right_reasons_and_the_dashboard_s
                 http = watched.http
                 await database_unreachable_at_start(watched, proxy, a)
                 await fail_a_cleanup_run(http, b, engine)
-                await provider_failures(watched, a, twilio_server)
+                await provider_failures(watched, a, twilio_server, engine)
                 await database_cut_while_running(watched, proxy, a)
                 await job_failing_once(watched, b, (twilio_server, resend_server))
                 await every_run_scraped(watched, engine)  # before b stops, or its last runs go uncounted
@@ -259,9 +263,14 @@ async def database_unreachable_at_start(watched: Stack, proxy: BlackholeProxy, a
     await watched.resolved(not_ready)
 
 
-async def provider_failures(watched: Stack, a: DaemonProcess, twilio: FakeTwilio) -> None:
+async def provider_failures(watched: Stack, a: DaemonProcess, twilio: FakeTwilio, engine: AsyncEngine) -> None:
     """The reminder run meets Twilio's 503 (messages left pending) and Resend's 422 (emails failed):
-    the backlog and the failure ratio alert, per channel. Twilio reports the one message it took."""
+    the backlog and the failure ratio alert, per channel. Twilio reports the one message it took.
+    One client's address bounced earlier: that email is skipped (the suppression panel)."""
+    bounced = await scalar(engine, "SELECT email FROM clients ORDER BY email LIMIT 1")
+    async with engine.begin() as conn:
+        earlier = NewSuppression(bounced, AddressKind.EMAIL, SuppressionReason.BOUNCED, source="resend webhook")
+        assert await suppressions_db.suppress(conn, [earlier], now=datetime.now(UTC)) == 1
     async with watched.http.post(f"{a.url}/api/cron/reminders", headers=bearer()) as response:
         assert response.status in (200, 500), await response.text()
     (taken,) = twilio.accepted

@@ -382,7 +382,7 @@ class FakeTwilio(FakeProviderServer):
         self.undeliver_whatsapp: dict[str, str] = {}
         self.callback_target: str | None = None
         self.callbacks: list[tuple[dict[str, str], int]] = []  # (form, HTTP status of the answer)
-        self._callback_tasks: set[asyncio.Task[None]] = set()
+        self._callbacks_due: list[tuple[TwilioMessage, str, str]] = []
         # The senders an SMS may come from (numbers, Messaging Service SIDs); empty: any.
         self.sms_senders: set[str] = set()
 
@@ -464,9 +464,7 @@ class FakeTwilio(FakeProviderServer):
         )
         self.accepted.append(message)
         if whatsapp and number in self.undeliver_whatsapp and callback:
-            task = asyncio.create_task(self._report_undelivered(message, callback, self.undeliver_whatsapp[number]))
-            self._callback_tasks.add(task)
-            task.add_done_callback(self._callback_tasks.discard)
+            self._callbacks_due.append((message, callback, self.undeliver_whatsapp[number]))
         return _response(201, message.resource())
 
     async def _report_undelivered(self, message: TwilioMessage, callback: str, code: str) -> None:
@@ -490,9 +488,11 @@ class FakeTwilio(FakeProviderServer):
             self.callbacks.append((form, answer.status))
 
     async def callbacks_sent(self) -> None:
-        """Wait until every status callback due so far has been answered."""
-        while self._callback_tasks:
-            await asyncio.gather(*self._callback_tasks)
+        """Post the status callbacks due so far and wait for their answers. Twilio reports a message
+        undelivered some time after accepting it; posted here, they come after the sender has
+        recorded its answer, as they would."""
+        due, self._callbacks_due = self._callbacks_due, []
+        await asyncio.gather(*(self._report_undelivered(*callback) for callback in due))
 
     def _refuse_sender(self, form: dict[str, str], number: str, *, whatsapp: bool) -> web.Response | None:
         """An SMS from an unknown sender (21606), WhatsApp from one (63007), or a scripted WhatsApp refusal."""

@@ -47,11 +47,7 @@ JOBS = (JobName.SEND_BOOKING_REMINDERS, JobName.CLEANUP_STALE_BOOKINGS, JobName.
 def refusals(twilio: FakeTwilio, resend: FakeResend, to_phone: str, to_email: str) -> None:
     """Both providers refuse one recipient, quoting the address back as the real APIs do."""
     twilio.script(Reply.twilio_error(400, 21211, f"Invalid 'To' Phone Number: whatsapp:{to_phone}"))
-    resend.script(
-        Reply.resend_error(
-            422, "validation_error", f"Invalid `to` field. The email address needs to follow ... Received: {to_email}"
-        )
-    )
+    resend.refuse.add(to_email)  # by address: alone, or within a batch narrowed down to it
 
 
 @pytest.mark.parametrize("level", ["INFO", "DEBUG"])
