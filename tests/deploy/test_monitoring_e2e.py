@@ -125,7 +125,7 @@ def scheduler_env(database_url: str, twilio: FakeTwilio, resend: FakeResend) -> 
         "resend_api_url": resend.url,
         "whatsapp_max_per_second": "50",
         "email_max_per_second": "50",
-        # One email a request: the scripted refusals answer requests, one each.
+        # One email a request: the refusals are scripted for POST /emails (script(route="send")).
         "email_batch_size": "1",
     }
     if "quiet_hours" in Settings.model_fields:  # held messages would raise no message alert at night

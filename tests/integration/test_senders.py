@@ -25,6 +25,7 @@ from tests.database import to_libpq
 from tests.factories import add_booking, add_client, add_performer, fetch
 from tests.fakes.fixtures import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER
 from tests.fakes.providers import FakeTwilio, Reply
+from tests.faults.support import wait_until
 
 LEASE_SECONDS = 1.0
 SHORT = Limits(delivery_lease_seconds=LEASE_SECONDS, run_lease_seconds=LEASE_SECONDS, run_lease_renew_seconds=0.25)
@@ -109,6 +110,8 @@ async def test_a_second_sender_never_takes_a_message_still_being_sent(
 
         began = time.monotonic()
         sending = asyncio.create_task(first.runner.run(JobName.SEND_BOOKING_REMINDERS, trigger=Trigger.MANUAL))
+        # From the first sender's request on: before it, the message is pending, anyone's to take.
+        await wait_until(lambda: bool(twilio.requests_to("send")) or sending.done(), within=30, what="the first send")
         second_results, abandoned_seen = [], []
         while not sending.done():  # the second sender keeps trying all the while
             second_results.append(await second.runner.run(JobName.DELIVER_PENDING_MESSAGES, trigger=Trigger.MANUAL))
