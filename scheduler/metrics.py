@@ -117,7 +117,10 @@ class Metrics:
             registry=registry,
         )
         self.messages_pending = Gauge(
-            f"{p}_messages_pending", "Messages owed and not yet delivered.", ["channel"], registry=registry
+            f"{p}_messages_pending",
+            "Messages owed and not yet delivered (pending or sending; held for quiet hours not counted).",
+            ["channel"],
+            registry=registry,
         )
         self.message_status = Counter(
             f"{p}_message_status",
