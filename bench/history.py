@@ -92,9 +92,10 @@ async def reads(url: str) -> tuple[float, float]:
                     gauges.append(time.perf_counter() - started)
                 async with conn.begin():
                     started = time.perf_counter()
-                    paused = await runs_db.skip_if_paused(
-                        conn, job=jobs[0], slot="x", scheduled_for=NOW, trigger="schedule", replica="b", now=NOW
+                    fire = runs_db.FireRow(
+                        jobs[0], slot="x", scheduled_for=NOW, trigger="schedule", replica="b", now=NOW
                     )
+                    paused = await runs_db.skip_if_paused(conn, fire)
                     checks.append(time.perf_counter() - started)
                     assert paused is None
     finally:

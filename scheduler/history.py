@@ -111,31 +111,22 @@ class RunHistory:
         alongside: list[str] = []
         paused: Pause | None = None
         try:
+            row = runs_db.FireRow(
+                job=job.value,
+                slot=fire.slot if fire else None,
+                scheduled_for=fire.scheduled_for if fire else None,
+                trigger=trigger.value,
+                replica=self.replica_id,
+                now=self._clock.now(),
+            )
             async with self._db.begin() as conn:
                 if trigger in SCHEDULED_TRIGGERS:
-                    pause = await runs_db.skip_if_paused(
-                        conn,
-                        job=job.value,
-                        slot=fire.slot if fire else None,
-                        scheduled_for=fire.scheduled_for if fire else None,
-                        trigger=trigger.value,
-                        replica=self.replica_id,
-                        now=self._clock.now(),
-                    )
+                    pause = await runs_db.skip_if_paused(conn, row)
                     if pause is not None:
                         return Admission(None, SkipReason.PAUSED, holder=pause.paused_by, pause_reason=pause.reason)
                 else:
                     paused = (await pauses_db.paused_jobs(conn)).get(job.value)
-                claim = await runs_db.claim_run(
-                    conn,
-                    job=job.value,
-                    slot=fire.slot if fire else None,
-                    scheduled_for=fire.scheduled_for if fire else None,
-                    trigger=trigger.value,
-                    replica=self.replica_id,
-                    now=self._clock.now(),
-                    lease=self._limits.run_lease,
-                )
+                claim = await runs_db.claim_run(conn, row, lease=self._limits.run_lease)
                 if claim.run_id is not None and trigger is Trigger.MANUAL:
                     alongside = await runs_db.running_elsewhere(conn, job=job.value, run_id=claim.run_id)
         except DatabaseError as exc:

@@ -11,15 +11,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from scheduler.clock import Clock
 from scheduler.db import outbox_provider_statuses
 from scheduler.db import suppressions as suppressions_db
-from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
-from scheduler.http_guard import Guard
-from scheduler.metrics import Metrics
+from scheduler.http_endpoint import ProviderEndpoint
 from scheduler.redact import mask_email
-from scheduler.settings import Settings
 from scheduler.vocabulary import AddressKind, Channel, SuppressionReason
 
 log = structlog.get_logger(__name__)
@@ -34,15 +30,8 @@ EMAIL_EVENTS = {
 SUPPRESSING = {"bounced": SuppressionReason.BOUNCED, "complained": SuppressionReason.COMPLAINED}
 
 
-class ResendWebhook:
+class ResendWebhook(ProviderEndpoint):
     """The handler of POST /api/resend/webhook."""
-
-    def __init__(self, settings: Settings, *, db: Database, clock: Clock, metrics: Metrics, guard: Guard) -> None:
-        self._settings = settings
-        self.guard = guard  # its deadline bounds the body's arrival
-        self._db = db
-        self._clock = clock
-        self._metrics = metrics
 
     async def receive(self, request: web.Request) -> web.Response:
         """Verify an event, record it, suppress the address it bounced from or was complained about."""

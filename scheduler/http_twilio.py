@@ -11,15 +11,11 @@ from uuid import UUID
 import structlog
 from aiohttp import web
 
-from scheduler.clock import Clock
 from scheduler.db import outbox_owed, outbox_provider_statuses
 from scheduler.db import suppressions as suppressions_db
-from scheduler.db.database import Database
 from scheduler.db.errors import DatabaseError
-from scheduler.http_guard import Guard
-from scheduler.metrics import Metrics
+from scheduler.http_endpoint import ProviderEndpoint
 from scheduler.notify.fallback import OPTED_OUT_CODE, falls_back_on_status
-from scheduler.settings import Settings
 from scheduler.vocabulary import AddressKind, Channel, SuppressionReason
 
 if TYPE_CHECKING:
@@ -36,15 +32,8 @@ TWILIO_STATUSES = frozenset(
 )  # fmt: skip
 
 
-class TwilioCallbacks:
+class TwilioCallbacks(ProviderEndpoint):
     """The handler of POST /api/twilio/status."""
-
-    def __init__(self, settings: Settings, *, db: Database, clock: Clock, metrics: Metrics, guard: Guard) -> None:
-        self._settings = settings
-        self.guard = guard  # its deadline bounds the body's arrival
-        self._db = db
-        self._clock = clock
-        self._metrics = metrics
 
     async def status(self, request: web.Request) -> web.Response:
         """Record a message's later status (delivered, read, failed with its error code, ...)."""

@@ -46,23 +46,27 @@ class LastFinishes:
     error: datetime | None
 
 
-async def claim_run(
-    conn: AsyncConnection,
-    *,
-    job: str,
-    slot: str | None,
-    scheduled_for: datetime | None,
-    trigger: str,
-    replica: str,
-    now: datetime,
-    lease: timedelta,
-) -> Claim:
+@dataclass(frozen=True, slots=True)
+class FireRow:
+    """The run-history row a fire starts as: which job, which scheduled fire (none for a manual
+    run), how it was triggered, by which replica, when."""
+
+    job: str
+    slot: str | None
+    scheduled_for: datetime | None
+    trigger: str
+    replica: str
+    now: datetime
+
+
+async def claim_run(conn: AsyncConnection, fire: FireRow, *, lease: timedelta) -> Claim:
     """Insert the running row for this fire. Two unique indexes do the deciding: one run per
     (job, slot) ever, and one running run per job at a time.
 
     A manual run (trigger `manual`) is not held back by the second: `--run-once` always runs, the
     ledger and the outbox keeping every item once. Leases are judged by the database's clock.
     """
+    job, slot, trigger, replica, now = fire.job, fire.slot, fire.trigger, fire.replica, fire.now
     run_id = uuid4()
     insert_run = (
         insert(job_runs)
@@ -70,7 +74,7 @@ async def claim_run(
             id=run_id,
             job_name=job,
             slot=slot,
-            scheduled_for=scheduled_for,
+            scheduled_for=fire.scheduled_for,
             trigger=trigger,
             status=RunStatus.RUNNING,
             replica_id=replica,
@@ -100,28 +104,20 @@ async def claim_run(
     return Claim(None, SkipReason.ALREADY_RUNNING, holder)
 
 
-async def skip_if_paused(
-    conn: AsyncConnection,
-    *,
-    job: str,
-    slot: str | None,
-    scheduled_for: datetime | None,
-    trigger: str,
-    replica: str,
-    now: datetime,
-) -> PausedBy | None:
+async def skip_if_paused(conn: AsyncConnection, fire: FireRow) -> PausedBy | None:
     """Who paused the job, when it is paused; the fire is then recorded as skipped, in the same
     statement, so that no catch-up runs it later (unless its slot has a row already: a retry of a
     failed fire, or another replica that recorded the skip first)."""
+    job, now = fire.job, fire.now
     pause = select(job_pauses.c.paused_by, job_pauses.c.reason).where(job_pauses.c.job_name == job).cte("pause")
     columns: dict[str, Any] = {
         "id": literal(uuid4(), PG_UUID(as_uuid=True)),
         "job_name": literal(job, Text),
-        "slot": literal(slot, Text),
-        "scheduled_for": literal(scheduled_for, job_runs.c.scheduled_for.type),
-        "trigger": literal(trigger, Text),
+        "slot": literal(fire.slot, Text),
+        "scheduled_for": literal(fire.scheduled_for, job_runs.c.scheduled_for.type),
+        "trigger": literal(fire.trigger, Text),
         "status": literal(RunStatus.SKIPPED.value, Text),
-        "replica_id": literal(replica, Text),
+        "replica_id": literal(fire.replica, Text),
         "dry_run": literal(False),
         "attempt": literal(1),
         "started_at": literal(now, job_runs.c.started_at.type),

@@ -9,9 +9,10 @@ from scheduler import progress
 from scheduler.db import bookings as bookings_db
 from scheduler.db import cleanup as cleanup_db
 from scheduler.db import outbox_owed, platform_rows
-from scheduler.db.cleanup import START_OF_TABLE, Purge
+from scheduler.db.cleanup import Purge
 from scheduler.db.errors import DatabaseError
 from scheduler.db.platform_rows import RefusedRow
+from scheduler.jobs.batches import purge_in_batches
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
 from scheduler.notify.content import ContentError
@@ -162,21 +163,17 @@ async def _purge(ctx: JobContext, job: JobName, purge: Purge, now: datetime, cut
             result.count = await cleanup_db.count_matching(conn, purge, params)
         return result
 
-    after: tuple[int, int] | None = START_OF_TABLE
     batches = 0
+
+    def counted(rows: int) -> None:
+        nonlocal batches
+        batches += 1
+        result.count += rows
+        progress.count("deleted", rows)
+        deps.metrics.rows_deleted.labels(job_name=job, table=purge.table).inc(rows)
+
     try:
-        # One connection for the whole purge (no pool round trip per batch); one transaction per batch.
-        async with deps.db.connect() as conn:
-            while after is not None and not ctx.should_stop():
-                async with conn.begin():
-                    outcome = await cleanup_db.delete_batch(
-                        conn, purge, params, after=after, batch_size=deps.settings.delete_batch_size
-                    )
-                batches += 1
-                result.count += outcome.deleted
-                progress.count("deleted", outcome.deleted)
-                deps.metrics.rows_deleted.labels(job_name=job, table=purge.table).inc(outcome.deleted)
-                after = outcome.resume_after
+        await purge_in_batches(ctx, purge, params, on_batch=counted)
     except DatabaseError as exc:
         result.fail(f"deleting from {purge.table} failed after {result.count} rows: {exc}")
     result.details["batches"] = batches

@@ -7,8 +7,9 @@ from datetime import datetime, timedelta
 
 from scheduler import progress
 from scheduler.db import cleanup as cleanup_db
-from scheduler.db.cleanup import START_OF_TABLE, Purge
+from scheduler.db.cleanup import Purge
 from scheduler.db.errors import DatabaseError
+from scheduler.jobs.batches import purge_in_batches
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
 from scheduler.vocabulary import JobName
@@ -69,20 +70,17 @@ async def _walk(ctx: JobContext, result: JobResult, purge: Purge, cutoff: dateti
     deps = ctx.deps
     params = cleanup_db.purge_params(cutoff)
     changed = 0
-    after: tuple[int, int] | None = START_OF_TABLE
+
+    def counted(rows: int) -> None:
+        nonlocal changed
+        changed += rows
+        result.details["batches"] += 1
+        progress.count(what, rows)
+        if what == "deleted":
+            deps.metrics.rows_deleted.labels(job_name=JOB, table=table).inc(rows)
+
     try:
-        async with deps.db.connect() as conn:
-            while after is not None and not ctx.should_stop():
-                async with conn.begin():
-                    outcome = await cleanup_db.delete_batch(
-                        conn, purge, params, after=after, batch_size=deps.settings.delete_batch_size
-                    )
-                changed += outcome.deleted
-                result.details["batches"] += 1
-                progress.count(what, outcome.deleted)
-                if what == "deleted":
-                    deps.metrics.rows_deleted.labels(job_name=JOB, table=table).inc(outcome.deleted)
-                after = outcome.resume_after
+        await purge_in_batches(ctx, purge, params, on_batch=counted)
     except DatabaseError as exc:
         doing = "blanking messages in" if what == "blanked" else "deleting from"
         result.fail(f"{doing} {table} failed after {changed} rows: {exc}")

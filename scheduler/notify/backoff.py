@@ -8,7 +8,10 @@ a row are forty spaced tries, not a burst.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
+from scheduler.clock import Clock
 from scheduler.limits import Limits
 
 
@@ -35,3 +38,32 @@ class Backoff:
         if retry_after is not None and retry_after > normal:
             return retry_after
         return normal
+
+
+class RetryPolicy:
+    """What happens after a transient failure, for one message or a batch alike: given up once it
+    has failed for MESSAGE_MAX_RETRY_HOURS, tried again here after a short wait while the run's
+    in-run budget allows, or left for a later run. Time decides, never a count of attempts."""
+
+    def __init__(self, limits: Limits, clock: Clock, *, give_up_after: timedelta, rng: random.Random) -> None:
+        self._limits = limits
+        self._backoff = Backoff(limits)
+        self._clock = clock
+        self._give_up_after = give_up_after
+        self._rng = rng
+
+    def given_up(self, failing_since: datetime | None, reason: str) -> str | None:
+        """The failure reason once retrying is over (failing since then, or since now), else None."""
+        if self._clock.now() - (failing_since or self._clock.now()) < self._give_up_after:
+            return None
+        return f"gave up after {self._give_up_after / timedelta(hours=1):g} hours of transient failures: {reason}"
+
+    def wait_here(self, attempt_here: int, retry_after: float | None, should_stop: Callable[[], bool]) -> float | None:
+        """The wait before trying again in this run, or None when the rest is a later run's."""
+        delay = Backoff.now(attempt_here, retry_after, self._rng)
+        in_budget = attempt_here < self._limits.in_run_attempts and delay <= self._limits.in_run_max_delay_seconds
+        return delay if in_budget and not should_stop() else None
+
+    def later(self, attempts: int, retry_after: float | None) -> float:
+        """The wait before a later run tries again, after `attempts` tries in all."""
+        return self._backoff.later(attempts, retry_after, self._rng)

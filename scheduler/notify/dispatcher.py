@@ -16,6 +16,7 @@ from scheduler.db import send_time as send_time_db
 from scheduler.db.database import Database
 from scheduler.limits import Limits
 from scheduler.metrics import Metrics
+from scheduler.notify.backoff import RetryPolicy
 from scheduler.notify.claiming import Claims
 from scheduler.notify.email_batches import EmailBatchSender
 from scheduler.notify.email_batches import groups as email_groups
@@ -59,15 +60,20 @@ class Dispatcher:
         self._claimer = claimer
         self._send_time = send_time
         self._record = OutcomeRecorder(db, metrics, clock, claimer, sms_fallback=Channel.SMS in transports)
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        retries = RetryPolicy(
+            limits,
+            clock,
+            give_up_after=give_up_after,
+            rng=rng or random.Random(),  # noqa: S311 - jitter, not security
+        )
         # EMAIL_BATCH_SIZE: due emails go many to a request where the transport can (Resend); a batch
         # that may have reached Resend is replayed whole even when the size is now 1.
         self._email_batch_size = email_batch_size
         email = transports.get(Channel.EMAIL)
         self._email_batches = (
             EmailBatchSender(
-                email, limiter=self._limiters[Channel.EMAIL], record=self._record, limits=limits, clock=clock,
-                give_up_after=give_up_after, rng=self._rng, store=self._store_texts,
+                email, limiter=self._limiters[Channel.EMAIL], record=self._record, retries=retries, clock=clock,
+                store=self._store_texts,
             )
             if isinstance(email, BatchTransport) and email.batches
             else None
@@ -78,7 +84,7 @@ class Dispatcher:
         )  # fmt: skip
         self._one_message = MessageSender(
             db, transports, limiters=self._limiters, record=self._record, send_time=send_time, limits=limits,
-            clock=clock, claimer=claimer, give_up_after=give_up_after, rng=self._rng,
+            retries=retries, clock=clock, claimer=claimer,
         )  # fmt: skip
 
     async def deliver(

@@ -11,15 +11,12 @@ Resend answers the replay with the first ids instead of sending again. A batch R
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
 
 import structlog
 
 from scheduler.clock import Clock
-from scheduler.limits import Limits
-from scheduler.notify.backoff import Backoff
+from scheduler.notify.backoff import RetryPolicy
 from scheduler.notify.outcomes import DeliveryReport, OutcomeRecorder
 from scheduler.notify.ratelimit import RateLimiter
 from scheduler.notify.transport import AlreadySentError, BatchTransport, PermanentSendError, TransientSendError
@@ -50,21 +47,16 @@ class EmailBatchSender:
         *,
         limiter: RateLimiter,
         record: OutcomeRecorder,
-        limits: Limits,
+        retries: RetryPolicy,
         clock: Clock,
-        give_up_after: timedelta,
-        rng: random.Random,
         store: Callable[[list[OutgoingMessage]], Awaitable[None]],
     ) -> None:
         self._store = store  # writes the texts a batch is about to be sent with
         self._transport = transport
         self._limiter = limiter
         self._record = record
-        self._limits = limits
-        self._backoff = Backoff(limits)
+        self._retries = retries
         self._clock = clock
-        self._give_up_after = give_up_after
-        self._rng = rng
 
     async def send(
         self,
@@ -120,7 +112,7 @@ class EmailBatchSender:
                 attempts = max(delivery.attempts for delivery in group) + attempt_here - 1
                 await self._record.retry_batch_later(
                     group, report, f"unexpected error: {type(exc).__name__}",
-                    delay_seconds=self._backoff.later(attempts, None, self._rng), batch_key=key, tries=attempt_here,
+                    delay_seconds=self._retries.later(attempts, None), batch_key=key, tries=attempt_here,
                 )  # fmt: skip
                 return
             await self._record.sent_batch(group, report, provider_ids, attempt_here)
@@ -143,26 +135,19 @@ class EmailBatchSender:
         or fail it once it has failed for MESSAGE_MAX_RETRY_HOURS."""
         for delivery in group:
             self._record.retried(delivery)
-        now = self._clock.now()
-        failing_since = min((d.first_failed_at for d in group if d.first_failed_at is not None), default=now)
-        if now - failing_since >= self._give_up_after:
-            hours = self._give_up_after / timedelta(hours=1)
-            await self._record.failed_batch(
-                group, report, f"gave up after {hours:g} hours of transient failures: {exc.reason}", attempt_here
-            )
+        failing_since = min((d.first_failed_at for d in group if d.first_failed_at is not None), default=None)
+        given_up = self._retries.given_up(failing_since, exc.reason)
+        if given_up is not None:
+            await self._record.failed_batch(group, report, given_up, attempt_here)
             return False
-        delay = self._backoff.now(attempt_here, exc.retry_after_seconds, self._rng)
-        if (
-            attempt_here < self._limits.in_run_attempts
-            and delay <= self._limits.in_run_max_delay_seconds
-            and not should_stop()
-        ):
+        delay = self._retries.wait_here(attempt_here, exc.retry_after_seconds, should_stop)
+        if delay is not None:
             log.info("message_retrying", channel="email", batch_size=len(group), reason=exc.reason,
                      delay_seconds=round(delay, 2))  # fmt: skip
             await self._clock.sleep(delay)
             return True
         attempts = max(delivery.attempts for delivery in group) + attempt_here - 1
-        later = self._backoff.later(attempts, exc.retry_after_seconds, self._rng)
+        later = self._retries.later(attempts, exc.retry_after_seconds)
         await self._record.retry_batch_later(
             group, report, exc.reason, delay_seconds=later, batch_key=key if replay else None, tries=attempt_here
         )

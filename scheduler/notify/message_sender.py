@@ -4,17 +4,15 @@ the run. Emails many to a request go through notify/email_batches.py instead."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
 
 import structlog
 
 from scheduler.clock import Clock
 from scheduler.db.database import Database
 from scheduler.limits import Limits
-from scheduler.notify.backoff import Backoff
+from scheduler.notify.backoff import RetryPolicy
 from scheduler.notify.outcomes import DeliveryReport, OutcomeRecorder
 from scheduler.notify.ratelimit import RateLimiter
 from scheduler.notify.send_time import SendTime
@@ -37,22 +35,19 @@ class MessageSender:
         record: OutcomeRecorder,
         send_time: SendTime,
         limits: Limits,
+        retries: RetryPolicy,
         clock: Clock,
         claimer: str,
-        give_up_after: timedelta,
-        rng: random.Random,
     ) -> None:
         self._db = db
         self._transports = transports
         self._limiters = limiters
         self._record = record
         self._send_time = send_time
-        self._limits = limits
-        self._backoff = Backoff(limits)
+        self._limits = limits  # the slack an earlier attempt's send is looked for with
+        self._retries = retries
         self._clock = clock
         self._claimer = claimer
-        self._give_up_after = give_up_after
-        self._rng = rng
 
     async def send(
         self,
@@ -95,7 +90,7 @@ class MessageSender:
                 continue
             except Exception as exc:  # an unexpected failure must not lose the message
                 bound.exception("message_send_crashed")
-                later = self._backoff.later(delivery.attempts + attempt_here - 1, None, self._rng)
+                later = self._retries.later(delivery.attempts + attempt_here - 1, None)
                 await self._record.retry_later(
                     delivery,
                     report,
@@ -156,24 +151,18 @@ class MessageSender:
         outcome (left for a later run, or failed once it has failed for MESSAGE_MAX_RETRY_HOURS)
         and return False. Time decides, never a count: quick answers cannot use up the retries."""
         attempts = delivery.attempts + attempt_here - 1
-        failing_since = delivery.first_failed_at or self._clock.now()
-        if self._clock.now() - failing_since >= self._give_up_after:
-            hours = self._give_up_after / timedelta(hours=1)
-            reason = f"gave up after {hours:g} hours of transient failures: {exc.reason}"
-            await self._record.failed(delivery, report, reason, attempt_here)
+        given_up = self._retries.given_up(delivery.first_failed_at, exc.reason)
+        if given_up is not None:
+            await self._record.failed(delivery, report, given_up, attempt_here)
             return False
-        delay = self._backoff.now(attempt_here, exc.retry_after_seconds, self._rng)
-        if (
-            attempt_here < self._limits.in_run_attempts
-            and delay <= self._limits.in_run_max_delay_seconds
-            and not should_stop()
-        ):
+        delay = self._retries.wait_here(attempt_here, exc.retry_after_seconds, should_stop)
+        if delay is not None:
             log.info(
                 "message_retrying", booking=delivery.booking_reference, reason=exc.reason, delay_seconds=round(delay, 2)
             )
             await self._clock.sleep(delay)
             return True
-        later = self._backoff.later(attempts, exc.retry_after_seconds, self._rng)
+        later = self._retries.later(attempts, exc.retry_after_seconds)
         await self._record.retry_later(
             delivery,
             report,

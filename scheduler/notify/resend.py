@@ -21,10 +21,11 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.notify.ratelimit import parse_retry_after
 from scheduler.notify.transport import (
     AlreadySentError,
+    OnRequest,
     PermanentSendError,
     SendError,
     TransientSendError,
-    request_outcome,
+    observe_request,
 )
 from scheduler.records import OutgoingMessage
 from scheduler.redact import mask_email, redact_text
@@ -43,7 +44,6 @@ REQUEST_TIMEOUT_SECONDS = 15.0
 _REASON_MAX_CHARS = 300
 SERVER_ERROR = "server_error"  # the code of a transient failure that Resend answered with a 5xx
 
-OnRequest = Callable[[str, str, float], None]
 T = TypeVar("T")
 
 
@@ -207,16 +207,11 @@ class ResendTransport:
                     f"{error.reason}; the batch may have been accepted", code=error.code,
                     retry_after_seconds=error.retry_after_seconds, ambiguous=True,
                 )  # fmt: skip
-            self._observe(error, started)
+            observe_request(self._on_request, PROVIDER, error, self._clock.monotonic() - started)
             # Not chained: the SDK's exception text can hold the recipient's address.
             raise error from None
-        self._observe(None, started)
+        observe_request(self._on_request, PROVIDER, None, self._clock.monotonic() - started)
         return result
-
-    def _observe(self, error: SendError | None, started: float) -> None:
-        if self._on_request is None:
-            return
-        self._on_request(PROVIDER, request_outcome(error), self._clock.monotonic() - started)
 
     def _translate(self, exc: Exception, message: OutgoingMessage | None) -> SendError:
         if isinstance(exc, SendError):

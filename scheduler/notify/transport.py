@@ -7,6 +7,7 @@ nothing provider-specific leaks upward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -56,6 +57,15 @@ def request_outcome(error: SendError | None) -> str:
     if isinstance(error, AlreadySentError):
         return "success"
     return "transient_error" if isinstance(error, TransientSendError) else "permanent_error"
+
+
+OnRequest = Callable[[str, str, float], None]  # (provider, outcome, seconds): a request timed
+
+
+def observe_request(on_request: OnRequest | None, provider: str, error: SendError | None, seconds: float) -> None:
+    """Report one provider request, how it ended and how long it took (when anyone listens)."""
+    if on_request is not None:
+        on_request(provider, request_outcome(error), seconds)
 
 
 class Transport(Protocol):

@@ -23,7 +23,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from scheduler.clock import Clock, SystemClock
-from scheduler.notify.transport import PermanentSendError, SendError, request_outcome
+from scheduler.notify.transport import OnRequest, PermanentSendError, observe_request
 from scheduler.notify.twilio_errors import Exchange, TwilioErrors
 from scheduler.phones import InvalidPhoneNumber, to_e164
 from scheduler.records import OutgoingMessage
@@ -44,7 +44,6 @@ FIND_SENT_MAX_RECORDS = 200
 
 # `(provider, outcome, seconds)` after each provider call, for provider_request_duration_seconds;
 # outcome is "success", "transient_error" or "permanent_error".
-OnRequest = Callable[[str, str, float], None]
 
 # Set around each SDK call. The holder is mutable, so aiohttp's writer task (which runs in a
 # copy of the caller's context) reports into the same object.
@@ -252,16 +251,11 @@ class TwilioTransport:
                     result = await request()
             except Exception as exc:
                 error = self._errors.translate(exc, exchange, message=message, creates=creates)
-                self._observe(error, started)
+                observe_request(self._on_request, PROVIDER, error, self._clock.monotonic() - started)
                 # Not chained: the SDK's exception text can hold the recipient's number.
                 raise error from None
-        self._observe(None, started)
+        observe_request(self._on_request, PROVIDER, None, self._clock.monotonic() - started)
         return result
-
-    def _observe(self, error: SendError | None, started: float) -> None:
-        if self._on_request is None:
-            return
-        self._on_request(PROVIDER, request_outcome(error), self._clock.monotonic() - started)
 
 
 def _same_content(message: OutgoingMessage, body: str | None) -> bool:
