@@ -29,6 +29,7 @@ NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 _SETTINGS_PREFIXES = tuple(sorted(prefixes(variable_names())))
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """One worker more than there are cores (`-n auto`): much of a worker's time is spent waiting
     on a subprocess or the database (measured on 2 cores: 3 workers 3:12, 2 workers 3:58, 4 no better)."""
