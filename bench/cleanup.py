@@ -17,11 +17,11 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.support import bench_server, drop_database, fresh_database
+from bench.support import bench_server, drop_database, fresh_database, transaction_durations
 from scheduler.app import build
 from scheduler.clock import FrozenClock
 from scheduler.db.engine import create_engine
@@ -68,20 +68,7 @@ async def batched_job(url: str, batch: int) -> tuple[float, int, float, int, int
     settings = Settings(_env_file=None, database_url=url, delete_batch_size=batch)
     app = build(settings, clock=FrozenClock(NOW), transports={})
     await app.prepare_database()
-    durations: list[float] = []
-    opened: dict[int, float] = {}
-
-    def on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        opened[id(conn)] = time.perf_counter()
-
-    def on_end(conn) -> None:  # type: ignore[no-untyped-def]
-        began = opened.pop(id(conn), None)
-        if began is not None:
-            durations.append(time.perf_counter() - began)
-
-    event.listen(app.engine.sync_engine, "begin", on_begin)
-    event.listen(app.engine.sync_engine, "commit", on_end)
-    event.listen(app.engine.sync_engine, "rollback", on_end)
+    durations = transaction_durations(app.engine)
     tracemalloc.start()
     started = time.perf_counter()
     result = await app.runner.run(JobName.CLEANUP_OLD_NOTIFICATIONS, trigger=Trigger.MANUAL)

@@ -6,11 +6,14 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
 
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.db import migrate
 from scheduler.db.engine import create_engine
@@ -63,3 +66,23 @@ async def fresh_database(server: str, *, template: str | None = None) -> str:
 
 async def drop_database(server: str, url: str) -> None:
     await admin(server, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
+def transaction_durations(engine: AsyncEngine) -> list[float]:
+    """A list that fills with the seconds each transaction on `engine` stays open, from its
+    BEGIN to its COMMIT or ROLLBACK (the longest is what a batch bound promises)."""
+    durations: list[float] = []
+    opened: dict[int, float] = {}
+
+    def on_begin(conn: object) -> None:
+        opened[id(conn)] = time.perf_counter()
+
+    def on_end(conn: object) -> None:
+        began = opened.pop(id(conn), None)
+        if began is not None:
+            durations.append(time.perf_counter() - began)
+
+    event.listen(engine.sync_engine, "begin", on_begin)
+    event.listen(engine.sync_engine, "commit", on_end)
+    event.listen(engine.sync_engine, "rollback", on_end)
+    return durations
