@@ -101,6 +101,9 @@ async def test_resend_force_overrides_the_suppression_for_one_message(
             engine, "SELECT id, last_error FROM flavor_scheduler.deliveries WHERE address = 'ava@example.com'"
         )
         assert skipped.last_error == "suppressed"
+        listed = run_cli("messages", "--status", "skipped", "--json", env=env)  # CONTRACT §2: listed there
+        listed_skips = {m["id"]: (m["reason"], m["address"]) for m in listed.json()["messages"]}
+        assert listed_skips[str(skipped.id)] == ("suppressed", "a***@example.com")
 
         plain = run_cli("resend", str(skipped.id), env=env)  # back to pending, and skipped again when due
         assert plain.code == 0 and "add --force to send this one anyway" in plain.stderr
