@@ -38,6 +38,8 @@ async def connect(
     """A connection to DATABASE_URL (either scheme); the shorter of its `connect_timeout` and ours applies."""
     import asyncpg
 
+    from scheduler.db.bounded_connection import BoundedConnection
+
     _, _, rest = url.partition("://")
     target = database_url.parse(f"{database_url.ASYNCPG_SCHEME}://{rest}")
     timeout = min(connect_timeout_seconds, target.connect_timeout_seconds or connect_timeout_seconds)
@@ -45,6 +47,7 @@ async def connect(
         "statement_cache_size": 0,  # a transaction-mode pooler may hand each statement another server
         "timeout": timeout,
         "command_timeout": command_timeout_seconds,
+        "connection_class": BoundedConnection,
         "server_settings": {**target.server_settings, "application_name": target.application_name or APPLICATION_NAME},
         **target.connect_args,
     }

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Connection, event, text
+from sqlalchemy import event, exc
+from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from scheduler import database_url
+from scheduler.db.bounded_connection import BoundedConnection
 
 CONNECT_TIMEOUT_SECONDS = 10  # a database that does not answer in 10 s is down for our purposes
 APPLICATION_NAME = "flavor-scheduler"  # in pg_stat_activity, unless DATABASE_URL names another
@@ -17,24 +21,11 @@ APPLICATION_NAME = "flavor-scheduler"  # in pg_stat_activity, unless DATABASE_UR
 # and TCP keepalives cannot tell when the middlebox itself answers them) or on a lock held
 # elsewhere: the run fails and the next one resumes, instead of hanging for minutes.
 COMMAND_TIMEOUT_SECONDS = 60
-# The server's side of such a connection: a transaction of ours left idle this long is ended by
-# PostgreSQL, releasing the rows it locked (bookings, the reminder ledger, deliveries) for the next
-# run and for the platform. Set at the start of every transaction (an engine event), which a
-# transaction-mode pooler allows.
-IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 60
-
-_BOUND_IDLE_SQL = text("SELECT set_config('idle_in_transaction_session_timeout', :value, true)")
-
-
-def idle_in_transaction_timeout() -> str:
-    """IDLE_IN_TRANSACTION_TIMEOUT_SECONDS as a PostgreSQL setting value."""
-    return f"{int(IDLE_IN_TRANSACTION_TIMEOUT_SECONDS * 1000)}ms"
-
-
-def _bound_idle_in_transaction(conn: Connection) -> None:
-    """Every transaction of ours starts so: PostgreSQL ends it if it is left idle (our side of
-    the connection gone mid-transaction), whichever statement it was at and whatever it locked."""
-    conn.execute(_BOUND_IDLE_SQL, {"value": idle_in_transaction_timeout()})
+# A pooled connection is pinged before use (a database restart or failover leaves the pool's
+# connections dead) unless it was in use this recently: HikariCP's "alive bypass window". The
+# senders check a connection out for every message they settle, and a ping is three round trips.
+PING_BYPASS_SECONDS = 0.5
+_IDLE_SINCE = "flavor_scheduler_idle_since"
 
 
 def _statement_name() -> str:
@@ -43,8 +34,29 @@ def _statement_name() -> str:
     return f"__fs_{uuid4().hex}__"
 
 
+def _ping_unless_just_used(engine: AsyncEngine) -> None:
+    """SQLAlchemy's pre-ping, skipped for a connection that was in use less than PING_BYPASS_SECONDS ago."""
+    dialect: Dialect = engine.dialect
+
+    @event.listens_for(engine.sync_engine.pool, "connect")
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def idle_from_now(_dbapi: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def ping(dbapi: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+        if time.monotonic() - record.info.get(_IDLE_SINCE, 0.0) < PING_BYPASS_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi, None):
+                raise exc.InvalidatePoolError(str(error)) from error  # a fresh connection is made
+            raise
+
+
 def create_engine(url: str, *, pool_size: int) -> AsyncEngine:
-    """An asyncpg engine that relies on no session state: no statement caches, no SET, no advisory locks.
+    """An asyncpg engine that relies on no session state: no statement caches, no session SET, no advisory locks.
 
     `url` may carry libpq's query parameters (`sslmode`, `connect_timeout`, `application_name`,
     `options`, `pgbouncer`, ...): they become asyncpg's connect arguments (`database_url.py`), and one it
@@ -57,6 +69,7 @@ def create_engine(url: str, *, pool_size: int) -> AsyncEngine:
         "prepared_statement_name_func": _statement_name,
         "timeout": target.connect_timeout_seconds or CONNECT_TIMEOUT_SECONDS,
         "command_timeout": COMMAND_TIMEOUT_SECONDS,
+        "connection_class": BoundedConnection,
         # `options` are startup parameters like application_name: sent once per connection, no SET.
         "server_settings": {**target.server_settings, "application_name": target.application_name or APPLICATION_NAME},
         **target.connect_args,
@@ -67,9 +80,8 @@ def create_engine(url: str, *, pool_size: int) -> AsyncEngine:
         target.url,
         pool_size=pool_size,
         max_overflow=0,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args=connect_args,
     )
-    event.listen(engine.sync_engine, "begin", _bound_idle_in_transaction)
+    _ping_unless_just_used(engine)
     return engine

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import scheduler.db.engine as engine_module
 from scheduler.app import App, build
+from scheduler.db import bounded_connection
 from scheduler.db.engine import create_engine
 from scheduler.db.tables import notifications
 from scheduler.jobs.result import JobResult
@@ -189,7 +190,9 @@ async def test_connection_lost_mid_batch(
             await set_database_option(engine, "statement_timeout", "1s")
         if fault == "dropped_silently":
             monkeypatch.setattr(engine_module, "COMMAND_TIMEOUT_SECONDS", DROPPED_CONNECTION_BOUND_SECONDS)
-            monkeypatch.setattr(engine_module, "IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", DROPPED_CONNECTION_BOUND_SECONDS)
+            monkeypatch.setattr(
+                bounded_connection, "IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", DROPPED_CONNECTION_BOUND_SECONDS
+            )
             proxy = await stack.enter_async_context(BlackholeProxy(database_url))
             app_url = proxy.url()
         app = await stack.enter_async_context(running_app(app_url, recorders))
