@@ -8,17 +8,16 @@ in module globals; each call sets them from this transport right before the SDK 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from email.utils import parseaddr
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import httpx
 import resend
 from resend.exceptions import ResendError
-from resend.http_client_async import AsyncHTTPClient
 
 from scheduler.clock import Clock, SystemClock
 from scheduler.notify.ratelimit import parse_retry_after
+from scheduler.notify.resend_http import NetworkError, PooledAiohttpClient
 from scheduler.notify.transport import (
     AlreadySentError,
     OnRequest,
@@ -47,46 +46,6 @@ SERVER_ERROR = "server_error"  # the code of a transient failure that Resend ans
 T = TypeVar("T")
 
 
-class _NetworkError(ResendError):
-    """A request that got no HTTP answer. A ResendError, so the SDK passes it through as is."""
-
-    def __init__(self, reason: str, *, request_sent: bool) -> None:
-        super().__init__(code=500, error_type="network_error", message=reason, suggested_action="retry")
-        self.request_sent = request_sent
-
-
-class _PooledHttpxClient(AsyncHTTPClient):
-    """The SDK's async HTTP interface on one pooled httpx client (the SDK's opens one per call)."""
-
-    def __init__(self, timeout_seconds: float) -> None:
-        self._timeout_seconds = timeout_seconds
-        self._client: httpx.AsyncClient | None = None
-
-    async def request(  # noqa: PLR0917 - the SDK's AsyncHTTPClient signature
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        json: dict[str, object] | list[object] | None = None,
-        files: dict[str, Any] | None = None,
-        data: dict[str, str] | None = None,
-    ) -> tuple[bytes, int, Mapping[str, str]]:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout_seconds)
-        try:
-            response = await self._client.request(method, url, headers=headers, json=json, files=files, data=data)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
-            raise _NetworkError(f"cannot connect to Resend ({type(exc).__name__})", request_sent=False) from exc
-        except httpx.HTTPError as exc:
-            raise _NetworkError(f"connection to Resend failed ({type(exc).__name__})", request_sent=True) from exc
-        return response.content, response.status_code, response.headers
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-
 class ResendTransport:
     """Sends email with Resend's async API, against RESEND_API_URL."""
 
@@ -111,7 +70,7 @@ class ResendTransport:
         self._on_request = on_request
         self._clock: Clock = clock or SystemClock()
         self._timeout = request_timeout_seconds
-        self._http = _PooledHttpxClient(request_timeout_seconds)
+        self._http = PooledAiohttpClient()
 
     # The Transport protocol ------------------------------------------------
 
@@ -221,7 +180,7 @@ class ResendTransport:
             return TransientSendError(
                 f"no answer from Resend within {self._timeout:g} s", ambiguous=message is not None
             )
-        if isinstance(exc, _NetworkError):
+        if isinstance(exc, NetworkError):
             return TransientSendError(
                 f"{exc.message} at {self._api_url}",
                 code="network_error",
