@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -12,6 +13,10 @@ from scheduler.clock import Clock
 
 _MIN_SLEEP_SECONDS = 1e-6
 _SPACING_MARGIN_SECONDS = 1e-9
+# What happens between a grant and the request leaving (the SDK building it, the loop's other
+# work) varies by milliseconds: each window is this much longer, so that the provider, counting
+# arrivals, never sees more than the ceiling in a second either.
+_WINDOW_MARGIN_SECONDS = 0.02
 
 
 class RateLimiter:
@@ -22,6 +27,11 @@ class RateLimiter:
     the same second as its tail, over the ceiling as the provider counts. Waiters queue on one
     FIFO lock, so only the head of the queue sleeps: fair, and a FrozenClock advances by the real
     waiting time rather than once per waiter.
+
+    A busy limiter keeps to its schedule: a timer wakes a little late (a millisecond or more
+    under load), and spacing each grant from the moment the last one woke would add that delay
+    to every interval (at 100/s, 88 grants a second). The ceiling itself is kept by the window:
+    a grant comes at least one full window after the grant `per_window` before it.
     """
 
     def __init__(self, max_per_second: float, clock: Clock, *, slack_seconds: float = 0.0) -> None:
@@ -38,21 +48,33 @@ class RateLimiter:
         # request leaves (a batch's large body), so that two grants apart never become two sends
         # closer than the ceiling allows.
         self._interval_seconds = 1.0 / per_second + _SPACING_MARGIN_SECONDS + slack_seconds
-        self._next_grant: float | None = None
+        self._per_window = max(1, math.floor(per_second))
+        self._window_seconds = self._per_window * self._interval_seconds + _WINDOW_MARGIN_SECONDS
+        self._scheduled: float | None = None  # when the next grant is due by the even spacing
+        self._recent: deque[float] = deque(maxlen=self._per_window)  # the latest grants, as granted
         self._lock = asyncio.Lock()
+
+    def _due(self, now: float) -> float:
+        due = now if self._scheduled is None else self._scheduled
+        if len(self._recent) == self._per_window:
+            due = max(due, self._recent[0] + self._window_seconds)
+        return due
 
     async def acquire(self) -> None:
         """Wait for a slot. A waiter cancelled in the queue gives its place up."""
         async with self._lock:
             now = self._clock.monotonic()
-            if self._next_grant is not None:
-                # Loop: a timer may wake a hair early (or float rounding leave us an ulp short),
-                # and "never exceed" is the promise; the floor guarantees progress.
-                while now < self._next_grant:
-                    await self._clock.sleep(max(self._next_grant - now, _MIN_SLEEP_SECONDS))
-                    now = self._clock.monotonic()
-            # An idle limiter does not bank slots: after a pause the next grant is spaced from now.
-            self._next_grant = max(now, self._next_grant or now) + self._interval_seconds
+            # Loop: a timer may wake a hair early (or float rounding leave us an ulp short), and
+            # "never exceed" is the promise; the floor guarantees progress.
+            while now < (due := self._due(now)):
+                await self._clock.sleep(max(due - now, _MIN_SLEEP_SECONDS))
+                now = self._clock.monotonic()
+            self._recent.append(now)
+            # On schedule while busy; an idle limiter (or one more than an interval behind, after
+            # a stall) banks nothing: the next grant is spaced from now, never a catch-up burst.
+            scheduled = self._scheduled
+            on_time = scheduled is not None and now - scheduled < self._interval_seconds
+            self._scheduled = (scheduled if scheduled is not None and on_time else now) + self._interval_seconds
 
     async def __aenter__(self) -> RateLimiter:
         await self.acquire()
