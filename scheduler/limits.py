@@ -53,7 +53,10 @@ class Limits:
     # Deliveries: a dead sender's messages are retried after the lease; a claim holds about
     # `claim_seconds_of_work` of sending at the channel's ceiling, well inside the lease.
     delivery_lease_seconds: float = 120.0
-    claim_seconds_of_work: float = 30.0
+    claim_seconds_of_work: float = 5.0
+    # The next claim is made while this much sending is left of the current one (the claim and
+    # its send-time check take under a second for a full claim), so the ceiling is kept busy.
+    claim_ahead_seconds: float = 2.0
     max_claim: int = 1000
     min_claim: int = 10
     max_in_flight: int = 200  # per channel; bounds memory when a provider hangs

@@ -3,27 +3,56 @@ claim is still the writer's, and the one case where it is not: a message that we
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
-from sqlalchemy import func, update
+from sqlalchemy import BindParameter, ColumnElement, Update, bindparam, func, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scheduler.db.tables import deliveries
 from scheduler.vocabulary import DeliveryStatus
 
 
-async def _settle(conn: AsyncConnection, delivery_id: UUID, claimer: str, extra_attempts: int, **values: Any) -> bool:
-    """Write how a claimed delivery ended, if the claim is still this claimer's; True when it was."""
-    result = await conn.execute(
+class FirstOnly(NamedTuple):
+    """A value written only where the column is still NULL (the first failure's time)."""
+
+    value: Any
+
+
+@functools.cache
+def _settle_statement(columns: tuple[str, ...], first_only: frozenset[str]) -> Update:
+    """The settling UPDATE for these columns, built once: building it costs more than running it."""
+
+    def new(column: str) -> ColumnElement[Any]:
+        value: BindParameter[Any] = bindparam(f"new_{column}")
+        return func.coalesce(deliveries.c[column], value) if column in first_only else value
+
+    return (
         update(deliveries)
         .where(
-            deliveries.c.id == delivery_id,
-            deliveries.c.claimed_by == claimer,
+            deliveries.c.id == bindparam("delivery_id"),
+            deliveries.c.claimed_by == bindparam("claimer"),
             deliveries.c.status == DeliveryStatus.SENDING,
         )
-        .values(lease_expires_at=None, attempts=deliveries.c.attempts + extra_attempts, **values)
+        .values(
+            lease_expires_at=None,
+            attempts=deliveries.c.attempts + bindparam("extra_attempts"),
+            **{column: new(column) for column in columns},
+        )
+    )
+
+
+async def _settle(conn: AsyncConnection, delivery_id: UUID, claimer: str, extra_attempts: int, **values: Any) -> bool:
+    """Write how a claimed delivery ended, if the claim is still this claimer's; True when it was."""
+    first_only = frozenset(column for column, value in values.items() if isinstance(value, FirstOnly))
+    statement = _settle_statement(tuple(values), first_only)
+    parameters = {
+        f"new_{column}": value.value if isinstance(value, FirstOnly) else value for column, value in values.items()
+    }
+    result = await conn.execute(
+        statement, {"delivery_id": delivery_id, "claimer": claimer, "extra_attempts": extra_attempts, **parameters}
     )
     return bool(result.rowcount)
 
@@ -82,7 +111,7 @@ async def mark_retry(
         ambiguous_since=ambiguous_since,
         updated_at=now,
         claimed_by=None,
-        first_failed_at=func.coalesce(deliveries.c.first_failed_at, now),
+        first_failed_at=FirstOnly(now),
     )
 
 

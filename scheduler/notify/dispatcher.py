@@ -132,26 +132,41 @@ class Dispatcher:
         only_ids: Sequence[UUID] | None,
         should_stop: Callable[[], bool],
     ) -> None:
+        """Claim and send until nothing is due. The next claim is made while the last
+        `claim_ahead_seconds` of the current one are still being sent, so the channel never waits
+        on its own claims; a claim that fails lets the sends in flight finish and be recorded."""
         in_flight = asyncio.Semaphore(self._limits.max_in_flight)
-        while not should_stop():
-            claimed = await self._claims.claim(channel, report, only_ids, limit=self._claim_size(channel))
-            if claimed is None:
-                return
-            batch, replay_key = claimed
-            transport = self._transports[channel]
-            if isinstance(transport, LazyTransport):  # load the SDK before the first grant, not after it
-                transport.build()
-            renewer = asyncio.create_task(self._claims.renew_while_sending(channel), name=f"claims-{channel.value}")
-            try:
-                async with asyncio.TaskGroup() as sends:
+        ahead = max(1, int(self._ceilings[channel] * self._limits.claim_ahead_seconds))  # requests
+        transport = self._transports[channel]
+        backlog = _Backlog()
+        claim_error: Exception | None = None
+        renewer = asyncio.create_task(self._claims.renew_while_sending(channel), name=f"claims-{channel.value}")
+        try:
+            async with asyncio.TaskGroup() as sends:
+                while not should_stop():
+                    try:
+                        claimed = await self._claims.claim(channel, report, only_ids, limit=self._claim_size(channel))
+                    except Exception as exc:  # raised below, once the sends in flight are done
+                        claim_error = exc
+                        break
+                    if claimed is None:
+                        break
+                    batch, replay_key = claimed
+                    if isinstance(transport, LazyTransport):  # load the SDK before the first grant, not after it
+                        transport.build()
                     for group, key in self._requests(channel, batch, replay_key):
-                        sends.create_task(
-                            self._send_request(
-                                channel, group, key, report, should_stop=should_stop, in_flight=in_flight
+                        backlog.track(
+                            sends.create_task(
+                                self._send_request(
+                                    channel, group, key, report, should_stop=should_stop, in_flight=in_flight
+                                )
                             )
                         )
-            finally:
-                renewer.cancel()
+                    await backlog.down_to(ahead)
+        finally:
+            renewer.cancel()
+        if claim_error is not None:
+            raise claim_error
 
     def _requests(
         self, channel: Channel, batch: list[ClaimedDelivery], replay_key: str | None
@@ -178,6 +193,27 @@ class Dispatcher:
                 await self._email_batches.send(group, report, should_stop, key=replay_key, replay=bool(replay_key))
             else:
                 await self._one_message.send(channel, group[0], report, should_stop)
+
+
+class _Backlog:
+    """The requests of a channel not yet done, and a wait until at most so many are left."""
+
+    def __init__(self) -> None:
+        self._left = 0
+        self._changed = asyncio.Event()
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self._left += 1
+        task.add_done_callback(self._done)
+
+    def _done(self, _task: asyncio.Task[None]) -> None:
+        self._left -= 1
+        self._changed.set()
+
+    async def down_to(self, left: int) -> None:
+        while self._left > left:
+            self._changed.clear()
+            await self._changed.wait()
 
 
 def _first_cause(group: BaseExceptionGroup[Exception]) -> Exception:
