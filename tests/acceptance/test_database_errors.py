@@ -155,6 +155,13 @@ URL = "postgresql+asyncpg://app:" + PASSWORD + "@db.example.com:6543/bookings"
             "requires TLS: add ?sslmode=require",
         ),
         (
+            asyncpg.InvalidAuthorizationSpecificationError(
+                'pg_hba.conf rejects connection for host "10.0.0.5", user "app", database "bookings", no encryption'
+            ),
+            ConnectProblem.CREDENTIALS,
+            "refused user 'app': not allowed from this host (pg_hba.conf)",
+        ),
+        (
             ConnectionError('PostgreSQL server at "db.example.com:6543" rejected SSL upgrade'),
             ConnectProblem.TLS_UNAVAILABLE,
             "does not offer TLS",
