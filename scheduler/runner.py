@@ -70,18 +70,18 @@ class Runner:
             else:
                 admission = await self.history.admit(job, trigger, fire)
             if admission.run_id is None:
-                return self._refused(job, now, admission, quietly=abandoned is not None, fire=fire)
+                return self._refused(job, now, admission, trigger, quietly=abandoned is not None, fire=fire)
             with structlog.contextvars.bound_contextvars(run_id=str(admission.run_id)):
                 return await self._execute(job, admission.run_id, trigger, now, dry_run=False, fire=fire)
 
     def _refused(
-        self, job: JobName, now: datetime, admission: Admission, *, quietly: bool, fire: Fire | None
+        self, job: JobName, now: datetime, admission: Admission, trigger: Trigger, *, quietly: bool, fire: Fire | None
     ) -> JobResult:
         metrics = self.deps.metrics
         result = JobResult(job, started_at=now, finished_at=now)
         if admission.error is not None:
             result.fail(f"database unreachable: {admission.error}")
-            metrics.job_runs.labels(job_name=job, outcome=RunOutcome.ERROR).inc()
+            self._count_outcome(job, RunOutcome.ERROR, trigger)
             metrics.job_errors.labels(job_name=job).inc()
             log.error("job_failed", reason="database_unreachable", error=admission.error)
             # Every attempt ends with one job_finished line, also one that could not start.
@@ -148,7 +148,7 @@ class Runner:
         result.interrupted = interrupted
         if self.heartbeats is not None and not dry_run and not interrupted:  # a handed-back run ends elsewhere
             self.heartbeats.finished(job, result.outcome)
-        self._count(job, result, elapsed)
+        self._count(job, result, trigger, elapsed)
         finished = log.error if result.outcome is RunOutcome.ERROR else log.info
         finished(
             "job_finished",
@@ -198,9 +198,17 @@ class Runner:
             result.fail(f"job crashed: {type(exc).__name__}: {exc}")
         return result
 
-    def _count(self, job: JobName, result: JobResult, elapsed: float) -> None:
+    def _count_outcome(self, job: JobName, outcome: RunOutcome, trigger: Trigger) -> None:
+        """A fire's retry that fails again is the same failed fire, not one more: JobFailing pages
+        once per failed fire (CONTRACT §7), so only the fire's first failure counts as an `error`
+        run. The retry's errors, its log line and the last-error gauge still count."""
+        if outcome is RunOutcome.ERROR and trigger is Trigger.RETRY:
+            return
+        self.deps.metrics.job_runs.labels(job_name=job, outcome=outcome).inc()
+
+    def _count(self, job: JobName, result: JobResult, trigger: Trigger, elapsed: float) -> None:
         metrics = self.deps.metrics
-        metrics.job_runs.labels(job_name=job, outcome=result.outcome).inc()
+        self._count_outcome(job, result.outcome, trigger)
         metrics.job_duration.labels(job_name=job).observe(elapsed)
         if result.errors:
             metrics.job_errors.labels(job_name=job).inc(len(result.errors))

@@ -120,7 +120,9 @@ def explain_connect_error(exc: BaseException, url: str) -> ConnectFailure | None
             ConnectProblem.DATABASE_MISSING, f"database {target.database!r} does not exist on {target.address}"
         )
     if name == "InvalidAuthorizationSpecificationError" or "pg_hba.conf" in text:
-        if "no encryption" in text or "SSL off" in text:
+        # "no pg_hba.conf entry ..., no encryption": perhaps only TLS connections are allowed. A
+        # `reject` line says "rejects connection" and "no encryption" too: TLS would not help.
+        if ("no encryption" in text or "SSL off" in text) and "rejects connection" not in text:
             return ConnectFailure(
                 ConnectProblem.TLS_REQUIRED,
                 f"the server at {target.address} requires TLS: add ?sslmode=require to DATABASE_URL",

