@@ -17,6 +17,10 @@ _SPACING_MARGIN_SECONDS = 1e-9
 # work) varies by milliseconds: each window is this much longer, so that the provider, counting
 # arrivals, never sees more than the ceiling in a second either.
 _WINDOW_MARGIN_SECONDS = 0.02
+# A busy limiter keeps to its schedule after a grant that woke late by granting the next one up
+# to this much sooner than a full interval after it, never more: a grant held up longer (the loop
+# busy elsewhere) moves the schedule on instead of letting two requests leave close together.
+_CATCH_UP_SECONDS = 0.005
 
 
 class RateLimiter:
@@ -31,7 +35,7 @@ class RateLimiter:
     A busy limiter keeps to its schedule: a timer wakes a little late (a millisecond or more
     under load), and spacing each grant from the moment the last one woke would add that delay
     to every interval (at 100/s, 88 grants a second). The ceiling itself is kept by the window:
-    a grant comes at least one full window after the grant `per_window` before it.
+    a grant comes at least one full window (and a margin) after the grant `per_window` before it.
     """
 
     def __init__(self, max_per_second: float, clock: Clock, *, slack_seconds: float = 0.0) -> None:
@@ -55,7 +59,9 @@ class RateLimiter:
         self._lock = asyncio.Lock()
 
     def _due(self, now: float) -> float:
-        due = now if self._scheduled is None else self._scheduled
+        if self._scheduled is None:
+            return now
+        due = max(self._scheduled, self._recent[-1] + self._interval_seconds - _CATCH_UP_SECONDS)
         if len(self._recent) == self._per_window:
             due = max(due, self._recent[0] + self._window_seconds)
         return due
