@@ -8,20 +8,22 @@ import json
 import signal
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scheduler.cli_exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, fail
 from scheduler.jobs.catalog import GROUPS, resolve_target, valid_targets
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from scheduler.app import App
+    from scheduler.jobs.result import JobResult
 
 
 async def run_once(app: App, target: str, *, dry_run: bool) -> int:
     """Run a job or group now and print its result JSON on stdout."""
     from scheduler.db.errors import DatabaseError, explain_connect_error
     from scheduler.db.platform import PlatformSchemaError
-    from scheduler.jobs.report import group_json, result_json
     from scheduler.jobs.result import JobResult
     from scheduler.redact import redact_text
     from scheduler.vocabulary import Trigger
@@ -29,19 +31,27 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
     jobs = resolve_target(target)
     if jobs is None:
         return fail(f"unknown job {target!r}; valid names: {', '.join(valid_targets())}", EXIT_USAGE)
+    started = app.clock.now()
     try:
         await app.prepare_database()
-    except PlatformSchemaError as exc:
-        return fail(f"platform schema problem: {exc}", EXIT_FAILED)
-    except DatabaseError as exc:
-        failure = explain_connect_error(exc.__cause__ or exc, app.settings.async_database_url() or "")
-        problem = failure.message if failure is not None else str(exc)
-        what = "cannot connect to the database" if failure is not None and failure.fatal else "database unreachable"
-        return fail(f"{what}: {redact_text(problem, app.settings.secret_values())}", EXIT_FAILED)
+    except (PlatformSchemaError, DatabaseError) as exc:
+        if isinstance(exc, PlatformSchemaError):
+            reason = f"platform schema problem: {exc}"
+        else:
+            failure = explain_connect_error(exc.__cause__ or exc, app.settings.async_database_url() or "")
+            problem = failure.message if failure is not None else str(exc)
+            what = "cannot connect to the database" if failure is not None and failure.fatal else "database unreachable"
+            reason = f"{what}: {redact_text(problem, app.settings.secret_values())}"
+        # The result JSON all the same (CONTRACT §3): a wrapper reading stdout learns that the run
+        # could not start, and why, as from any run that ended in error.
+        unstarted = [JobResult(job, started_at=started, finished_at=started) for job in jobs]
+        for result in unstarted:
+            result.fail(reason)
+        print(json.dumps(_body(target, unstarted, started), ensure_ascii=False, default=str))
+        return fail(reason, EXIT_FAILED)
     from scheduler.progress import watched_by
     from scheduler.progress_bar import terminal_watcher
 
-    started = app.clock.now()
     results: list[JobResult] = []
     with _stop_on_signals(app), watched_by(terminal_watcher()):  # a bar on a terminal's stderr, else none
         for job in jobs:
@@ -51,10 +61,15 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
     secrets = app.settings.secret_values()
     for result in results:
         result.errors = [redact_text(error, secrets) for error in result.errors]
-    body = group_json(target, results, started) if target in GROUPS else result_json(results[0])
-    print(json.dumps(body, ensure_ascii=False, default=str))
+    print(json.dumps(_body(target, results, started), ensure_ascii=False, default=str))
     interrupted = app.lifecycle.stopping
     return EXIT_OK if all(result.success for result in results) and not interrupted else EXIT_FAILED
+
+
+def _body(target: str, results: list[JobResult], started: datetime) -> dict[str, Any]:
+    from scheduler.jobs.report import group_json, result_json
+
+    return group_json(target, results, started) if target in GROUPS else result_json(results[0])
 
 
 @contextlib.contextmanager

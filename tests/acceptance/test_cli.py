@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -137,6 +138,19 @@ def test_unreachable_database_exits_1_without_password() -> None:
     assert done.code == 1
     assert "database" in done.stderr.lower()
     assert "Sup3rS3cretPw" not in done.stderr + done.stdout
+    # The result JSON all the same, for whatever reads stdout: a run that could not start.
+    result = json.loads(done.stdout)
+    assert result["job"] == "cleanup_expired_otps"
+    assert result["outcome"] == "error" and result["success"] is False
+    assert f"flavor-scheduler: {result['errors'][0]}" in done.stderr.splitlines()
+
+
+def test_a_group_that_cannot_reach_its_database_reports_every_job() -> None:
+    done = run_cli("--run-once", "cleanup", env=clean_env(DATABASE_URL="postgresql://app@127.0.0.1:1/nowhere"))
+    assert done.code == 1
+    summary = json.loads(done.stdout)
+    assert summary["success"] is False
+    assert all(part["errors"] and "database unreachable" in part["errors"][0] for part in summary["summary"].values())
 
 
 def test_dry_run_needs_run_once(env: dict[str, str]) -> None:
