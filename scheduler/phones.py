@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 DEFAULT_REGION = "AU"  # the platform's customers write national numbers like 0412 345 678
 
 
@@ -9,6 +11,7 @@ class InvalidPhoneNumber(ValueError):
     """A number that cannot be dialled. The message never includes the number itself."""
 
 
+@functools.lru_cache(maxsize=4096)  # a run plans several messages for each number
 def to_e164(raw: str) -> str:
     """`0412 345 678` -> `+61412345678`; raise InvalidPhoneNumber when it cannot be a real number."""
     import phonenumbers  # here: its metadata takes a while to load, and most commands never dial

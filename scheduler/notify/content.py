@@ -20,6 +20,7 @@ both roles, so only "1" changes with the recipient:
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from jinja2 import Environment
+    from jinja2 import Environment, Template
 
 from scheduler.records import BookingFacts
 from scheduler.vocabulary import Channel, MessageKind, Role
@@ -134,7 +135,8 @@ def _clean(value: str | None, limit: int) -> str | None:
     if value is None:
         return None
     text = " ".join(value.split())
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc")
+    if not text.isprintable():  # the rare text with a control or format character: look closer
+        text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc")
     if not text:
         return None
     if len(text) > limit:
@@ -214,7 +216,11 @@ class Renderer:
         )
 
     def _render(self, kind: MessageKind, part: str, context: dict[str, Any]) -> str:
-        return self._env.get_template(f"{kind.value}.{part}").render(context).strip()
+        return self._template(f"{kind.value}.{part}").render(context).strip()
+
+    @functools.cache  # noqa: B019 - one renderer per process, a few dozen templates
+    def _template(self, name: str) -> Template:
+        return self._env.get_template(name)
 
     def _context(
         self, kind: MessageKind, role: Role, facts: BookingFacts, now: datetime
