@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import signal
@@ -174,6 +175,7 @@ async def main() -> None:
                 )
                 app = build(settings)
                 await app.prepare_database()
+                gc.freeze()  # as the daemon and --run-once do once started (scheduler/daemon.py)
                 meter = Meter(app)
                 if args.memory:
                     tracemalloc.start()
@@ -239,6 +241,7 @@ async def email_heavy(latency: float, bookings: int = 2000, rate: float = 2, bat
                 )
                 app = build(settings)  # WhatsApp off: its messages are recorded as skipped
                 await app.prepare_database()
+                gc.freeze()  # as the daemon and --run-once do once started (scheduler/daemon.py)
                 # When each request started, as the daemon saw it (the transport reports each call's
                 # duration when it ends): the stand-in server's own stamps bunch whenever its process
                 # waits for a CPU, which on a loaded machine says more about the machine than the daemon.

@@ -4,6 +4,7 @@ terminal), its result printed as JSON on stdout; a signal stops it after the ite
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import signal
 import sys
@@ -52,6 +53,7 @@ async def run_once(app: App, target: str, *, dry_run: bool) -> int:
     from scheduler.progress import watched_by
     from scheduler.progress_bar import terminal_watcher
 
+    gc.freeze()  # start-up's objects outlive the run: shorter collections while it sends (daemon.py)
     results: list[JobResult] = []
     with _stop_on_signals(app), watched_by(terminal_watcher()):  # a bar on a terminal's stderr, else none
         for job in jobs:

@@ -54,7 +54,7 @@ class Limits:
     # `claim_seconds_of_work` of sending at the channel's ceiling, well inside the lease (and the
     # send-time check it makes is that much younger when the message leaves).
     delivery_lease_seconds: float = 120.0
-    claim_seconds_of_work: float = 5.0
+    claim_seconds_of_work: float = 10.0
     # The next claim is made while this much sending is left of the current one (the claim and
     # its send-time check take under a second for a full claim), so the ceiling is kept busy.
     claim_ahead_seconds: float = 2.0
