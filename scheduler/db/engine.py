@@ -24,6 +24,8 @@ COMMAND_TIMEOUT_SECONDS = 60
 # A pooled connection is pinged before use (a database restart or failover leaves the pool's
 # connections dead) unless it was in use this recently: HikariCP's "alive bypass window". The
 # senders check a connection out for every message they settle, and a ping is three round trips.
+# One that died within that half second fails its first statement instead (the run or message
+# fails and is retried as after any lost connection), and SQLAlchemy then discards the pool.
 PING_BYPASS_SECONDS = 0.5
 _IDLE_SINCE = "flavor_scheduler_idle_since"
 
