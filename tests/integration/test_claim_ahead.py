@@ -1,0 +1,97 @@
+"""A channel claims its next messages while the current ones are still being sent
+(`Limits.claim_ahead_seconds`). When that claim fails, the sends already in flight finish and
+are recorded before the run reports the failure: nothing is left `sending` for a lease to free.
+
+The failure is the database's own: a trigger refuses to let a sixth delivery be claimed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler.app import App, build
+from scheduler.clock import SystemClock
+from scheduler.limits import Limits
+from scheduler.settings import Settings
+from scheduler.vocabulary import JobName, Trigger
+from tests.database import to_libpq
+from tests.factories import add_booking, add_client, add_performer, fetch
+from tests.fakes.fixtures import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER
+from tests.fakes.providers import FakeTwilio
+
+CLAIM = 5  # messages a claim takes
+BOOKINGS = 12  # one WhatsApp message each: three claims' worth
+LATENCY_SECONDS = 0.5  # the first claim's sends are still in flight when the second is made
+SMALL_CLAIMS = Limits(min_claim=CLAIM, max_claim=CLAIM)
+
+_REFUSE_THE_SIXTH_CLAIM = (
+    "CREATE SEQUENCE flavor_scheduler.claimed_rows",
+    f"""
+    CREATE FUNCTION flavor_scheduler.refuse_the_sixth_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF OLD.status = 'pending' AND NEW.status = 'sending'
+           AND nextval('flavor_scheduler.claimed_rows') > {CLAIM} THEN
+            RAISE EXCEPTION 'claims refused for this test';
+        END IF;
+        RETURN NEW;
+    END $$
+    """,
+    """
+    CREATE TRIGGER refuse_the_sixth_claim BEFORE UPDATE ON flavor_scheduler.deliveries
+        FOR EACH ROW EXECUTE FUNCTION flavor_scheduler.refuse_the_sixth_claim()
+    """,
+)
+
+
+@pytest.fixture
+async def app(database_url: str) -> AsyncIterator[tuple[App, FakeTwilio]]:
+    async with FakeTwilio(
+        account_sid=TWILIO_ACCOUNT_SID,
+        auth_token=TWILIO_AUTH_TOKEN,
+        whatsapp_number=f"whatsapp:{TWILIO_WHATSAPP_NUMBER}",
+        latency_seconds=LATENCY_SECONDS,
+    ) as twilio:
+        settings = Settings(
+            _env_file=None,
+            database_url=to_libpq(database_url),
+            twilio_account_sid=TWILIO_ACCOUNT_SID,
+            twilio_auth_token=TWILIO_AUTH_TOKEN,
+            twilio_whatsapp_number=TWILIO_WHATSAPP_NUMBER,
+            twilio_api_base_url=twilio.url,
+            quiet_hours="off",
+            http_port=0,
+        )
+        built = build(settings, limits=SMALL_CLAIMS, clock=SystemClock())
+        await built.prepare_database()
+        try:
+            yield built, twilio
+        finally:
+            await built.aclose()
+
+
+async def test_a_claim_that_fails_lets_the_sends_in_flight_finish_and_be_recorded(
+    engine: AsyncEngine, app: tuple[App, FakeTwilio]
+) -> None:
+    daemon, twilio = app
+    for n in range(BOOKINGS):
+        client = await add_client(engine, phone=f"0412 345 {n:03d}", email=None)
+        performer = await add_performer(engine, phone=None, email=None)
+        await add_booking(engine, client=client, performer=performer, event_date=datetime.now(UTC) + timedelta(hours=5))
+    async with engine.begin() as conn:
+        for statement in _REFUSE_THE_SIXTH_CLAIM:
+            await conn.execute(text(statement))
+
+    result = await daemon.runner.run(JobName.SEND_BOOKING_REMINDERS, trigger=Trigger.MANUAL)
+
+    assert result.outcome == "error"
+    assert any("claims refused for this test" in error for error in result.errors), result.errors
+    # The first claim's five went out once each and are recorded as sent; the rest were never
+    # claimed (the failed claim rolled back whole) and wait for the next run.
+    assert len(twilio.requests_to("send")) == CLAIM
+    rows = await fetch(engine, "SELECT status, count(*) AS n FROM flavor_scheduler.deliveries GROUP BY status")
+    assert {row.status: row.n for row in rows} == {"sent": CLAIM, "pending": BOOKINGS - CLAIM}
