@@ -16,7 +16,7 @@ _SPACING_MARGIN_SECONDS = 1e-9
 # What happens between a grant and the request leaving (the SDK building it, the loop's other
 # work) varies by milliseconds: each window is this much longer, so that the provider, counting
 # arrivals, never sees more than the ceiling in a second either.
-_WINDOW_MARGIN_SECONDS = 0.03
+_WINDOW_MARGIN_SECONDS = 0.02
 # A busy limiter keeps to its schedule after a grant that woke late by granting the next one up
 # to this much sooner than a full interval after it, never more: a grant held up longer (the loop
 # busy elsewhere) moves the schedule on instead of letting two requests leave close together.
