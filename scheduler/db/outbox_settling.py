@@ -57,6 +57,17 @@ async def _settle(conn: AsyncConnection, delivery_id: UUID, claimer: str, extra_
     return bool(result.rowcount)
 
 
+def _sent(provider_id: str | None, now: datetime) -> dict[str, Any]:
+    """What a delivery that went out holds, however it came to be recorded."""
+    return {
+        "status": DeliveryStatus.SENT,
+        "provider_message_id": provider_id,
+        "sent_at": now,
+        "updated_at": now,
+        "last_error": None,
+    }
+
+
 async def mark_sent(
     conn: AsyncConnection,
     delivery_id: UUID,
@@ -66,18 +77,7 @@ async def mark_sent(
     extra_attempts: int,
     now: datetime,
 ) -> bool:
-    return await _settle(
-        conn,
-        delivery_id,
-        claimer,
-        extra_attempts,
-        status=DeliveryStatus.SENT,
-        provider_message_id=provider_id,
-        sent_at=now,
-        updated_at=now,
-        ambiguous_since=None,
-        last_error=None,
-    )
+    return await _settle(conn, delivery_id, claimer, extra_attempts, **_sent(provider_id, now), ambiguous_since=None)
 
 
 async def mark_failed(
@@ -123,12 +123,5 @@ async def record_sent_unclaimed(
     await conn.execute(
         update(deliveries)
         .where(deliveries.c.id == delivery_id, deliveries.c.status != DeliveryStatus.SENT)
-        .values(
-            status=DeliveryStatus.SENT,
-            provider_message_id=provider_id,
-            sent_at=now,
-            updated_at=now,
-            lease_expires_at=None,
-            last_error=None,
-        )
+        .values(**_sent(provider_id, now), lease_expires_at=None)
     )

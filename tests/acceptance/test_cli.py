@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler.jobs.catalog import GROUPS, JOBS
@@ -143,6 +144,18 @@ def test_unreachable_database_exits_1_without_password() -> None:
     assert result["job"] == "cleanup_expired_otps"
     assert result["outcome"] == "error" and result["success"] is False
     assert f"flavor-scheduler: {result['errors'][0]}" in done.stderr.splitlines()
+
+
+async def test_a_missing_platform_table_is_a_result_that_names_it(engine: AsyncEngine, env: dict[str, str]) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP TABLE performers"))
+    done = run_cli("--run-once", "cleanup_stale_bookings", env=env)
+    assert done.code == 1
+    result = json.loads(done.stdout)
+    assert result["outcome"] == "error" and result["success"] is False
+    (error,) = result["errors"]
+    assert error.startswith("platform schema problem") and "performers" in error
+    assert f"flavor-scheduler: {error}" in done.stderr.splitlines()
 
 
 def test_a_group_that_cannot_reach_its_database_reports_every_job() -> None:

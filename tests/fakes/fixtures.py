@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -16,14 +17,38 @@ RESEND_API_KEY = "re_test_0123456789abcdef"
 EMAIL_FROM = "bookings@flavorentertainers.com.au"
 
 
-@pytest.fixture
-async def twilio_server() -> AsyncIterator[FakeTwilio]:
-    """A started FakeTwilio that accepts TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN."""
-    async with FakeTwilio(
+def stand_in_twilio(**options: Any) -> FakeTwilio:
+    """A FakeTwilio (to start with `async with`) that accepts TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN;
+    `options` are FakeTwilio's (latency_seconds, now, ...)."""
+    return FakeTwilio(
         account_sid=TWILIO_ACCOUNT_SID,
         auth_token=TWILIO_AUTH_TOKEN,
         whatsapp_number=f"whatsapp:{TWILIO_WHATSAPP_NUMBER}",
-    ) as server:
+        **options,
+    )
+
+
+def whatsapp_settings(database_url: str, twilio: FakeTwilio, **overrides: Any) -> Settings:
+    """Settings for an app on `database_url` that sends WhatsApp through `twilio` (email off), at any
+    hour, with its HTTP server on any free port."""
+    from tests.database import to_libpq
+
+    values: dict[str, Any] = {
+        "database_url": to_libpq(database_url),
+        "twilio_account_sid": TWILIO_ACCOUNT_SID,
+        "twilio_auth_token": TWILIO_AUTH_TOKEN,
+        "twilio_whatsapp_number": TWILIO_WHATSAPP_NUMBER,
+        "twilio_api_base_url": twilio.url,
+        "quiet_hours": "off",
+        "http_port": 0,
+    }
+    return Settings(_env_file=None, **{**values, **overrides})
+
+
+@pytest.fixture
+async def twilio_server() -> AsyncIterator[FakeTwilio]:
+    """A started FakeTwilio that accepts TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN."""
+    async with stand_in_twilio() as server:
         yield server
 
 

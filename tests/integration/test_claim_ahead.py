@@ -17,11 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler.app import App, build
 from scheduler.clock import SystemClock
 from scheduler.limits import Limits
-from scheduler.settings import Settings
 from scheduler.vocabulary import JobName, Trigger
-from tests.database import to_libpq
 from tests.factories import add_booking, add_client, add_performer, fetch
-from tests.fakes.fixtures import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER
+from tests.fakes.fixtures import stand_in_twilio, whatsapp_settings
 from tests.fakes.providers import FakeTwilio
 
 CLAIM = 5  # messages a claim takes
@@ -50,22 +48,8 @@ _REFUSE_THE_SIXTH_CLAIM = (
 
 @pytest.fixture
 async def app(database_url: str) -> AsyncIterator[tuple[App, FakeTwilio]]:
-    async with FakeTwilio(
-        account_sid=TWILIO_ACCOUNT_SID,
-        auth_token=TWILIO_AUTH_TOKEN,
-        whatsapp_number=f"whatsapp:{TWILIO_WHATSAPP_NUMBER}",
-        latency_seconds=LATENCY_SECONDS,
-    ) as twilio:
-        settings = Settings(
-            _env_file=None,
-            database_url=to_libpq(database_url),
-            twilio_account_sid=TWILIO_ACCOUNT_SID,
-            twilio_auth_token=TWILIO_AUTH_TOKEN,
-            twilio_whatsapp_number=TWILIO_WHATSAPP_NUMBER,
-            twilio_api_base_url=twilio.url,
-            quiet_hours="off",
-            http_port=0,
-        )
+    async with stand_in_twilio(latency_seconds=LATENCY_SECONDS) as twilio:
+        settings = whatsapp_settings(database_url, twilio)
         built = build(settings, limits=SMALL_CLAIMS, clock=SystemClock())
         await built.prepare_database()
         try:

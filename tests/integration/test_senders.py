@@ -21,10 +21,9 @@ from scheduler.limits import PRODUCTION, Limits
 from scheduler.settings import Settings
 from scheduler.vocabulary import JobName, MessageState, Trigger
 from tests.conftest import NOW
-from tests.database import to_libpq
 from tests.factories import add_booking, add_client, add_performer, fetch
-from tests.fakes.fixtures import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_NUMBER
-from tests.fakes.providers import FakeTwilio, Reply
+from tests.fakes.fixtures import stand_in_twilio, whatsapp_settings
+from tests.fakes.providers import Reply
 from tests.faults.support import wait_until
 
 LEASE_SECONDS = 1.0
@@ -40,19 +39,6 @@ class SkewedClock(SystemClock):
 
     def now(self) -> datetime:
         return super().now() + self.offset
-
-
-def settings_for(database_url: str, twilio: FakeTwilio) -> Settings:
-    return Settings(
-        _env_file=None,
-        database_url=to_libpq(database_url),
-        twilio_account_sid=TWILIO_ACCOUNT_SID,
-        twilio_auth_token=TWILIO_AUTH_TOKEN,
-        twilio_whatsapp_number=TWILIO_WHATSAPP_NUMBER,
-        twilio_api_base_url=twilio.url,
-        quiet_hours="off",
-        http_port=0,
-    )
 
 
 @pytest.fixture
@@ -93,17 +79,12 @@ async def test_a_second_sender_never_takes_a_message_still_being_sent(
     database_url: str, engine: AsyncEngine, apps: list[App], scenario: str, skew: timedelta
 ) -> None:
     latency = IN_FLIGHT_SECONDS if scenario == "slow" else 0.0
-    async with FakeTwilio(
-        account_sid=TWILIO_ACCOUNT_SID,
-        auth_token=TWILIO_AUTH_TOKEN,
-        whatsapp_number=f"whatsapp:{TWILIO_WHATSAPP_NUMBER}",
-        latency_seconds=latency,
-    ) as twilio:
+    async with stand_in_twilio(latency_seconds=latency) as twilio:
         if scenario == "retry_after":  # the first sender waits out a Retry-After three leases long
             twilio.script(
                 Reply.twilio_error(429, 20429, "Too Many Requests", {"Retry-After": f"{IN_FLIGHT_SECONDS:g}"})
             )
-        settings = settings_for(database_url, twilio)
+        settings = whatsapp_settings(database_url, twilio)
         first = await started(apps, settings, limits=SHORT, clock=SystemClock())
         second = await started(apps, settings, limits=SHORT, clock=SkewedClock(skew))
         await whatsapp_only_booking(engine, datetime.now(UTC) + timedelta(hours=5))
@@ -147,15 +128,10 @@ async def test_forty_retry_after_zero_answers_are_forty_spaced_tries_and_no_give
 ) -> None:
     clock = FrozenClock(NOW)
     answers = 40
-    async with FakeTwilio(
-        account_sid=TWILIO_ACCOUNT_SID,
-        auth_token=TWILIO_AUTH_TOKEN,
-        whatsapp_number=f"whatsapp:{TWILIO_WHATSAPP_NUMBER}",
-        now=clock.now,
-    ) as twilio:
+    async with stand_in_twilio(now=clock.now) as twilio:
         unavailable = Reply.twilio_error(503, 20503, "Service Unavailable", {"Retry-After": retry_after})
         twilio.script(*[unavailable] * answers)
-        app = await started(apps, settings_for(database_url, twilio), clock=clock)
+        app = await started(apps, whatsapp_settings(database_url, twilio), clock=clock)
         await whatsapp_only_booking(engine, NOW + timedelta(hours=23, minutes=30))
 
         runs = [await app.runner.run(JobName.SEND_BOOKING_REMINDERS, trigger=Trigger.MANUAL)]
