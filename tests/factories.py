@@ -132,3 +132,10 @@ async def fetch(engine: AsyncEngine, sql: str, **params: Any) -> list[Any]:
 async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
     async with engine.connect() as conn:
         return await conn.scalar(text(sql), params)
+
+
+async def execute(engine: AsyncEngine, sql: str, **params: Any) -> None:
+    """One statement, committed; also those that cannot run in a transaction (VACUUM)."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text(sql), params)

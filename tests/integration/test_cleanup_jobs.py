@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import text
@@ -14,7 +15,7 @@ from scheduler.jobs.report import result_json
 from scheduler.notify.recording import RecordingTransport
 from scheduler.vocabulary import JobName, Trigger
 from tests.conftest import NOW
-from tests.factories import add_audit, add_booking, add_notification, add_otp, fetch, scalar
+from tests.factories import add_audit, add_booking, add_notification, add_otp, execute, fetch, scalar
 
 MINUTES = timedelta(minutes=5)
 
@@ -225,38 +226,129 @@ async def test_keep_types_come_from_settings(app: App, engine: AsyncEngine) -> N
 # --- batching -----------------------------------------------------------------------------------------
 
 
-async def test_batches_of_delete_batch_size_each_its_own_transaction(app: App, engine: AsyncEngine) -> None:
+async def log_deletes(engine: AsyncEngine, table: str) -> None:
+    """Every DELETE statement on `table` logs its transaction and rows to `delete_log`, and counts
+    itself in the sequence `delete_attempts`, rolled back or not (a sequence is not rolled back)."""
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE SEQUENCE delete_attempts"))
+        await conn.execute(text("CREATE TABLE delete_log (xact xid8 DEFAULT pg_current_xact_id(), deleted bigint)"))
+        await conn.execute(
+            text(
+                "CREATE FUNCTION log_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "PERFORM nextval('delete_attempts'); "
+                "INSERT INTO delete_log (deleted) SELECT count(*) FROM gone; RETURN NULL; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                f"CREATE TRIGGER log_delete AFTER DELETE ON {table} REFERENCING OLD TABLE AS gone "
+                "FOR EACH STATEMENT EXECUTE FUNCTION log_delete()"
+            )
+        )
+
+
+async def committed_deletes(engine: AsyncEngine) -> list[int]:
+    """The rows each committed transaction deleted, in order, leaving out those that deleted none."""
+    rows = await fetch(
+        engine,
+        "SELECT sum(deleted) AS deleted FROM delete_log GROUP BY xact HAVING sum(deleted) > 0 "
+        "ORDER BY xact::text::bigint",
+    )
+    return [int(row.deleted) for row in rows]
+
+
+async def delete_attempts(engine: AsyncEngine) -> int:
+    """DELETE statements run, those rolled back included."""
+    return int(await scalar(engine, "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM delete_attempts"))
+
+
+async def add_read_notifications(engine: AsyncEngine, rows: int, *, every: int = 1, days_old: int = 40) -> None:
+    """`rows` old notifications, every `every`-th unread (kept), the rest read (to be deleted)."""
     async with engine.begin() as conn:
         await conn.execute(
             text(
                 "INSERT INTO notifications (user_id, type, title, message, is_read, created_at) "
-                "SELECT gen_random_uuid(), 'info', 't', 'm', true, :old FROM generate_series(1, 12345)"
+                "SELECT gen_random_uuid(), 'info', 't', 'm', :every = 1 OR g % :every <> 0, :at "
+                "FROM generate_series(1, :rows) g"
             ),
-            {"old": NOW - timedelta(days=40)},
+            {"rows": rows, "every": every, "at": NOW - timedelta(days=days_old)},
         )
-        await conn.execute(
-            text(
-                "INSERT INTO notifications (user_id, type, title, message, is_read, created_at) "
-                "SELECT gen_random_uuid(), 'info', 't', 'm', true, :recent FROM generate_series(1, 500)"
-            ),
-            {"recent": NOW - timedelta(days=1)},
-        )
-    xact_before = await scalar(engine, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
-    settings = app.settings.model_copy(update={"delete_batch_size": 1000})
-    app.runner.deps = app.runner.deps.__class__(
-        **{**{f: getattr(app.runner.deps, f) for f in app.runner.deps.__dataclass_fields__}, "settings": settings}
-    )
+
+
+def with_delete_batch_size(app: App, size: int) -> None:
+    app.runner.deps = replace(app.runner.deps, settings=app.settings.model_copy(update={"delete_batch_size": size}))
+
+
+async def test_a_table_never_analysed_is_taken_a_batch_at_a_time_each_its_own_transaction(
+    app: App, engine: AsyncEngine
+) -> None:
+    # Without statistics the walk cannot size a range: each batch is found exactly.
+    await execute(engine, "ALTER TABLE notifications SET (autovacuum_enabled = false)")
+    await add_read_notifications(engine, 12345)
+    await add_read_notifications(engine, 500, days_old=1)
+    await log_deletes(engine, "notifications")
+    with_delete_batch_size(app, 1000)
 
     result = await run(app, JobName.CLEANUP_OLD_NOTIFICATIONS)
 
     assert result.count == 12345
     assert result.details["batches"] == 13
+    assert await committed_deletes(engine) == [1000] * 12 + [345]
+    assert await delete_attempts(engine) == 13
     assert await scalar(engine, "SELECT count(*) FROM notifications") == 500
     deleted = app.registry.get_sample_value(
         "flavor_scheduler_rows_deleted_total", {"job_name": "cleanup_old_notifications", "table": "notifications"}
     )
     assert deleted == 12345
-    assert xact_before is not None
+
+
+async def test_dense_rows_go_a_sized_range_at_a_time_never_over_the_batch_size(app: App, engine: AsyncEngine) -> None:
+    """Two read rows in three: dense enough for ranges sized by density, one scan each."""
+    await add_read_notifications(engine, 18517, every=3)
+    await add_read_notifications(engine, 500, days_old=1)
+    await execute(engine, "ANALYZE notifications")
+    await log_deletes(engine, "notifications")
+    with_delete_batch_size(app, 1000)
+
+    result = await run(app, JobName.CLEANUP_OLD_NOTIFICATIONS)
+
+    assert result.count == 12345
+    per_transaction = await committed_deletes(engine)
+    assert sum(per_transaction) == 12345
+    assert max(per_transaction) <= 1000
+    # Sized ranges aim at 90 % of a batch: more transactions than whole batches would take, and
+    # none of them rolled back (the density does not change).
+    assert len(per_transaction) > 13
+    assert await delete_attempts(engine) == result.details["batches"]
+    assert (
+        await scalar(
+            engine, "SELECT count(*) FROM notifications WHERE is_read AND created_at < :at", at=NOW - timedelta(days=30)
+        )
+        == 0
+    )
+    assert await scalar(engine, "SELECT count(*) FROM notifications") == 500 + 18517 - 12345
+
+
+async def test_a_range_that_turns_out_over_the_batch_size_is_rolled_back_and_taken_exactly(
+    app: App, engine: AsyncEngine
+) -> None:
+    """Two read rows in three, then only read rows: the range sized from the first density holds
+    half as many again, so it is rolled back and that batch found exactly."""
+    await add_read_notifications(engine, 4500, every=3)
+    await add_read_notifications(engine, 6000)
+    await execute(engine, "ANALYZE notifications")
+    await log_deletes(engine, "notifications")
+    with_delete_batch_size(app, 1000)
+
+    result = await run(app, JobName.CLEANUP_OLD_NOTIFICATIONS)
+
+    assert result.success, result.errors
+    assert result.count == 3000 + 6000
+    per_transaction = await committed_deletes(engine)
+    assert sum(per_transaction) == 9000
+    assert max(per_transaction) <= 1000
+    assert await delete_attempts(engine) > result.details["batches"], "no range was rolled back"
+    assert await scalar(engine, "SELECT count(*) FROM notifications") == 1500
 
 
 async def test_dry_run_leaves_every_table_unchanged(app: App, engine: AsyncEngine) -> None:
@@ -331,31 +423,3 @@ async def test_frozen_clock_is_the_only_time(clock: FrozenClock, app: App, engin
     clock.advance(timedelta(hours=5).total_seconds())
     assert (await run(app, JobName.CLEANUP_STALE_BOOKINGS)).count == 1
     assert await status_of(engine, booking) == ("cancelled", "pending")
-
-
-async def test_no_batch_deletes_more_than_the_batch_size(engine: AsyncEngine) -> None:
-    """Read notifications interleaved with unread ones: every batch holds at most 1,000 rows."""
-    from scheduler.db import cleanup as cleanup_db
-
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO notifications (user_id, type, title, message, is_read, created_at) "
-                "SELECT gen_random_uuid(), 'info', 't', 'm', g % 3 <> 0, :old FROM generate_series(1, 18517) g"
-            ),
-            {"old": NOW - timedelta(days=40)},
-        )
-    params = cleanup_db.purge_params(NOW - timedelta(days=30))
-    after: tuple[int, int] | None = cleanup_db.START_OF_TABLE
-    deleted = []
-    while after is not None:
-        async with engine.begin() as conn:
-            outcome = await cleanup_db.delete_batch(
-                conn, cleanup_db.READ_NOTIFICATIONS, params, after=after, batch_size=1000
-            )
-        deleted.append(outcome.deleted)
-        after = outcome.resume_after
-    assert sum(deleted) == 12345
-    assert max(deleted) == 1000
-    assert len(deleted) == 13
-    assert await scalar(engine, "SELECT count(*) FROM notifications WHERE is_read") == 0

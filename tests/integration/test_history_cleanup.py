@@ -19,7 +19,7 @@ from scheduler.jobs.report import group_json, result_json
 from scheduler.jobs.result import JobResult
 from scheduler.vocabulary import JobName, Trigger
 from tests.conftest import NOW
-from tests.factories import fetch, scalar
+from tests.factories import execute, fetch, scalar
 
 JOB = JobName.CLEANUP_SCHEDULER_HISTORY
 DAYS = timedelta(days=1)
@@ -159,7 +159,8 @@ async def test_messages_and_runs_at_the_retention_boundaries(app: App, engine: A
     assert (again.count, again.details["messagesBlanked"]) == (0, 0)  # a blanked message is not blanked twice
 
 
-async def test_history_deleted_in_batches_each_its_own_transaction(app: App, engine: AsyncEngine) -> None:
+async def add_old_history(engine: AsyncEngine) -> None:
+    """2,345 runs past the history's retention and 1,234 settled messages past the text's."""
     old = NOW - 100 * DAYS
     async with engine.begin() as conn:
         await conn.execute(
@@ -181,6 +182,13 @@ async def test_history_deleted_in_batches_each_its_own_transaction(app: App, eng
             # Past the text's retention, not the history's: blanked, kept.
             {"at": NOW - 40 * DAYS},
         )
+
+
+async def test_history_deleted_in_batches_each_its_own_transaction(app: App, engine: AsyncEngine) -> None:
+    # Tables without statistics: every batch found exactly (`jobs/batch_ranges.py`).
+    for table in ("job_runs", "deliveries"):
+        await execute(engine, f"ALTER TABLE flavor_scheduler.{table} SET (autovacuum_enabled = false)")
+    await add_old_history(engine)
     with_batch_size(app, 500)
 
     result = await run(app)
@@ -192,6 +200,27 @@ async def test_history_deleted_in_batches_each_its_own_transaction(app: App, eng
     assert result.details["batches"] == 1 + 3 + 5
     assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.job_runs") == 1  # this run's own row
     assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.deliveries WHERE address IS NULL") == 1234
+
+
+async def test_history_in_ranges_sized_by_density_is_deleted_and_blanked_all_the_same(
+    app: App, engine: AsyncEngine
+) -> None:
+    await add_old_history(engine)
+    for table in ("job_runs", "deliveries"):
+        await execute(engine, f"ANALYZE flavor_scheduler.{table}")
+    with_batch_size(app, 500)
+
+    result = await run(app)
+
+    assert result.success, result.errors
+    assert (result.count, result.details["runsDeleted"], result.details["messagesBlanked"]) == (2345, 2345, 1234)
+    # Sized ranges aim at 90 % of a batch: more of them than the 1 + 3 + 5 exact batches.
+    assert result.details["batches"] > 1 + 3 + 5
+    assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.job_runs") == 1
+    assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.deliveries WHERE address IS NULL") == 1234
+    assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.deliveries WHERE body_text <> ''") == 0
+    again = await run(app)
+    assert (again.count, again.details["messagesBlanked"]) == (0, 0)
 
 
 def test_it_is_the_cleanup_group_s_last_job_with_its_summary_key() -> None:
