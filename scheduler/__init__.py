@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import cache
 
+from scheduler import structlog_plain  # noqa: F401 - first, before any module imports structlog
+
 
 @cache
 def _installed_version() -> str:

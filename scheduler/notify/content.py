@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -187,44 +188,29 @@ class Renderer:
         """The event's date and time in this renderer's time zone."""
         return format_when(moment, self._tz)
 
+    def for_recipient(self, kind: MessageKind, role: Role, facts: BookingFacts, now: datetime) -> Letters:
+        """What `kind` says to one recipient, on any channel, from values cleaned once."""
+        return Letters(self, kind, lambda: self._context(kind, role, facts, now))
+
     def render(
         self, kind: MessageKind, channel: Channel, role: Role, facts: BookingFacts, now: datetime
     ) -> RenderedMessage:
         """One recipient's message; ContentError when the booking lacks what it needs."""
-        context = self._context(kind, role, facts, now)
-        if channel is not Channel.EMAIL:  # an SMS is a WhatsApp message's fallback: the same text
-            text = self._render(kind, "whatsapp.txt", context)
-            if len(text.encode("utf-16-le")) // 2 >= WHATSAPP_MAX_UNITS:
-                raise ContentError("WhatsApp text too long")
-            variables = {str(i): context[name] for i, name in enumerate(_VARIABLES[kind], 1)}
-            return RenderedMessage(text=text, content_variables=variables)
-        subject = _one_line(self._render(kind, "subject.txt", context))
-        return RenderedMessage(
-            text=self._render(kind, "email.txt", context),
-            subject=subject,
-            html=self._render(kind, "email.html", {**context, "subject": subject}),
-        )
+        return self.for_recipient(kind, role, facts, now).message(channel)
 
-    def render_in_app(
-        self, kind: MessageKind, role: Role, facts: BookingFacts, now: datetime
-    ) -> InAppNotice:
+    def render_in_app(self, kind: MessageKind, role: Role, facts: BookingFacts, now: datetime) -> InAppNotice:
         """The title and one-sentence message of the platform's in-app notification."""
-        context = self._context(kind, role, facts, now)
-        return InAppNotice(
-            title=_one_line(self._render(kind, "in_app_title.txt", context)),
-            message=_one_line(self._render(kind, "in_app.txt", context)),
-        )
+        return self.for_recipient(kind, role, facts, now).in_app()
 
-    def _render(self, kind: MessageKind, part: str, context: dict[str, Any]) -> str:
+    def render_part(self, kind: MessageKind, part: str, context: dict[str, Any]) -> str:
+        """One template of `kind` (`email.html`, `in_app.txt`, ...) filled with `context`."""
         return self._template(f"{kind.value}.{part}").render(context).strip()
 
     @functools.cache  # noqa: B019 - one renderer per process, a few dozen templates
     def _template(self, name: str) -> Template:
         return self._env.get_template(name)
 
-    def _context(
-        self, kind: MessageKind, role: Role, facts: BookingFacts, now: datetime
-    ) -> dict[str, Any]:
+    def _context(self, kind: MessageKind, role: Role, facts: BookingFacts, now: datetime) -> dict[str, Any]:
         """Cleaned, formatted values with fallbacks applied; the same for every channel."""
         reference = _clean(facts.reference, REFERENCE_MAX_CHARS)
         if reference is None:
@@ -237,11 +223,7 @@ class Renderer:
         defaults = self._defaults
         performer_first = _clean(facts.performer_first_name, NAME_MAX_CHARS)
         client_first = _clean(facts.client_first_name, NAME_MAX_CHARS)
-        performer = (
-            _clean(facts.performer_stage_name, NAME_MAX_CHARS)
-            or performer_first
-            or defaults["performer"]
-        )
+        performer = _clean(facts.performer_stage_name, NAME_MAX_CHARS) or performer_first or defaults["performer"]
         recipient = (client_first or defaults["recipient"]) if role is Role.CLIENT else (performer_first or performer)
         event_type = _clean(facts.event_type, NAME_MAX_CHARS)
         context: dict[str, Any] = {
@@ -275,3 +257,41 @@ class Renderer:
             context["deposit"] = format_aud(facts.deposit_amount)
             context["balance"] = format_aud(balance)
         return context
+
+
+class Letters:
+    """One recipient's messages of one kind: the booking's values are cleaned and formatted once,
+    on first use (a recipient owed nothing asks nothing of the booking), for every channel."""
+
+    def __init__(self, renderer: Renderer, kind: MessageKind, context: Callable[[], dict[str, Any]]) -> None:
+        self._renderer = renderer
+        self._kind = kind
+        self._make_context = context
+
+    @cached_property
+    def _context(self) -> dict[str, Any]:
+        return self._make_context()
+
+    def message(self, channel: Channel) -> RenderedMessage:
+        """The message on `channel`; ContentError when the booking lacks what it needs."""
+        kind, context, render = self._kind, self._context, self._renderer.render_part
+        if channel is not Channel.EMAIL:  # an SMS is a WhatsApp message's fallback: the same text
+            text = render(kind, "whatsapp.txt", context)
+            if len(text.encode("utf-16-le")) // 2 >= WHATSAPP_MAX_UNITS:
+                raise ContentError("WhatsApp text too long")
+            variables = {str(i): context[name] for i, name in enumerate(_VARIABLES[kind], 1)}
+            return RenderedMessage(text=text, content_variables=variables)
+        subject = _one_line(render(kind, "subject.txt", context))
+        return RenderedMessage(
+            text=render(kind, "email.txt", context),
+            subject=subject,
+            html=render(kind, "email.html", {**context, "subject": subject}),
+        )
+
+    def in_app(self) -> InAppNotice:
+        """The title and one-sentence message of the platform's in-app notification."""
+        kind, context, render = self._kind, self._context, self._renderer.render_part
+        return InAppNotice(
+            title=_one_line(render(kind, "in_app_title.txt", context)),
+            message=_one_line(render(kind, "in_app.txt", context)),
+        )

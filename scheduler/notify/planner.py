@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from scheduler.notify.content import Renderer
+from scheduler.notify.content import Letters, Renderer
 from scheduler.phones import InvalidPhoneNumber, to_e164
 from scheduler.records import BookingRecord, Contact, InAppNotification, OwedDelivery
 from scheduler.redact import mask_email, mask_phone
@@ -95,8 +95,9 @@ class MessagePlanner:
                 continue
             if kind is MessageKind.PAYMENT_REMINDER and not contact.wants_payment_reminders:
                 continue
+            letters = self._renderer.for_recipient(kind, role, record.facts, now)
             if contact.user_id is not None:
-                notice = self._renderer.render_in_app(kind, role, record.facts, now)
+                notice = letters.in_app()
                 owed.notices.append(
                     InAppNotification(
                         user_id=contact.user_id,
@@ -107,7 +108,9 @@ class MessagePlanner:
                     )
                 )
             for channel in (Channel.WHATSAPP, Channel.EMAIL):
-                owed.extend(self._plan_channel(kind, record, role, contact, channel, now=now, run_id=run_id))
+                owed.extend(
+                    self._plan_channel(kind, record, role, contact, channel, letters=letters, now=now, run_id=run_id)
+                )
         return owed
 
     def _plan_channel(
@@ -118,6 +121,7 @@ class MessagePlanner:
         contact: Contact,
         channel: Channel,
         *,
+        letters: Letters,
         now: datetime,
         run_id: UUID,
     ) -> OwedMessages:
@@ -139,7 +143,7 @@ class MessagePlanner:
             if not _EMAIL_SHAPE.fullmatch(address):
                 address, problem = None, f"invalid email address {mask_email(raw.strip())}"
 
-        rendered = self._renderer.render(kind, channel, role, record.facts, now)
+        rendered = letters.message(channel)
         content_sid = self._content_sids.get(kind) if channel is Channel.WHATSAPP else None
         if problem is not None:
             status = DeliveryStatus.FAILED
