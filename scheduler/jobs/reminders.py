@@ -7,6 +7,7 @@ event_date, is reminded, however long the daemon was down.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from scheduler.db.reminders import DueReminder
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.result import JobResult
 from scheduler.notify.content import ContentError
+from scheduler.notify.outcomes import DeliveryReport
 from scheduler.notify.planner import OwedMessages, dedupe_key
 from scheduler.records import AuditEntry, InAppNotification
 from scheduler.vocabulary import IN_APP, JobName, MessageKind, ReminderKind, Role
@@ -36,6 +38,8 @@ class ReminderRule:
     roles: tuple[Role, ...]
     balance_due_only: bool
 
+
+_PLANS_BETWEEN_YIELDS = 25  # bookings planned (about 10 ms of CPU) between two chances for the sends to go on
 
 BOOKING_REMINDER = ReminderRule(
     JobName.SEND_BOOKING_REMINDERS,
@@ -76,53 +80,100 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
         result.details["bookings"] = [reminder.record.facts.reference for reminder in due]
         return result
 
-    owed_ids: list[UUID] = []
+    later_ids: list[UUID] = []
     reminded_in_app: set[UUID] = set()
     unwritable: set[UUID] = set()  # bookings whose message cannot be written: reported once, not retried
-    while not ctx.should_stop():
-        try:
-            async with deps.db.begin() as conn:
-                candidates = await _find_due(
-                    conn, rule, earliest, latest, with_preferences, limit=batch_size, exclude=unwritable
-                )
-                if not candidates:
-                    break
-                owed, writable = _plan(ctx, rule, candidates, now=now, result=result, unwritable=unwritable)
-                won = await reminders_db.claim_reminders(
-                    conn,
-                    kind=rule.kind.value,
-                    due=[(due.record.id, due.record.event_date) for due in writable if due.record.event_date],
-                    run_id=ctx.run_id,
-                    now=now,
-                )
-                owed = _for_this_reminder(owed.only_bookings(won), writable)
-                refused = await platform_rows.insert_notifications(conn, owed.notices, now=now)
-                if deps.tables.has("audit_logs"):
-                    refused += await platform_rows.insert_audit_entries(conn, _audit_rows(rule, writable, won), now=now)
-                inserted = await outbox_owed.record_owed(conn, owed.deliveries)
-        except DatabaseError as exc:
-            result.fail(f"recording {rule.kind.value}s failed: {exc}")
-            break
-        result.errors += owed.errors
-        result.errors += _refused_errors(rule, writable, refused)
-        notices = _written(owed, refused)
-        reminded_in_app |= {notice.booking_id for notice in notices}
-        deps.metrics.reminders_sent.labels(kind=rule.metric_kind, channel=IN_APP).inc(len(notices))
-        deps.metrics.count_recorded(owed.settled(inserted))
-        result.count_recorded(owed.settled(inserted))
-        owed_ids += inserted
-        if len(candidates) < batch_size:
-            break
-
-    # Sent once every batch is recorded: a database lost while recording leaves no send in flight
-    # (the messages recorded so far are sent on fresh connections, the rest by the next run).
-    report = await deps.dispatcher.deliver(only_ids=owed_ids, should_stop=ctx.should_stop)
+    first: asyncio.Task[DeliveryReport] | None = None
+    try:
+        while not ctx.should_stop():
+            try:
+                async with deps.db.begin() as conn:
+                    candidates = await _find_due(
+                        conn, rule, earliest, latest, with_preferences, limit=batch_size, exclude=unwritable
+                    )
+                    if not candidates:
+                        break
+                    batch = await _record(ctx, rule, conn, candidates, now=now, result=result, unwritable=unwritable)
+            except DatabaseError as exc:
+                result.fail(f"recording {rule.kind.value}s failed: {exc}")
+                break
+            reminded_in_app |= _count(ctx, rule, result, batch)
+            inserted = batch.inserted
+            if first is None and inserted:
+                # The first batch's messages go out while the later batches are found, planned
+                # and recorded (planning yields now and then, so the sends keep to their
+                # ceilings); the later batches' go after them. A database lost while recording
+                # lets the first batch's sends finish and settle on fresh connections (a send
+                # that cannot settle stays 'sending' and is resumed after its lease, as any send
+                # in flight when the database goes), then the batches recorded so far go; the
+                # rest is found again by the next run.
+                first = asyncio.create_task(deps.dispatcher.deliver(only_ids=inserted, should_stop=ctx.should_stop))
+            else:
+                later_ids += inserted
+            if len(candidates) < batch_size:
+                break
+    except BaseException:  # the run cancelled, or a fault of ours: the first batch's sends stop too
+        if first is not None:
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+        raise
+    report = DeliveryReport() if first is None else await first
+    report.merge(await deps.dispatcher.deliver(only_ids=later_ids, should_stop=ctx.should_stop))
     result.errors += report.errors
     result.messages.update(report.states)
     # A booking counts once this run delivered it at least one message, in-app included.
     result.count = len(report.bookings_sent | reminded_in_app)
     result.details["messagesSent"] = report.sent
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Recorded:
+    """One batch of due bookings, recorded: what they are owed and what the database took."""
+
+    owed: OwedMessages
+    writable: list[DueReminder]
+    refused: list[RefusedRow]
+    inserted: list[UUID]  # the deliveries recorded (not those already owed from an earlier run)
+
+
+async def _record(
+    ctx: JobContext,
+    rule: ReminderRule,
+    conn: AsyncConnection,
+    candidates: list[DueReminder],
+    *,
+    now: datetime,
+    result: JobResult,
+    unwritable: set[UUID],
+) -> _Recorded:
+    """Plan the batch's messages and record them with the ledger, notices and audit rows, in the
+    caller's transaction."""
+    owed, writable = await _plan(ctx, rule, candidates, now=now, result=result, unwritable=unwritable)
+    won = await reminders_db.claim_reminders(
+        conn,
+        kind=rule.kind.value,
+        due=[(due.record.id, due.record.event_date) for due in writable if due.record.event_date],
+        run_id=ctx.run_id,
+        now=now,
+    )
+    owed = _for_this_reminder(owed.only_bookings(won), writable)
+    refused = await platform_rows.insert_notifications(conn, owed.notices, now=now)
+    if ctx.deps.tables.has("audit_logs"):
+        refused += await platform_rows.insert_audit_entries(conn, _audit_rows(rule, writable, won), now=now)
+    inserted = await outbox_owed.record_owed(conn, owed.deliveries)
+    return _Recorded(owed, writable, refused, inserted)
+
+
+def _count(ctx: JobContext, rule: ReminderRule, result: JobResult, batch: _Recorded) -> set[UUID]:
+    """Count a recorded batch in the result and the metrics; the bookings reminded in-app."""
+    result.errors += batch.owed.errors
+    result.errors += _refused_errors(rule, batch.writable, batch.refused)
+    notices = _written(batch.owed, batch.refused)
+    ctx.deps.metrics.reminders_sent.labels(kind=rule.metric_kind, channel=IN_APP).inc(len(notices))
+    ctx.deps.metrics.count_recorded(batch.owed.settled(batch.inserted))
+    result.count_recorded(batch.owed.settled(batch.inserted))
+    return {notice.booking_id for notice in notices}
 
 
 async def _find_due(
@@ -166,7 +217,7 @@ async def _find_all_due(
             return found
 
 
-def _plan(
+async def _plan(
     ctx: JobContext,
     rule: ReminderRule,
     candidates: list[DueReminder],
@@ -180,7 +231,9 @@ def _plan(
     beyond any precision)."""
     owed = OwedMessages()
     writable: list[DueReminder] = []
-    for due in candidates:
+    for position, due in enumerate(candidates, start=1):
+        if position % _PLANS_BETWEEN_YIELDS == 0:
+            await asyncio.sleep(0)  # planning is CPU work: the sends in flight go on meanwhile
         record = due.record
         try:
             owed.extend(ctx.deps.planner.plan(rule.kind, record, rule.roles, now=now, run_id=ctx.run_id))

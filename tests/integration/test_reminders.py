@@ -10,16 +10,19 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler.app import App
+from scheduler.app import App, build
 from scheduler.clock import FrozenClock
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.reminders import send_booking_reminders
 from scheduler.jobs.report import result_json
 from scheduler.jobs.result import JobResult
+from scheduler.limits import Limits
 from scheduler.notify.recording import RecordingTransport
 from scheduler.notify.transport import PermanentSendError
+from scheduler.settings import Settings
 from scheduler.vocabulary import Channel, JobName, MessageState, RunOutcome, Trigger
 from tests.conftest import NOW
 from tests.factories import add_booking, add_client, fetch, scalar, set_preferences
@@ -412,3 +415,51 @@ async def test_three_concurrent_runs_remind_a_b_a_bookings_once_more(
     assert len({m.delivery_id for m in again}) == len(again)
     assert len({(m.booking_reference, m.to) for m in again}) == len(again)
     assert await scalar(engine, "SELECT count(*) FROM audit_logs") == 3 * len(made)
+
+
+async def test_the_first_batch_is_sent_while_the_next_one_is_still_being_recorded(
+    settings: Settings, clock: FrozenClock, engine: AsyncEngine, whatsapp: RecordingTransport, email: RecordingTransport
+) -> None:
+    """Three due bookings in batches of two: the second batch's recording waits on a lock this test
+    holds, and the first batch's eight messages go out meanwhile; then all twelve, each once."""
+    app = build(
+        settings,
+        clock=clock,
+        transports={Channel.WHATSAPP: whatsapp, Channel.EMAIL: email},
+        limits=Limits(reminder_batch_size=2),
+    )
+    await app.prepare_database()
+    for _ in range(3):
+        await add_booking(engine, event_date=NOW + 23 * HOUR)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE FUNCTION second_batch_waits() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF (SELECT count(*) FROM flavor_scheduler.booking_reminders) > 2 THEN "
+                "PERFORM pg_advisory_xact_lock(4242); END IF; RETURN NULL; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER second_batch_waits BEFORE INSERT ON audit_logs "
+                "FOR EACH STATEMENT EXECUTE FUNCTION second_batch_waits()"
+            )
+        )
+    try:
+        async with engine.connect() as holder:
+            await holder.execute(text("SELECT pg_advisory_lock(4242)"))
+            running = asyncio.create_task(run(app, JobName.SEND_BOOKING_REMINDERS))
+            async with asyncio.timeout(10):
+                await whatsapp.wait_for_attempts(4)
+                await email.wait_for_attempts(4)
+            assert not running.done()
+            assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.deliveries") == 8  # batch 2 not yet
+            await holder.execute(text("SELECT pg_advisory_unlock(4242)"))
+            result = await running
+    finally:
+        await app.aclose()
+
+    assert result.success, result.errors
+    assert result.details["messagesSent"] == 12
+    sent = [(m.delivery_id, m.to) for m in [*whatsapp.sent, *email.sent]]
+    assert len(sent) == len(set(sent)) == 12
