@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
+from scheduler import __version__
 from scheduler.cli_exits import PROG
 from scheduler.jobs.catalog import GROUPS, JOBS, resolve_target, valid_targets
 from scheduler.vocabulary import DeliveryStatus, MessageKind
@@ -19,15 +20,6 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
-
-
-class _Version(argparse.Action):
-    """--version, reading the installed version only when asked (importlib.metadata is slow to load)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
-        from scheduler import __version__
-
-        parser.exit(message=f"{PROG} {__version__}\n")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -55,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-jobs", action="store_true", help="list jobs, schedules and next run times")
     parser.add_argument("--check", action="store_true", help="check settings, database and provider credentials")
     parser.add_argument("--demo", action="store_true", help="use an embedded PostgreSQL with demo data; print messages")
-    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {__version__}", help="print the version and exit"
+    )
     _console_parsers(parser)
     return parser
 

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 
+from scheduler import __version__
 from scheduler.records import OwedDelivery
 from scheduler.vocabulary import (
     IN_APP,
@@ -185,8 +186,6 @@ class Metrics:
     @classmethod
     def unregistered(cls) -> Metrics:
         """Metrics on a private registry, for one-off commands whose numbers nobody scrapes."""
-        from scheduler import __version__
-
         return cls(CollectorRegistry(), __version__)
 
     def set_ready(self, ready: bool) -> None:
