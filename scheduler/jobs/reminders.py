@@ -39,7 +39,7 @@ class ReminderRule:
     balance_due_only: bool
 
 
-_PLANS_BETWEEN_YIELDS = 25  # bookings planned (about 10 ms of CPU) between two chances for the sends to go on
+_PLANS_BETWEEN_YIELDS = 10  # bookings planned (under 10 ms of CPU) between two chances for the sends to go on
 
 BOOKING_REMINDER = ReminderRule(
     JobName.SEND_BOOKING_REMINDERS,
