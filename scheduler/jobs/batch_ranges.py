@@ -6,9 +6,10 @@ matching rows end, once to delete them (`db/cleanup.exact_batch`). Where the pre
 found the rows dense, the next range is sized from that density instead, aiming at
 `AIM` of a batch, and changed in one scan (`db/cleanup.change_range`); a sized range that holds
 more than a batch after all is rolled back and taken exactly. A range is sized only when, full of
-matching rows from end to end (the table's rows per block, from its statistics), it would still
-hold at most `MOST_BATCHES_PER_ATTEMPT` batches, so a rolled-back attempt never did more than
-that. Sparse rows, the end of the table and a table never analysed are taken exactly.
+matching rows from end to end (at the table's average rows per block, from its statistics), it
+would still hold at most `MOST_BATCHES_PER_ATTEMPT` batches, so a rolled-back attempt did about
+that much work at most. Sparse rows, the end of the table and a table never analysed are taken
+exactly.
 """
 
 from __future__ import annotations
