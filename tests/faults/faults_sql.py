@@ -69,6 +69,21 @@ async def idle_in_transaction(engine: AsyncEngine) -> int:
         return int(count or 0)
 
 
+async def waiting_mid_statement(engine: AsyncEngine) -> int:
+    """The daemon's sessions inside a transaction, waiting for the rest of a statement that never
+    comes (a middlebox silenced the connection between its messages). No timeout of the server's
+    ends them: their locks are held until the connection closes."""
+    async with engine.connect() as conn:
+        count = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = 'flavor-scheduler' AND state = 'active' AND wait_event = 'ClientRead' "
+                "AND xact_start IS NOT NULL"
+            )
+        )
+    return int(count or 0)
+
+
 async def set_database_option(engine: AsyncEngine, name: str, value: str | None) -> None:
     """ALTER DATABASE <this test's database> SET name = value (RESET when None): new sessions only."""
     database = engine.url.database

@@ -98,6 +98,16 @@ class BlackholeProxy:
         self.silenced += count
         return count
 
+    def close_silenced(self) -> int:
+        """The middlebox gives up on the connections it silenced: both ends closed; returns how many."""
+        closed = 0
+        for link in self._links:
+            if link.silent and not link.upstream.is_closing():
+                closed += 1
+                for writer in (link.client, link.upstream):
+                    writer.close()
+        return closed
+
     def cut(self) -> int:
         """Close every connection and turn new ones away until `restore()`; returns how many were open."""
         self.refusing = True

@@ -43,6 +43,7 @@ from tests.faults.faults_sql import (
     idle_in_transaction,
     set_database_option,
     terminate,
+    waiting_mid_statement,
 )
 from tests.faults.network import BlackholeProxy
 from tests.faults.servers import OwnServer
@@ -215,11 +216,21 @@ async def test_connection_lost_mid_batch(
             faulted = await task
         to_error = time.monotonic() - held_at
         lost_transaction_seconds = 0.0
+        left_mid_statement = 0
         if fault == "dropped_silently":
             # Our side gave up; the server's side of the lost connection still holds its
             # transaction until idle_in_transaction_session_timeout ends it.
             lost_transaction_seconds = await wait_until(
                 lambda: _none_idle(engine), within=15, what="the lost transaction to be ended by the server"
+            )
+            # A reminder run sends its first batch while it records the second: a claim of those
+            # sends may have been cut off between its messages. Its session waits for the rest,
+            # its rows locked, until the connection closes: the middlebox closes them now.
+            left_mid_statement = await waiting_mid_statement(engine)
+            assert proxy is not None
+            proxy.close_silenced()
+            await wait_until(
+                lambda: _none_mid_statement(engine), within=15, what="the sessions the middlebox closed to end"
             )
         after_fault = await booking_parts(engine, seeded, scenario.kind) if seeded else {}
         purged_at_fault = await notifications_left(engine)
@@ -262,12 +273,17 @@ async def test_connection_lost_mid_batch(
         seconds_to_error=round(to_error, 2),
         lost_transaction_left_open_seconds=round(lost_transaction_seconds, 2),
         sends_left_in_flight=left_sending,
+        sessions_left_mid_statement=left_mid_statement,
         error=faulted.errors[0][:200],
     )
 
 
 async def _none_idle(engine: AsyncEngine) -> bool:
     return await idle_in_transaction(engine) == 0
+
+
+async def _none_mid_statement(engine: AsyncEngine) -> bool:
+    return await waiting_mid_statement(engine) == 0
 
 
 async def test_rows_held_by_a_long_transaction_are_skipped_then_done(
