@@ -112,10 +112,17 @@ SCENARIOS = {
 }
 
 
-# Deliveries' leases of a second: a reminder run sends its first batch while it records the
-# second, so a fault there may leave a send in flight whose outcome could not be recorded; it is
-# resumed once its lease runs out (production: 120 s), as after any fault mid-send.
-SMALL_BATCHES = Limits(cancel_batch_size=BATCH, reminder_batch_size=BATCH, delivery_lease_seconds=1.0)
+# Leases of a second (production: 120 s for deliveries, 60 s for runs): a reminder run sends its
+# first batch while it records the second, so a fault there may leave a send in flight whose
+# outcome could not be recorded, resumed once its lease runs out, as after any fault mid-send; and
+# a run whose end could not be written on a lost connection is taken over after its lease.
+SMALL_BATCHES = Limits(
+    cancel_batch_size=BATCH,
+    reminder_batch_size=BATCH,
+    delivery_lease_seconds=1.0,
+    run_lease_seconds=1.0,
+    run_lease_renew_seconds=0.25,
+)
 
 
 @pytest.fixture
