@@ -33,10 +33,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from scheduler.app import build
 from scheduler.db.engine import create_engine
 from scheduler.demo.seed import create_platform_tables
 from scheduler.schedule import slot_key
-from scheduler.vocabulary import JobName
+from scheduler.settings import Settings
+from scheduler.vocabulary import JobName, Trigger
 from tests.acceptance.daemons import (
     SHUTDOWN_TIMEOUT_SECONDS,
     DaemonProcess,
@@ -158,6 +160,57 @@ async def test_the_pooler_breaks_session_prepared_statements_but_not_the_daemon_
     assert all(prepared_statement_errors(error) for error in naive_errors), naive_errors[:3]
     assert our_errors == []
     record(f"{SCENARIO}: control", naive_engine_errors=len(naive_errors), daemon_engine_errors=0, transactions=300)
+
+
+@pytest.mark.timeout(60)
+async def test_a_cleanup_in_ranges_sized_by_density_leaves_no_session_state_behind_the_pooler(
+    pooler: PoolerSession, test_databases: DatabaseFactory
+) -> None:
+    """The sized ranges (`jobs/batch_ranges.py`) set synchronous_commit for their own transaction:
+    through the pooler every server connection is found as it was, and every old read row is gone."""
+    pgbouncer = await started_pgbouncer(pooler)
+    async with fresh_database(test_databases, migrated=True) as url:
+        direct = create_engine(url, pool_size=1)
+        try:
+            async with direct.begin() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO notifications (user_id, type, title, message, is_read, created_at) "
+                        "SELECT gen_random_uuid(), 'info', 't', 'm', g % 3 <> 0, now() - interval '40 days' "
+                        "FROM generate_series(1, 3000) g"
+                    )
+                )
+            async with direct.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(text("ANALYZE notifications"))
+        finally:
+            await direct.dispose()
+        pooled = pgbouncer.url(database_name(url))
+        app = build(Settings(_env_file=None, database_url=pooled, delete_batch_size=200), transports={})
+        try:
+            await app.prepare_database()
+            result = await app.runner.run(JobName.CLEANUP_OLD_NOTIFICATIONS, trigger=Trigger.MANUAL)
+        finally:
+            await app.aclose()
+        assert result.success, result.errors
+        assert result.count == 2000
+        assert result.details["batches"] > 2000 // 200, "no range was sized by density"
+        ours = create_engine(to_asyncpg(pooled), pool_size=DEFAULT_POOL_SIZE)
+        try:
+            seen: set[str] = set()
+            for _ in range(4 * DEFAULT_POOL_SIZE):
+                async with ours.begin() as conn:
+                    seen.add(str(await conn.scalar(text("SHOW synchronous_commit"))))
+            left = await _scalar(ours, "SELECT count(*) FROM notifications WHERE is_read")
+        finally:
+            await ours.dispose()
+    assert seen == {"on"}
+    assert left == 0
+
+
+async def _scalar(engine: AsyncEngine, sql: str) -> object:
+    async with engine.connect() as conn:
+        return await conn.scalar(text(sql))
 
 
 # --- the scenario ---------------------------------------------------------------------------------
