@@ -166,6 +166,15 @@ def test_a_group_that_cannot_reach_its_database_reports_every_job() -> None:
     assert all(part["errors"] and "database unreachable" in part["errors"][0] for part in summary["summary"].values())
 
 
+def test_version_is_the_installed_package_s(env: dict[str, str]) -> None:
+    """The version is written once (scheduler/__init__.py) and read by setuptools from there."""
+    from importlib.metadata import version
+
+    done = run_cli("--version", env=env)
+    assert done.code == 0
+    assert done.stdout == f"flavor-scheduler {version('flavor-scheduler')}\n"
+
+
 def test_dry_run_needs_run_once(env: dict[str, str]) -> None:
     done = run_cli("--dry-run", env=env)
     assert done.code == 2

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
+import scheduler
 from scheduler.app import App, build
 from scheduler.daemon import Daemon
 from scheduler.db import migrate
@@ -400,7 +401,7 @@ async def test_every_job_s_series_exist_at_zero_from_start(database_url: str, ht
         )
     (info,) = families["flavor_scheduler_build_info"].samples
     assert info.value == 1
-    assert info.labels["version"]
+    assert info.labels["version"] == scheduler.__version__
 
 
 # The cron triggers (CONTRACT §6) ------------------------------------------------------------------
