@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler.app import App, build
 from scheduler.clock import FrozenClock
 from scheduler.db.engine import create_engine
+from scheduler.limits import PRODUCTION, Limits
 from scheduler.notify.recording import RecordingTransport
 from scheduler.settings import Settings, variable_names
 from scheduler.settings_typos import prefixes
@@ -103,15 +105,29 @@ def email() -> RecordingTransport:
     return RecordingTransport(Channel.EMAIL)
 
 
-@pytest.fixture
-async def app(
-    settings: Settings, clock: FrozenClock, whatsapp: RecordingTransport, email: RecordingTransport
+@contextlib.asynccontextmanager
+async def recording_app(
+    settings: Settings,
+    clock: FrozenClock,
+    whatsapp: RecordingTransport,
+    email: RecordingTransport,
+    *,
+    limits: Limits = PRODUCTION,
 ) -> AsyncIterator[App]:
     """The application on the test's database, with recording transports, database prepared."""
-    app = build(settings, clock=clock, transports={Channel.WHATSAPP: whatsapp, Channel.EMAIL: email})
+    app = build(settings, clock=clock, transports={Channel.WHATSAPP: whatsapp, Channel.EMAIL: email}, limits=limits)
     await app.prepare_database()
     try:
         yield app
         assert app.engine.pool.checkedout() == 0, "the app left a connection checked out"  # type: ignore[attr-defined]
     finally:
         await app.aclose()
+
+
+@pytest.fixture
+async def app(
+    settings: Settings, clock: FrozenClock, whatsapp: RecordingTransport, email: RecordingTransport
+) -> AsyncIterator[App]:
+    """The application on the test's database, with recording transports, database prepared."""
+    async with recording_app(settings, clock, whatsapp, email) as app:
+        yield app

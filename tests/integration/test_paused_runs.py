@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
-from scheduler.app import App, build
+from scheduler.app import App
 from scheduler.clock import FrozenClock
 from scheduler.db import pauses as pauses_db
 from scheduler.limits import Limits
@@ -26,7 +26,7 @@ from scheduler.records import Fire
 from scheduler.schedule import slot_key
 from scheduler.settings import Settings
 from scheduler.vocabulary import Channel, JobName, SkipReason, Trigger
-from tests.conftest import NOW
+from tests.conftest import NOW, recording_app
 from tests.factories import add_booking, fetch
 from tests.faults.support import wait_until
 from tests.integration.test_daemon import daemon_settings, started
@@ -243,17 +243,8 @@ async def _finished_run(engine: AsyncEngine, status: str, at: Any) -> None:
 @pytest.fixture
 async def slow_app(settings: Settings, clock: FrozenClock) -> AsyncIterator[tuple[App, RecordingTransport]]:
     whatsapp, email = RecordingTransport(Channel.WHATSAPP), RecordingTransport(Channel.EMAIL)
-    app = build(
-        settings,
-        clock=clock,
-        transports={Channel.WHATSAPP: whatsapp, Channel.EMAIL: email},
-        limits=Limits(progress_log_seconds=0.05),
-    )
-    await app.prepare_database()
-    try:
+    async with recording_app(settings, clock, whatsapp, email, limits=Limits(progress_log_seconds=0.05)) as app:
         yield app, whatsapp
-    finally:
-        await app.aclose()
 
 
 async def test_a_long_run_logs_what_it_has_done_so_far(

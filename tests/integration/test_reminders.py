@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler.app import App, build
+from scheduler.app import App
 from scheduler.clock import FrozenClock
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.reminders import send_booking_reminders
@@ -24,7 +24,7 @@ from scheduler.notify.recording import RecordingTransport
 from scheduler.notify.transport import PermanentSendError
 from scheduler.settings import Settings
 from scheduler.vocabulary import Channel, JobName, MessageState, RunOutcome, Trigger
-from tests.conftest import NOW
+from tests.conftest import NOW, recording_app
 from tests.factories import add_booking, add_client, fetch, scalar, set_preferences
 
 HOUR = timedelta(hours=1)
@@ -422,13 +422,6 @@ async def test_the_first_batch_is_sent_while_the_next_one_is_still_being_recorde
 ) -> None:
     """Three due bookings in batches of two: the second batch's recording waits on a lock this test
     holds, and the first batch's eight messages go out meanwhile; then all twelve, each once."""
-    app = build(
-        settings,
-        clock=clock,
-        transports={Channel.WHATSAPP: whatsapp, Channel.EMAIL: email},
-        limits=Limits(reminder_batch_size=2),
-    )
-    await app.prepare_database()
     for _ in range(3):
         await add_booking(engine, event_date=NOW + 23 * HOUR)
     async with engine.begin() as conn:
@@ -445,19 +438,20 @@ async def test_the_first_batch_is_sent_while_the_next_one_is_still_being_recorde
                 "FOR EACH STATEMENT EXECUTE FUNCTION second_batch_waits()"
             )
         )
-    try:
-        async with engine.connect() as holder:
-            await holder.execute(text("SELECT pg_advisory_lock(4242)"))
-            running = asyncio.create_task(run(app, JobName.SEND_BOOKING_REMINDERS))
-            async with asyncio.timeout(10):
-                await whatsapp.wait_for_attempts(4)
-                await email.wait_for_attempts(4)
-            assert not running.done()
-            assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.deliveries") == 8  # batch 2 not yet
-            await holder.execute(text("SELECT pg_advisory_unlock(4242)"))
-            result = await running
-    finally:
-        await app.aclose()
+    batches_of_two = Limits(reminder_batch_size=2)
+    async with (
+        recording_app(settings, clock, whatsapp, email, limits=batches_of_two) as app,
+        engine.connect() as holder,
+    ):
+        await holder.execute(text("SELECT pg_advisory_lock(4242)"))
+        running = asyncio.create_task(run(app, JobName.SEND_BOOKING_REMINDERS))
+        async with asyncio.timeout(10):
+            await whatsapp.wait_for_attempts(4)
+            await email.wait_for_attempts(4)
+        assert not running.done()
+        assert await scalar(engine, "SELECT count(*) FROM flavor_scheduler.deliveries") == 8  # batch 2 not yet
+        await holder.execute(text("SELECT pg_advisory_unlock(4242)"))
+        result = await running
 
     assert result.success, result.errors
     assert result.details["messagesSent"] == 12
