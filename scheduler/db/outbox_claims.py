@@ -3,7 +3,7 @@ they are sent, and handing back the ones never tried: who holds which message, a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -101,11 +101,18 @@ def claimed_delivery(row: Any) -> ClaimedDelivery:
     )
 
 
-async def renew_claims(conn: AsyncConnection, *, channel: str, claimer: str, lease: timedelta) -> int:
-    """Extend, by the database's clock, the lease on every message of `channel` this claimer is sending."""
+async def renew_claims(
+    conn: AsyncConnection, ids: Collection[UUID], *, channel: str, claimer: str, lease: timedelta
+) -> int:
+    """Extend, by the database's clock, the lease on the messages `ids` of `channel` this claimer is
+    still sending. Only those: a message whose outcome could not be written is no longer being sent,
+    and its lease must run out so that it is resumed (checked for the earlier attempt) elsewhere."""
+    if not ids:
+        return 0
     result = await conn.execute(
         update(deliveries)
         .where(
+            deliveries.c.id.in_(list(ids)),
             deliveries.c.channel == channel,
             deliveries.c.claimed_by == claimer,
             deliveries.c.status == DeliveryStatus.SENDING,

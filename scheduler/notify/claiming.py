@@ -5,7 +5,7 @@ the dispatcher may send, apart from how it sends it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from uuid import UUID
 
 import structlog
@@ -95,16 +95,18 @@ class Claims:
             log.info("email_batch_changed", batch_key=retried[0], members=len(batch), remaining=len(ready))
         return ready, retried[0] if retried is not None else None
 
-    async def renew_while_sending(self, channel: Channel) -> None:
+    async def renew_while_sending(self, channel: Channel, sending: Collection[UUID]) -> None:
         """While sends are in flight, keep their claims alive (by the database's clock): only a
-        sender that stopped renewing (its process hung or died) loses its messages to another."""
+        sender that stopped renewing (its process hung or died) loses its messages to another.
+        `sending` is read afresh each time: the messages whose requests are still under way."""
         every = self._limits.delivery_lease_seconds / 3
         while True:
             await asyncio.sleep(every)
             try:
                 async with self._db.begin() as conn:
                     await outbox_claims.renew_claims(
-                        conn, channel=channel.value, claimer=self._claimer, lease=self._limits.delivery_lease
-                    )
+                        conn, list(sending), channel=channel.value, claimer=self._claimer,
+                        lease=self._limits.delivery_lease,
+                    )  # fmt: skip
             except DatabaseError as exc:
                 log.warning("message_claims_not_renewed", channel=channel.value, error=str(exc))

@@ -5,6 +5,7 @@ emails many to one (notify/email_batches.py), until nothing is due or the daemon
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -140,7 +141,9 @@ class Dispatcher:
         transport = self._transports[channel]
         backlog = _Backlog()
         claim_error: Exception | None = None
-        renewer = asyncio.create_task(self._claims.renew_while_sending(channel), name=f"claims-{channel.value}")
+        renewer = asyncio.create_task(
+            self._claims.renew_while_sending(channel, backlog.sending), name=f"claims-{channel.value}"
+        )
         try:
             async with asyncio.TaskGroup() as sends:
                 while not should_stop():
@@ -160,7 +163,8 @@ class Dispatcher:
                                 self._send_request(
                                     channel, group, key, report, should_stop=should_stop, in_flight=in_flight
                                 )
-                            )
+                            ),
+                            [delivery.id for delivery in group],
                         )
                     await backlog.down_to(ahead)
         finally:
@@ -196,18 +200,23 @@ class Dispatcher:
 
 
 class _Backlog:
-    """The requests of a channel not yet done, and a wait until at most so many are left."""
+    """The requests of a channel not yet done, the messages they carry (the claims still to renew:
+    one whose request ended, its outcome written or not, is no longer ours to keep), and a wait
+    until at most so many requests are left."""
 
     def __init__(self) -> None:
         self._left = 0
         self._changed = asyncio.Event()
+        self.sending: set[UUID] = set()
 
-    def track(self, task: asyncio.Task[None]) -> None:
+    def track(self, task: asyncio.Task[None], ids: Sequence[UUID]) -> None:
         self._left += 1
-        task.add_done_callback(self._done)
+        self.sending.update(ids)
+        task.add_done_callback(functools.partial(self._done, ids))
 
-    def _done(self, _task: asyncio.Task[None]) -> None:
+    def _done(self, ids: Sequence[UUID], _task: asyncio.Task[None]) -> None:
         self._left -= 1
+        self.sending.difference_update(ids)
         self._changed.set()
 
     async def down_to(self, left: int) -> None:

@@ -21,7 +21,7 @@ from scheduler.limits import PRODUCTION, Limits
 from scheduler.settings import Settings
 from scheduler.vocabulary import JobName, MessageState, Trigger
 from tests.conftest import NOW
-from tests.factories import add_booking, add_client, add_performer, fetch
+from tests.factories import add_booking, add_client, add_performer, execute, fetch
 from tests.fakes.fixtures import stand_in_twilio, whatsapp_settings
 from tests.fakes.providers import Reply
 from tests.faults.support import wait_until
@@ -160,3 +160,58 @@ async def test_forty_retry_after_zero_answers_are_forty_spaced_tries_and_no_give
             assert gap >= least, f"try {attempts} came {gap:.2f} s after the one before (at least {least:g} s)"
     [row] = await fetch(engine, "SELECT status, attempts FROM flavor_scheduler.deliveries")
     assert (row.status, row.attempts) == ("sent", answers + 1)
+
+
+async def test_a_message_whose_outcome_was_lost_is_not_kept_alive_by_its_sender_s_next_sends(
+    database_url: str, engine: AsyncEngine, apps: list[App]
+) -> None:
+    """A send whose outcome could not be written (the database went away) stays 'sending' until its
+    lease runs out, then is resumed, checked for the earlier attempt. The process that claimed it
+    goes on sending other messages and renewing their claims: those renewals must not reach it."""
+    async with stand_in_twilio() as twilio:
+        settings = whatsapp_settings(database_url, twilio)
+        first = await started(apps, settings, limits=SHORT, clock=SystemClock())
+        second = await started(apps, settings, limits=SHORT, clock=SystemClock())
+        lost = await whatsapp_only_booking(engine, datetime.now(UTC) + timedelta(hours=5))
+        assert (await first.runner.run(JobName.SEND_BOOKING_REMINDERS, trigger=Trigger.MANUAL)).success
+        # Sent, and its outcome lost: still the first sender's, its lease about to run out.
+        await execute(
+            engine,
+            "UPDATE flavor_scheduler.deliveries SET status = 'sending', sent_at = NULL,"
+            " provider_message_id = NULL, claimed_by = :claimer,"
+            " lease_expires_at = now() + interval '200 milliseconds' WHERE booking_id = :booking",
+            claimer=first.replica_id,
+            booking=lost["id"],
+        )
+
+        twilio.latency_seconds = IN_FLIGHT_SECONDS  # the first sender's next message is slow
+        await whatsapp_only_booking(engine, datetime.now(UTC) + timedelta(hours=6))
+        sending = asyncio.create_task(first.runner.run(JobName.SEND_BOOKING_REMINDERS, trigger=Trigger.MANUAL))
+        await wait_until(lambda: _renewed(engine, first.replica_id), within=30, what="the slow send's claim renewed")
+        [orphan] = await fetch(
+            engine,
+            "SELECT lease_expires_at < now() AS expired FROM flavor_scheduler.deliveries WHERE booking_id = :booking",
+            booking=lost["id"],
+        )
+        assert orphan.expired, "the lost message's lease was renewed with the slow one's"
+        twilio.latency_seconds = 0.0
+        resumed = await second.runner.run(JobName.DELIVER_PENDING_MESSAGES, trigger=Trigger.MANUAL)
+        assert not sending.done()  # resumed while its first sender is still busy
+        assert (await sending).success
+
+    assert resumed.success and resumed.messages[MessageState.SENT] == 1
+    assert len(twilio.accepted) == 2  # the earlier attempt was found, not sent again
+    rows = await fetch(engine, "SELECT status, claimed_by FROM flavor_scheduler.deliveries ORDER BY created_at")
+    assert [(row.status, row.claimed_by) for row in rows] == [("sent", second.replica_id), ("sent", first.replica_id)]
+
+
+async def _renewed(engine: AsyncEngine, claimer: str) -> bool:
+    """A claim of `claimer`'s in flight whose lease was extended since it was claimed."""
+    rows = await fetch(
+        engine,
+        "SELECT 1 FROM flavor_scheduler.deliveries WHERE status = 'sending' AND claimed_by = :claimer"
+        " AND lease_expires_at > updated_at + make_interval(secs => :lease + 0.2)",
+        claimer=claimer,
+        lease=LEASE_SECONDS,
+    )
+    return bool(rows)
