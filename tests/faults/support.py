@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 from uuid import UUID, uuid4
 
@@ -37,6 +37,8 @@ from scheduler.settings import Settings
 from tests.database import to_asyncpg, to_libpq
 from tests.fakes.providers import FakeResend, FakeTwilio
 from tests.program import command
+
+T = TypeVar("T")
 
 # --- distinctive secrets: any of these in any output is a leak --------------------------------
 
@@ -414,6 +416,22 @@ async def wait_until(
         if time.monotonic() - started > within:
             raise AssertionError(f"timed out after {within:g} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def finished_within(task: asyncio.Task[T], *, within: float, what: str) -> T:
+    """Await `task`; past `within` seconds, fail with the stack of every task still running, which
+    is what a hang under a loaded machine needs to be understood from the report alone."""
+    try:
+        async with asyncio.timeout(within):
+            return await asyncio.shield(task)
+    except TimeoutError:
+        stacks = []
+        for running in asyncio.all_tasks():
+            frames = io.StringIO()
+            running.print_stack(limit=12, file=frames)
+            stacks.append(f"{running.get_name()}:\n{frames.getvalue()}")
+        task.cancel()
+        raise AssertionError(f"{what} not done after {within:g} s; tasks:\n" + "\n".join(stacks)) from None
 
 
 REPOSITORY = Path(__file__).resolve().parents[2]  # on the children's PYTHONPATH, for tests.program

@@ -58,6 +58,7 @@ from tests.faults.support import (
     cli_env,
     delivery_statuses,
     faults_settings,
+    finished_within,
     leases_run_out,
     owed_messages,
     product_logging,
@@ -203,10 +204,11 @@ async def test_connection_lost_mid_batch(
         if fault == "statement_timeout":
             await set_database_option(engine, "statement_timeout", "1s")
         if fault == "dropped_silently":
-            monkeypatch.setattr(engine_module, "COMMAND_TIMEOUT_SECONDS", DROPPED_CONNECTION_BOUND_SECONDS)
-            monkeypatch.setattr(
-                bounded_connection, "IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", DROPPED_CONNECTION_BOUND_SECONDS
-            )
+            # For the app's engine only, undone before the test's own teardown (DROP DATABASE on a
+            # loaded server may take longer than the cut timeout).
+            patched = stack.enter_context(monkeypatch.context())
+            patched.setattr(engine_module, "COMMAND_TIMEOUT_SECONDS", DROPPED_CONNECTION_BOUND_SECONDS)
+            patched.setattr(bounded_connection, "IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", DROPPED_CONNECTION_BOUND_SECONDS)
             proxy = await stack.enter_async_context(BlackholeProxy(database_url))
             app_url = proxy.url()
         app = await stack.enter_async_context(running_app(app_url, recorders))
@@ -219,8 +221,7 @@ async def test_connection_lost_mid_batch(
             assert pid is not None and await terminate(engine, pid)
         elif fault == "dropped_silently":
             assert proxy is not None and proxy.blackhole() >= 1
-        async with asyncio.timeout(30):
-            faulted = await task
+        faulted = await finished_within(task, within=30, what="the faulted run")
         to_error = time.monotonic() - held_at
         lost_transaction_seconds = 0.0
         left_mid_statement = 0
@@ -343,19 +344,20 @@ async def test_a_table_lock_elsewhere_fails_the_run_in_bounded_time(
     recorders: dict[Channel, RecordingTransport],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(engine_module, "COMMAND_TIMEOUT_SECONDS", DROPPED_CONNECTION_BOUND_SECONDS)
     now = datetime.now(UTC)
     stale = await seed_bookings(engine, 10, now=now, stale=True)
-    async with running_app(database_url, recorders) as app:
-        async with engine.connect() as elsewhere:
-            # A migration of the platform's, say: the whole table locked for longer than we wait.
-            await elsewhere.execute(text("LOCK TABLE bookings IN ACCESS EXCLUSIVE MODE"))
-            started = time.monotonic()
-            async with asyncio.timeout(30):
-                blocked = await run(app, JobName.CLEANUP_STALE_BOOKINGS)
-            elapsed = time.monotonic() - started
-            await elsewhere.rollback()
-        again = await run(app, JobName.CLEANUP_STALE_BOOKINGS)
+    with monkeypatch.context() as patched:  # for the app's engine only, as above
+        patched.setattr(engine_module, "COMMAND_TIMEOUT_SECONDS", DROPPED_CONNECTION_BOUND_SECONDS)
+        async with running_app(database_url, recorders) as app:
+            async with engine.connect() as elsewhere:
+                # A migration of the platform's, say: the whole table locked for longer than we wait.
+                await elsewhere.execute(text("LOCK TABLE bookings IN ACCESS EXCLUSIVE MODE"))
+                started = time.monotonic()
+                async with asyncio.timeout(30):
+                    blocked = await run(app, JobName.CLEANUP_STALE_BOOKINGS)
+                elapsed = time.monotonic() - started
+                await elsewhere.rollback()
+            again = await run(app, JobName.CLEANUP_STALE_BOOKINGS)
     assert blocked.errors and not blocked.count
     assert elapsed < DROPPED_CONNECTION_BOUND_SECONDS * 3, f"the run waited {elapsed:.1f} s"
     assert again.success and again.count == len(stale), again.errors
