@@ -103,7 +103,13 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
             first.cancel()
             await asyncio.gather(first, return_exceptions=True)
         raise
-    report = DeliveryReport() if first is None else await first
+    try:
+        report = DeliveryReport() if first is None else await first
+    except DatabaseError as exc:
+        # The first batch's sends could not all settle: said beside a recording failure, not over
+        # it. What is not sent yet stays owed in the outbox, for the next delivery run.
+        result.fail(f"sending {rule.kind.value}s failed: {exc}")
+        return result
     report.merge(await deps.dispatcher.deliver(only_ids=later_ids, should_stop=ctx.should_stop))
     result.errors += report.errors
     result.messages.update(report.states)
