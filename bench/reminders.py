@@ -205,7 +205,9 @@ async def main() -> None:
         )
     print(f"bound (msgs / ceiling)  {bound:8.2f} s")
     print(f"ratio time / bound      {elapsed / bound:8.2f}   (target <= 1.1)")
-    print(f"daemon CPU              {cpu:8.2f} s   ({cpu / max(messages, 1) * 1e3:.2f} ms per message; the machine's other load aside)")
+    print(
+        f"daemon CPU              {cpu:8.2f} s   ({cpu / max(messages, 1) * 1e3:.2f} ms per message; the machine's other load aside)"
+    )
     print(
         f"busiest second          whatsapp {max_in_window(whatsapp_times)}, email {max_in_window(email_times)}  (ceiling {args.rate:g})"
     )

@@ -84,7 +84,5 @@ async def test_a_signal_stops_after_the_item_in_hand_and_hands_everything_back(
     statuses = await delivery_statuses(engine)
     assert "sending" not in statuses  # every claimed message handed back at once
     assert statuses["sent"] == sent_before_stop
-    (run,) = await fetch(
-        engine, "SELECT status, lease_expires_at <= now() AS released FROM flavor_scheduler.job_runs"
-    )
+    (run,) = await fetch(engine, "SELECT status, lease_expires_at <= now() AS released FROM flavor_scheduler.job_runs")
     assert (run.status, run.released) == ("running", True)  # its lease given back: resumed at once

@@ -24,6 +24,7 @@ async def test_last_success_gauge_is_seeded_from_the_history(app: App, engine: A
                 ),
                 {"id": uuid4(), "slot": at.isoformat(), "status": status, "at": at},
             )
+
     def last_success(job: str) -> float | None:
         return app.registry.get_sample_value("flavor_scheduler_job_last_success_timestamp_seconds", {"job_name": job})
 

@@ -88,9 +88,7 @@ def all_parts(renderer: Renderer, kind: MessageKind, role: Role, facts: BookingF
         ("2026-10-03T16:00", SYDNEY, 11, "Sunday 4 October 2026, 3:00 am"),
     ],
 )
-def test_format_when_in_time_zone(
-    moment: str, tz: ZoneInfo, offset_hours: int, expected: str
-) -> None:
+def test_format_when_in_time_zone(moment: str, tz: ZoneInfo, offset_hours: int, expected: str) -> None:
     event = utc(moment)
     assert event.astimezone(tz).utcoffset() == timedelta(hours=offset_hours)
     assert format_when(event, tz) == expected
@@ -109,9 +107,7 @@ def test_format_when_refuses_naive_datetime() -> None:
 def test_renderer_writes_dates_in_its_time_zone() -> None:
     sydney = Renderer(SYDNEY)
     facts = dataclasses.replace(FACTS, event_date=utc("2026-04-05T09:00"))
-    message = sydney.render(
-        MessageKind.BOOKING_REMINDER, Channel.WHATSAPP, Role.CLIENT, facts, utc("2026-04-04T12:00")
-    )
+    message = sydney.render(MessageKind.BOOKING_REMINDER, Channel.WHATSAPP, Role.CLIENT, facts, utc("2026-04-04T12:00"))
     assert "Sunday 5 April 2026, 7:00 pm" in message.text
     assert sydney.format_when(utc("2026-04-04T09:00")) == "Saturday 4 April 2026, 8:00 pm"
 
@@ -176,9 +172,7 @@ def test_format_lead(lead: timedelta, expected: str) -> None:
 
 
 @pytest.mark.parametrize(("kind", "channel", "role"), CASES)
-def test_every_message_names_the_booking(
-    renderer: Renderer, kind: MessageKind, channel: Channel, role: Role
-) -> None:
+def test_every_message_names_the_booking(renderer: Renderer, kind: MessageKind, channel: Channel, role: Role) -> None:
     message = renderer.render(kind, channel, role, FACTS, NOW)
     parts = [message.text] if channel is not Channel.EMAIL else [message.text, message.html or ""]
     for part in parts:
@@ -289,16 +283,12 @@ def test_cancellation_notices_explain_and_differ_by_role(renderer: Renderer) -> 
 
 def test_cancellation_of_a_past_event_still_renders(renderer: Renderer) -> None:
     later = EVENT + timedelta(days=1)
-    message = renderer.render(
-        MessageKind.BOOKING_CANCELLED, Channel.WHATSAPP, Role.CLIENT, FACTS, later
-    )
+    message = renderer.render(MessageKind.BOOKING_CANCELLED, Channel.WHATSAPP, Role.CLIENT, FACTS, later)
     assert EVENT_TEXT in message.text
 
 
 @pytest.mark.parametrize("kind", [MessageKind.BOOKING_REMINDER, MessageKind.PAYMENT_REMINDER])
-def test_reminder_for_an_event_already_started_is_refused(
-    renderer: Renderer, kind: MessageKind
-) -> None:
+def test_reminder_for_an_event_already_started_is_refused(renderer: Renderer, kind: MessageKind) -> None:
     with pytest.raises(ContentError, match="already started"):
         renderer.render(kind, Channel.WHATSAPP, Role.CLIENT, FACTS, EVENT)
 
@@ -325,9 +315,7 @@ def test_missing_reference_is_a_content_error(renderer: Renderer) -> None:
 
 def test_fallbacks_for_missing_names_and_venue(renderer: Renderer) -> None:
     no_stage_name = dataclasses.replace(FACTS, performer_stage_name=None)
-    message = renderer.render(
-        MessageKind.BOOKING_REMINDER, Channel.WHATSAPP, Role.CLIENT, no_stage_name, NOW
-    )
+    message = renderer.render(MessageKind.BOOKING_REMINDER, Channel.WHATSAPP, Role.CLIENT, no_stage_name, NOW)
     assert "Sam is booked" in message.text
 
     bare = dataclasses.replace(
@@ -370,9 +358,7 @@ def test_html_part_escapes_user_data_and_text_part_does_not(renderer: Renderer) 
         assert "<script>alert(1)</script>" in email.text
         assert "Bar <b>One</b> & Grill" in whatsapp.text
         assert whatsapp.content_variables["3"] == "<script>alert(1)</script>"
-    client_reminder = renderer.render(
-        MessageKind.BOOKING_REMINDER, Channel.EMAIL, Role.CLIENT, facts, NOW
-    )
+    client_reminder = renderer.render(MessageKind.BOOKING_REMINDER, Channel.EMAIL, Role.CLIENT, facts, NOW)
     assert "Hi Tom &amp; Jerry," in (client_reminder.html or "")
     assert "Hi Tom & Jerry," in client_reminder.text
 
@@ -409,9 +395,7 @@ def test_emoji_and_right_to_left_text_pass_through(renderer: Renderer) -> None:
     stage_name = "\N{DANCER}\N{EMOJI MODIFIER FITZPATRICK TYPE-4} \u0644\u064a\u0644\u0649"
     client = "\u05d3\u05e0\u05d4\u200f"  # Hebrew with a right-to-left mark
     venue = "\u0642\u0627\u0639\u0629 \u0627\u0644\u0648\u0631\u062f \N{SPARKLES}"
-    facts = dataclasses.replace(
-        FACTS, performer_stage_name=stage_name, client_first_name=client, venue=venue
-    )
+    facts = dataclasses.replace(FACTS, performer_stage_name=stage_name, client_first_name=client, venue=venue)
     for kind, channel, role in CASES:
         message = renderer.render(kind, channel, role, facts, NOW)
         for part in (message.text, message.html) if message.html else (message.text,):
@@ -422,9 +406,7 @@ def test_emoji_and_right_to_left_text_pass_through(renderer: Renderer) -> None:
 
 
 def test_whitespace_and_control_characters_are_flattened(renderer: Renderer) -> None:
-    facts = dataclasses.replace(
-        FACTS, venue="12 Hay St\r\n\tPerth\x00 WA", performer_stage_name="DJ\n\nStarlight"
-    )
+    facts = dataclasses.replace(FACTS, venue="12 Hay St\r\n\tPerth\x00 WA", performer_stage_name="DJ\n\nStarlight")
     email = renderer.render(MessageKind.BOOKING_REMINDER, Channel.EMAIL, Role.CLIENT, facts, NOW)
     assert "Where: 12 Hay St Perth WA" in email.text
     assert "\x00" not in email.text
@@ -460,9 +442,7 @@ def test_whitespace_and_control_characters_are_flattened(renderer: Renderer) -> 
         ),
     ],
 )
-def test_content_variables(
-    renderer: Renderer, kind: MessageKind, role: Role, expected: list[str]
-) -> None:
+def test_content_variables(renderer: Renderer, kind: MessageKind, role: Role, expected: list[str]) -> None:
     message = renderer.render(kind, Channel.WHATSAPP, role, FACTS, NOW)
     assert message.content_variables == {str(i): v for i, v in enumerate(expected, 1)}
 
@@ -475,9 +455,7 @@ def test_every_kind_has_every_template() -> None:
             assert (folder / f"{kind.value}.{part}").is_file()
 
 
-def test_whatsapp_text_over_the_limit_is_refused(
-    renderer: Renderer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_whatsapp_text_over_the_limit_is_refused(renderer: Renderer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(content, "WHATSAPP_MAX_UNITS", 100)
     with pytest.raises(ContentError, match="too long"):
         renderer.render(MessageKind.BOOKING_REMINDER, Channel.WHATSAPP, Role.CLIENT, FACTS, NOW)
