@@ -38,13 +38,14 @@ run: $(DEMO_STAMP)
 	@$(BIN)/python -m compileall -q -j0 scheduler
 	$(BIN)/flavor-scheduler --demo
 
-## Everything CI checks: ruff, mypy (strict on scheduler/), the whole test suite.
+## Everything CI checks: ruff (lint and format), mypy (strict on scheduler/), the whole test suite.
 test: lint typecheck
 	@$(BIN)/python -m compileall -q -j0 scheduler tests bench
 	$(BIN)/pytest
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 typecheck: $(DEV_STAMP)
