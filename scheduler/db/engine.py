@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from uuid import uuid4
 
 from sqlalchemy import event, exc
 from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
@@ -31,9 +30,13 @@ _IDLE_SINCE = "flavor_scheduler_idle_since"
 
 
 def _statement_name() -> str:
-    # Unique names: through PgBouncer a statement prepared on one server connection may be
-    # looked up on another, so names must never repeat (SQLAlchemy's documented recipe).
-    return f"__fs_{uuid4().hex}__"
+    """The unnamed statement, for every statement: no name to collide on another server connection
+    behind PgBouncer, and none left to close. asyncpg closes a named statement the next time the
+    connection prepares one, waiting for that answer with no timeout at all: on a connection a
+    middlebox dropped between the two, the run would wait for good (`COMMAND_TIMEOUT_SECONDS`
+    bounds the statements, not that clean-up). With the statement cache off, asyncpg sends the
+    unnamed statement's Parse again with its Bind, in the same round trip."""
+    return ""
 
 
 def _ping_unless_just_used(engine: AsyncEngine) -> None:

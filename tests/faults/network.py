@@ -6,6 +6,10 @@ neither end can tell (TCP keepalives would not either). That is a middlebox losi
 a NAT or load balancer timing out, a firewall failover. Connections opened afterwards are
 forwarded normally, as through the recovered path.
 
+`silence_after(answer)` loses one flow at a chosen moment: the first connection whose server sends
+`answer` from then on is silenced right after it, the answer delivered. That is a flow lost between
+two round trips of one statement (its Parse answered, its Bind never arrives).
+
 `cut()` is the plain outage: every connection is closed and new ones are closed as soon as they
 arrive, until `restore()`, as a client sees a database that went away (a server stopped, a host
 unreachable behind a load balancer).
@@ -51,6 +55,7 @@ class BlackholeProxy:
         self._links: list[_Link] = []
         self.silenced = 0
         self.refusing = False
+        self._silence_after: bytes | None = None
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -97,6 +102,10 @@ class BlackholeProxy:
                 count += 1
         self.silenced += count
         return count
+
+    def silence_after(self, answer: bytes) -> None:
+        """Silence the first connection whose server sends `answer` from now on, right after it."""
+        self._silence_after = answer
 
     def close_silenced(self) -> int:
         """The middlebox gives up on the connections it silenced: both ends closed; returns how many."""
@@ -156,3 +165,7 @@ class BlackholeProxy:
             writer.write(chunk)
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
+            if writer is link.client and self._silence_after is not None and self._silence_after in chunk:
+                self._silence_after = None
+                link.silent = True
+                self.silenced += 1

@@ -373,6 +373,60 @@ async def test_a_table_lock_elsewhere_fails_the_run_in_bounded_time(
     )
 
 
+# PostgreSQL's answer to a statement's Parse and Describe: ParseComplete, then ParameterDescription.
+PARSE_ANSWERED = b"1\x00\x00\x00\x04t"
+
+
+async def test_a_connection_silenced_between_a_statement_s_round_trips_fails_the_run_in_bounded_time(
+    database_url: str,
+    engine: AsyncEngine,
+    recorders: dict[Channel, RecordingTransport],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A statement is more than one round trip (its Parse and Describe answered, then its Bind and
+    Execute). A flow lost between them ends in the command timeout like any other, never in a wait
+    with no bound: asyncpg closes a named statement the next time the connection prepares one,
+    and waits for that answer without a timeout."""
+    now = datetime.now(UTC)
+    stale = await seed_bookings(engine, 10, now=now, stale=True)
+    async with contextlib.AsyncExitStack() as stack:
+        patched = stack.enter_context(monkeypatch.context())  # for the app's engine only
+        patched.setattr(engine_module, "COMMAND_TIMEOUT_SECONDS", DROPPED_CONNECTION_BOUND_SECONDS)
+        patched.setattr(bounded_connection, "IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", DROPPED_CONNECTION_BOUND_SECONDS)
+        proxy = await stack.enter_async_context(BlackholeProxy(database_url))
+        # Production leases: no renewal runs during the run, so the silenced statement is the run's own.
+        settings = faults_settings(proxy.url(), whatsapp_max_per_second=1000, email_max_per_second=1000)
+        app = build(settings, transports=dict(recorders))
+        stack.push_async_callback(app.aclose)
+        await app.prepare_database()
+        warm = await run(app, JobName.CLEANUP_EXPIRED_OTPS)  # the pooled connections have run statements
+        assert warm.success, warm.errors
+        proxy.silence_after(PARSE_ANSWERED)
+        started = time.monotonic()
+        faulted = await finished_within(
+            asyncio.create_task(run(app, JobName.CLEANUP_STALE_BOOKINGS)),
+            within=30,
+            what="the run silenced mid-statement",
+        )
+        elapsed = time.monotonic() - started
+        assert proxy.silenced == 1
+        proxy.close_silenced()
+        await leases_run_out(engine)
+        again = await run(app, JobName.CLEANUP_STALE_BOOKINGS)
+
+    # The command timeout, then closing the dead connection (SQLAlchemy gives that 2 s), and room.
+    bound = DROPPED_CONNECTION_BOUND_SECONDS + 2 + 2
+    assert elapsed <= bound, f"{elapsed:.1f} s to the error"
+    assert faulted.errors and "TimeoutError" in faulted.errors[0], faulted.errors
+    assert again.success and again.count + faulted.count == len(stale), again.errors
+    assert set((await booking_parts(engine, stale, "booking_cancelled")).values()) == {FULL}
+    record(
+        "2 database: silenced between a statement's round trips",
+        seconds_to_error=round(elapsed, 2),
+        error=faulted.errors[0][:200],
+    )
+
+
 @pytest.fixture
 def own_server() -> Iterator[OwnServer]:
     with OwnServer() as server:
