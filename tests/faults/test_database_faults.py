@@ -427,6 +427,27 @@ async def test_a_connection_silenced_between_a_statement_s_round_trips_fails_the
     )
 
 
+async def test_closing_the_app_with_connections_dropped_silently_ends_in_bounded_time(
+    database_url: str, recorders: dict[Channel, RecordingTransport]
+) -> None:
+    """At shutdown the pool closes its connections, each waiting for the server to hang up. Those a
+    middlebox dropped never answer: each is abandoned after its close timeout, not waited for."""
+    async with BlackholeProxy(database_url) as proxy:
+        app = build(faults_settings(proxy.url()), transports=dict(recorders))
+        await app.prepare_database()
+        assert (await run(app, JobName.CLEANUP_EXPIRED_OTPS)).success  # connections in the pool
+        dropped = proxy.blackhole()
+        assert dropped >= 1
+        started = time.monotonic()
+        await finished_within(asyncio.create_task(app.aclose()), within=30, what="closing the app")
+        elapsed = time.monotonic() - started
+    bound = dropped * bounded_connection.CLOSE_TIMEOUT_SECONDS + 2  # closed one after another, and room
+    assert elapsed <= bound, f"{elapsed:.1f} s to close {dropped} connections"
+    record(
+        "2 database: closed with connections dropped silently", connections=dropped, seconds_to_close=round(elapsed, 2)
+    )
+
+
 @pytest.fixture
 def own_server() -> Iterator[OwnServer]:
     with OwnServer() as server:
