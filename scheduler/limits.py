@@ -58,6 +58,10 @@ class Limits:
     # The next claim is made while this much sending is left of the current one (the claim and
     # its send-time check take under a second for a full claim), so the ceiling is kept busy.
     claim_ahead_seconds: float = 2.0
+    # A channel's first claim in a delivery holds only this much sending, so its first request
+    # leaves once that much is claimed and checked, not a full claim (1,000 emails take 0.7 s to
+    # check): the next, full claim is made at once, while the first requests are sent.
+    first_claim_seconds_of_work: float = 1.0
     max_claim: int = 1000
     min_claim: int = 10
     max_in_flight: int = 200  # per channel; bounds memory when a provider hangs

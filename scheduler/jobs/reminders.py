@@ -85,7 +85,7 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
             reminded_in_app |= reminder_batch.count(ctx, rule, result, batch)
             if first is None and batch.inserted:
                 # The first batch's messages go out while the later batches are found, planned
-                # and recorded (planning yields now and then, so the sends keep to their
+                # and recorded (planning yields after each booking, so the sends keep to their
                 # ceilings); the later batches' go after them. A database lost while recording
                 # lets the first batch's sends finish and settle on fresh connections (a send
                 # that cannot settle stays 'sending' and is resumed after its lease, as any send

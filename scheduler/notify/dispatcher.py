@@ -120,10 +120,11 @@ class Dispatcher:
         for channel in Channel:
             self._metrics.messages_pending.labels(channel=channel).set(counts.get(channel.value, 0))
 
-    def _claim_size(self, channel: Channel) -> int:
+    def _claim_size(self, channel: Channel, *, first: bool) -> int:
         limits = self._limits
         per_request = self._email_batch_size if channel is Channel.EMAIL and self._email_batches else 1
-        work = int(self._ceilings[channel] * limits.claim_seconds_of_work * per_request)
+        seconds = limits.first_claim_seconds_of_work if first else limits.claim_seconds_of_work
+        work = int(self._ceilings[channel] * seconds * per_request)
         return max(limits.min_claim, min(limits.max_claim, work))
 
     async def _deliver_channel(
@@ -146,15 +147,18 @@ class Dispatcher:
         )
         try:
             async with asyncio.TaskGroup() as sends:
+                first = True
                 while not should_stop():
                     try:
-                        claimed = await self._claims.claim(channel, report, only_ids, limit=self._claim_size(channel))
+                        limit = self._claim_size(channel, first=first)
+                        claimed = await self._claims.claim(channel, report, only_ids, limit=limit)
                     except Exception as exc:  # raised below, once the sends in flight are done
                         claim_error = exc
                         break
                     if claimed is None:
                         break
                     batch, replay_key = claimed
+                    first = False
                     if isinstance(transport, LazyTransport):  # load the SDK before the first grant, not after it
                         transport.build()
                     for group, key in self._requests(channel, batch, replay_key):

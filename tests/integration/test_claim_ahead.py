@@ -79,3 +79,55 @@ async def test_a_claim_that_fails_lets_the_sends_in_flight_finish_and_be_recorde
     assert len(twilio.requests_to("send")) == CLAIM
     rows = await fetch(engine, "SELECT status, count(*) AS n FROM flavor_scheduler.deliveries GROUP BY status")
     assert {row.status: row.n for row in rows} == {"sent": CLAIM, "pending": BOOKINGS - CLAIM}
+
+
+_LOG_CLAIMS = (
+    "CREATE TABLE flavor_scheduler.claim_log (seq bigserial, claimed int)",
+    """
+    CREATE FUNCTION flavor_scheduler.log_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE taken int;
+    BEGIN
+        SELECT count(*) INTO taken FROM old_rows o JOIN new_rows n USING (id)
+        WHERE o.status = 'pending' AND n.status = 'sending';
+        IF taken > 0 THEN
+            INSERT INTO flavor_scheduler.claim_log (claimed) VALUES (taken);
+        END IF;
+        RETURN NULL;
+    END $$
+    """,
+    """
+    CREATE TRIGGER log_claim AFTER UPDATE ON flavor_scheduler.deliveries
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION flavor_scheduler.log_claim()
+    """,
+)
+
+
+async def test_the_first_claim_holds_a_short_while_of_sending_and_the_next_a_full_claim(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    """The first request leaves once `first_claim_seconds_of_work` of sending is claimed and
+    checked, not a whole claim's worth; the next claim, made at once, is a full one."""
+    limits = Limits(min_claim=1, first_claim_seconds_of_work=0.5, claim_seconds_of_work=10)
+    rate = 10  # per second: a first claim of 5, then of 100
+    for n in range(BOOKINGS):
+        client = await add_client(engine, phone=f"0412 345 {n:03d}", email=None)
+        performer = await add_performer(engine, phone=None, email=None)
+        await add_booking(engine, client=client, performer=performer, event_date=datetime.now(UTC) + timedelta(hours=5))
+    async with engine.begin() as conn:
+        for statement in _LOG_CLAIMS:
+            await conn.execute(text(statement))
+
+    async with stand_in_twilio() as twilio:
+        settings = whatsapp_settings(database_url, twilio, whatsapp_max_per_second=rate)
+        daemon = build(settings, limits=limits, clock=SystemClock())
+        await daemon.prepare_database()
+        try:
+            result = await daemon.runner.run(JobName.SEND_BOOKING_REMINDERS, trigger=Trigger.MANUAL)
+        finally:
+            await daemon.aclose()
+
+    assert result.success, result.errors
+    claims = [row.claimed for row in await fetch(engine, "SELECT claimed FROM flavor_scheduler.claim_log ORDER BY seq")]
+    assert claims == [5, BOOKINGS - 5]
+    assert len(twilio.accepted) == BOOKINGS
