@@ -3,6 +3,9 @@
 are recorded before the run reports the failure: nothing is left `sending` for a lease to free.
 
 The failure is the database's own: a trigger refuses to let a sixth delivery be claimed.
+
+A delivery's first claim is short (`Limits.first_claim_seconds_of_work`), so its first request
+does not wait for a whole claim to be checked: a statement trigger logs what each claim took.
 """
 
 from __future__ import annotations
