@@ -61,17 +61,22 @@ async def app(database_url: str) -> AsyncIterator[tuple[App, FakeTwilio]]:
             await built.aclose()
 
 
-async def test_a_claim_that_fails_lets_the_sends_in_flight_finish_and_be_recorded(
-    engine: AsyncEngine, app: tuple[App, FakeTwilio]
-) -> None:
-    daemon, twilio = app
+async def due_bookings(engine: AsyncEngine, *, then: tuple[str, ...]) -> None:
+    """BOOKINGS bookings due a reminder, one WhatsApp message each; then the statements `then`."""
     for n in range(BOOKINGS):
         client = await add_client(engine, phone=f"0412 345 {n:03d}", email=None)
         performer = await add_performer(engine, phone=None, email=None)
         await add_booking(engine, client=client, performer=performer, event_date=datetime.now(UTC) + timedelta(hours=5))
     async with engine.begin() as conn:
-        for statement in _REFUSE_THE_SIXTH_CLAIM:
+        for statement in then:
             await conn.execute(text(statement))
+
+
+async def test_a_claim_that_fails_lets_the_sends_in_flight_finish_and_be_recorded(
+    engine: AsyncEngine, app: tuple[App, FakeTwilio]
+) -> None:
+    daemon, twilio = app
+    await due_bookings(engine, then=_REFUSE_THE_SIXTH_CLAIM)
 
     result = await daemon.runner.run(JobName.SEND_BOOKING_REMINDERS, trigger=Trigger.MANUAL)
 
@@ -113,13 +118,7 @@ async def test_the_first_claim_holds_a_short_while_of_sending_and_the_next_a_ful
     checked, not a whole claim's worth; the next claim, made at once, is a full one."""
     limits = Limits(min_claim=1, first_claim_seconds_of_work=0.5, claim_seconds_of_work=10)
     rate = 10  # per second: a first claim of 5, then of 100
-    for n in range(BOOKINGS):
-        client = await add_client(engine, phone=f"0412 345 {n:03d}", email=None)
-        performer = await add_performer(engine, phone=None, email=None)
-        await add_booking(engine, client=client, performer=performer, event_date=datetime.now(UTC) + timedelta(hours=5))
-    async with engine.begin() as conn:
-        for statement in _LOG_CLAIMS:
-            await conn.execute(text(statement))
+    await due_bookings(engine, then=_LOG_CLAIMS)
 
     async with stand_in_twilio() as twilio:
         settings = whatsapp_settings(database_url, twilio, whatsapp_max_per_second=rate)
