@@ -109,6 +109,7 @@ async def _remind(ctx: JobContext, rule: ReminderRule, now: datetime, horizon: t
         # The first batch's sends could not all settle: said beside a recording failure, not over
         # it. What is not sent yet stays owed in the outbox, for the next delivery run.
         result.fail(f"sending {rule.kind.value}s failed: database error: {exc}")
+        result.count = len(reminded_in_app)  # their in-app reminders were written
         return result
     report.merge(await deps.dispatcher.deliver(only_ids=later_ids, should_stop=ctx.should_stop))
     result.errors += report.errors

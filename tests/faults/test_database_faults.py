@@ -260,6 +260,8 @@ async def test_connection_lost_mid_batch(
     if scenario.kind == "booking_reminder":
         # The second batch's recording met the fault: said first, whatever else failed with it.
         assert faulted.errors[0].startswith("recording booking_reminders failed: "), f"{where}: {faulted.errors}"
+        # The first batch's bookings were reminded (in-app at least), whatever became of its sends.
+        assert faulted.count == BATCH, f"{where}: {faulted.count}"
     assert again.success, f"{where}: the next run failed: {again.errors}"
     assert drained.success, f"{where}: delivering what was left failed: {drained.errors}"
     EXPOSURE.check(f"{where}: results", "\n".join(faulted.errors + again.errors + drained.errors))
