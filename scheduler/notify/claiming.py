@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from uuid import UUID
 
 import structlog
@@ -48,11 +49,43 @@ class Claims:
         self._replays_email_batches = replays_email_batches
 
     async def claim(
-        self, channel: Channel, report: DeliveryReport, only_ids: Sequence[UUID] | None, *, limit: int
+        self,
+        channel: Channel,
+        report: DeliveryReport,
+        only_ids: Sequence[UUID] | None,
+        *,
+        limit: int,
+        holding: set[UUID],
     ) -> tuple[list[ClaimedDelivery], str | None] | None:
         """Claim up to `limit` due deliveries of `channel` and re-check them; those to send, and the
-        key of the email batch they are to be replayed as (None: a fresh claim). None when nothing is due."""
+        key of the email batch they are to be replayed as (None: a fresh claim). None when nothing is due.
+
+        The claimed ids join `holding` (the claims `renew_while_sending` keeps alive) as soon as the
+        claiming statement returns them, inside its transaction: a renewal made meanwhile waits for
+        the commit and extends them at once, so no claim of ours can run out before it is renewed.
+        Those to send stay in it (their requests carry them on); the rest leave it once recorded."""
         now = self._clock.now()
+        batch: list[ClaimedDelivery] = []
+        try:
+            claimed = await self._claim(channel, report, only_ids, limit=limit, now=now, holding=holding, batch=batch)
+        except BaseException:
+            holding.difference_update(delivery.id for delivery in batch)
+            raise
+        to_send = {delivery.id for delivery in claimed[0]} if claimed is not None else set()
+        holding.difference_update(delivery.id for delivery in batch if delivery.id not in to_send)
+        return claimed
+
+    async def _claim(
+        self,
+        channel: Channel,
+        report: DeliveryReport,
+        only_ids: Sequence[UUID] | None,
+        *,
+        limit: int,
+        now: datetime,
+        holding: set[UUID],
+        batch: list[ClaimedDelivery],
+    ) -> tuple[list[ClaimedDelivery], str | None] | None:
         async with self._db.begin() as conn:
             # An email batch that may have reached Resend first, whole, to be replayed as it was.
             retried = None
@@ -60,7 +93,7 @@ class Claims:
                 retried = await email_batches_db.claim_retried_batch(
                     conn, now=now, lease=self._limits.delivery_lease, claimer=self._claimer, only_ids=only_ids
                 )
-            batch = retried[1] if retried is not None else await outbox_claims.claim_due(
+            batch += retried[1] if retried is not None else await outbox_claims.claim_due(
                 conn,
                 channel=channel.value,
                 now=now,
@@ -69,6 +102,7 @@ class Claims:
                 limit=limit,
                 only_ids=only_ids,
             )  # fmt: skip
+            holding.update(delivery.id for delivery in batch)
             # Every claimed message is re-checked against its booking as it stands now, held
             # in the quiet hours, and written afresh (notify/send_time.py) ...
             prepared = await self._send_time.prepare(conn, batch, now=now, claimer=self._claimer)

@@ -151,7 +151,9 @@ class Dispatcher:
                 while not should_stop():
                     try:
                         limit = self._claim_size(channel, first=first)
-                        claimed = await self._claims.claim(channel, report, only_ids, limit=limit)
+                        claimed = await self._claims.claim(
+                            channel, report, only_ids, limit=limit, holding=backlog.sending
+                        )
                     except Exception as exc:  # raised below, once the sends in flight are done
                         claim_error = exc
                         break
