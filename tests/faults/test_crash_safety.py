@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.fakes.providers import FakeProviderServer, Reply
+from tests.fakes.providers import FakeProviderServer, FakeResend, Reply
 from tests.faults.support import (
     EXPOSURE,
     FULL,
@@ -157,5 +157,16 @@ async def test_sigkill_at_random_moments_loses_no_message(
         email_duplicates=duplicates["email"],
         seconds=round(time.monotonic() - started, 1),
     )
-    assert duplicates["email"] == 0, "an email went out twice despite its idempotency key"
+    assert duplicates["email"] == 0, (
+        f"an email went out twice despite its idempotency key (seed {seed}): {twice_accepted(resend)}"
+    )
     assert duplicates["whatsapp"] <= in_flight_total, "more WhatsApp duplicates than messages in flight at kills"
+
+
+def twice_accepted(resend: FakeResend, shown: int = 5) -> list[str]:
+    """The first emails Resend accepted more than once: under which keys, and when (what a failure needs)."""
+    accepted: dict[tuple[str, ...], list[str]] = {}
+    for email in resend.accepted:
+        what = (*email.to, str(email.payload.get("subject", "")))
+        accepted.setdefault(what, []).append(f"{email.idempotency_key} at {email.accepted_at:%H:%M:%S.%f}")
+    return [f"{what[-1]!r}: {', '.join(times)}" for what, times in accepted.items() if len(times) > 1][:shown]
