@@ -62,8 +62,9 @@ class Claims:
 
         The claimed ids join `holding` (the claims `renew_while_sending` keeps alive) as soon as the
         claiming statement returns them, inside its transaction: a renewal made meanwhile waits for
-        the commit and extends them at once, so no claim of ours can run out before it is renewed.
-        Those to send stay in it (their requests carry them on); the rest leave it once recorded."""
+        the commit and extends them then, so a claim is renewed from the moment it is made, not
+        from when its request is. Those to send stay in it (their requests carry them on); the rest
+        leave it once recorded."""
         now = self._clock.now()
         batch: list[ClaimedDelivery] = []
         try:
